@@ -1,0 +1,142 @@
+"""All settings in one frozen tree, read from the environment (prefix ``MOSAIC_``).
+
+Nested values use a double underscore: ``MOSAIC_KAFKA__BOOTSTRAP_SERVERS=host:9092``.
+Defaults point at the local stack that ``mosaic stack up`` starts on loopback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "mosaic"
+
+
+class StackSettings(BaseModel):
+    """Where the local stack keeps downloads (cached across clones) and its data."""
+
+    model_config = _FROZEN
+    cache_dir: Path = Field(default_factory=_default_cache_dir)
+    # Runtime data (logs, pid files, server data). Kept outside the repo so a fresh
+    # clone reuses a running stack; PostgreSQL needs a path its own user can reach.
+    data_dir: Path = Path("/var/tmp/mosaic-stack")  # noqa: S108 - machine-wide, by design
+    kafka_version: str = "4.4.0"
+    cassandra_version: str = "5.0.8"
+    nakama_version: str = "3.40.0"
+    start_timeout_seconds: float = 240.0
+
+
+class KafkaSettings(BaseModel):
+    model_config = _FROZEN
+    bootstrap_servers: str = "127.0.0.1:9092"
+    controller_port: int = 9093
+    topic_prefix: str = "mosaic."
+    replication_factor: int = 1
+
+
+class CassandraSettings(BaseModel):
+    model_config = _FROZEN
+    hosts: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 9042
+    keyspace: str = "mosaic"
+    replication_factor: int = 1
+
+
+class PostgresSettings(BaseModel):
+    model_config = _FROZEN
+    host: str = "127.0.0.1"
+    port: int = 5433
+    user: str = "nakama"
+    password: SecretStr = SecretStr("nakama-local-password")
+    database: str = "nakama"
+
+
+class NakamaSettings(BaseModel):
+    model_config = _FROZEN
+    url: str = "http://127.0.0.1:7350"
+    grpc_port: int = 7349
+    console_port: int = 7351
+    server_key: SecretStr = SecretStr("mosaic-local-server-key")
+    http_key: SecretStr = SecretStr("mosaic-local-http-key")
+    console_password: SecretStr = SecretStr("mosaic-local-console")
+
+
+class S3Settings(BaseModel):
+    model_config = _FROZEN
+    endpoint_url: str | None = "http://127.0.0.1:5000"
+    region: str = "us-east-1"
+    access_key_id: SecretStr = SecretStr("mosaic-local")
+    secret_access_key: SecretStr = SecretStr("mosaic-local-secret")
+    insights_bucket: str = "mosaic-insights"
+    traits_cache_bucket: str = "mosaic-traits-cache"
+    traits_cache_ttl_seconds: int = 24 * 3600
+
+
+class IngressSettings(BaseModel):
+    model_config = _FROZEN
+    host: str = "127.0.0.1"
+    port: int = 8088
+    hmac_key: SecretStr = SecretStr("mosaic-local-ingress-hmac")
+    clock_skew_seconds: int = 300
+    max_body_bytes: int = 4096
+    per_user_rate_per_minute: int = 10
+    global_rate_per_second: int = 5000
+
+
+class EmbeddingSettings(BaseModel):
+    model_config = _FROZEN
+    backend: Literal["local", "vertex"] = "local"
+    vertex_project: str = "mosaic-local"
+    vertex_location: str = "us-central1"
+    vertex_model: str = "text-embedding-005"
+    vertex_base_url: str | None = None
+    output_dimensionality: int = 768
+    batch_size: int = 32
+    requests_per_minute: int = 600
+
+
+class VectorIndexSettings(BaseModel):
+    model_config = _FROZEN
+    backend: Literal["cassandra", "pinecone"] = "cassandra"
+    pinecone_api_key: SecretStr = SecretStr("")
+    pinecone_host: str | None = None
+    pinecone_namespace: str = "seekers"
+
+
+class MatcherSettings(BaseModel):
+    model_config = _FROZEN
+    wait_boost: float = 0.1
+    wait_saturation_seconds: float = 7 * 24 * 3600.0
+    min_similarity: float | None = None
+    standardize_similarity: bool = False
+    history_cycles: int = 3
+    transactional_id: str = "mosaic-matcher"
+    cycle_seconds: int = 3600
+
+
+class Settings(BaseSettings):
+    """The root of the settings tree. Build it once (``Settings()``) at an entry point."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MOSAIC_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+    environment: Literal["local", "test", "production"] = "local"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_port: int = 0
+    stack: StackSettings = StackSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    cassandra: CassandraSettings = CassandraSettings()
+    postgres: PostgresSettings = PostgresSettings()
+    nakama: NakamaSettings = NakamaSettings()
+    s3: S3Settings = S3Settings()
+    ingress: IngressSettings = IngressSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    vector_index: VectorIndexSettings = VectorIndexSettings()
+    matcher: MatcherSettings = MatcherSettings()

@@ -1,0 +1,27 @@
+"""S3 through moto's real HTTP server, with boto3 unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from mosaic.settings import Settings
+from stack.base import Service
+from stack.s3 import s3_client
+
+pytestmark = pytest.mark.integration
+
+
+def test_put_and_get_object(settings: Settings, s3_stack: Service, unique: str) -> None:
+    client = s3_client(settings)
+    key = f"smoke/{unique}.json"
+    client.put_object(Bucket=settings.s3.insights_bucket, Key=key, Body=b'{"ok": true}')
+    body = client.get_object(Bucket=settings.s3.insights_bucket, Key=key)["Body"].read()
+    assert body == b'{"ok": true}'
+
+
+def test_up_twice_reuses_running_server(s3_stack: Service) -> None:
+    pid_before = s3_stack.pid()
+    line = s3_stack.up()
+    assert "reused" in line
+    assert s3_stack.pid() == pid_before
+    assert s3_stack.status().healthy
