@@ -1,0 +1,41 @@
+"""One way to open a Cassandra session and create the project's keyspace.
+
+Adapters (audit, user state, vector index) take a session from here so connection
+settings, timeouts and keyspace replication live in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from mosaic.errors import ExternalServiceError
+from mosaic.settings import CassandraSettings
+
+log = logging.getLogger(__name__)
+
+
+def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
+    """Open a session and make sure the keyspace exists (idempotent)."""
+    from cassandra.cluster import Cluster, NoHostAvailable
+    from cassandra.policies import RoundRobinPolicy
+
+    # Silence the driver's per-connection warnings about protocol negotiation.
+    logging.getLogger("cassandra").setLevel(logging.ERROR)
+    cluster = Cluster(
+        list(settings.hosts), port=settings.port, load_balancing_policy=RoundRobinPolicy(),
+        connect_timeout=5, control_connection_timeout=5, protocol_version=5,
+    )
+    try:
+        session = cluster.connect()
+    except NoHostAvailable as exc:
+        cluster.shutdown()
+        raise ExternalServiceError(f"Cassandra unreachable at {settings.hosts}: {exc}") from exc
+    name = keyspace or settings.keyspace
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {name} WITH replication = "
+        f"{{'class': 'SimpleStrategy', 'replication_factor': {settings.replication_factor}}}"
+    )
+    session.set_keyspace(name)
+    session.default_timeout = 20
+    return session
