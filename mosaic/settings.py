@@ -88,6 +88,14 @@ class IngressSettings(BaseModel):
     max_body_bytes: int = 4096
     per_user_rate_per_minute: int = 10
     global_rate_per_second: int = 5000
+    status_rate_per_minute: int = 60
+    # Bounds on in-memory state; a full nonce cache refuses (503) rather than forget.
+    nonce_cache_max_entries: int = 2_000_000
+    rate_limiter_max_users: int = 200_000
+    recent_requests_max_entries: int = 200_000
+    delivery_timeout_seconds: float = 10.0
+    retry_after_seconds: int = 5
+    state_store: Literal["cassandra", "memory"] = "cassandra"
 
 
 class EmbeddingSettings(BaseModel):

@@ -1,0 +1,86 @@
+"""Wire models of the ingress API (request and response bodies). Unknown fields are refused."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from producers.domain import (
+    MAX_TOP_CHATS,
+    POOL_PATTERN,
+    REQUEST_ID_PATTERN,
+    USER_ID_PATTERN,
+)
+from producers.errors import InvalidRequest
+from producers.state import State, UserState
+from streams.events import DEFAULT_POOL, DEFAULT_TOP_CHATS
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+RequestId = Field(default=None, pattern=REQUEST_ID_PATTERN,
+                  description="Client-chosen id; a retry with the same id is not applied twice.")
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class OptInBody(BaseModel):
+    model_config = _STRICT
+    request_id: str | None = RequestId
+    top_chats: int = Field(default=DEFAULT_TOP_CHATS, ge=1, le=MAX_TOP_CHATS,
+                           description="How many top chats to aggregate into traits.")
+    force_refresh: bool = Field(default=False, description="Rebuild cached traits.")
+    pool: str = Field(default=DEFAULT_POOL, pattern=POOL_PATTERN,
+                      description="Matching pool, e.g. 'eu:en' (region:language).")
+
+
+class OptOutBody(BaseModel):
+    model_config = _STRICT
+    request_id: str | None = RequestId
+    pool: str = Field(default=DEFAULT_POOL, pattern=POOL_PATTERN)
+
+
+class BlockBody(BaseModel):
+    model_config = _STRICT
+    request_id: str | None = RequestId
+    blocked_user_id: str = Field(pattern=USER_ID_PATTERN)
+
+    def checked_blocked(self, user_id: str) -> str:
+        if self.blocked_user_id == user_id:
+            raise InvalidRequest("a user cannot block themselves")
+        return self.blocked_user_id
+
+
+class AcceptedBody(BaseModel):
+    status: Literal["accepted"] = "accepted"
+    event_id: str
+    request_id: str
+    duplicate: bool = False
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str
+
+
+class StatusBody(BaseModel):
+    user_id: str
+    state: State
+    opted_in_at: datetime | None = None
+    waiting_since: datetime | None = None
+    missed_cycles: int | None = None
+    cycle_id: str | None = None
+    room_id: str | None = None
+    pool: str | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_state(cls, state: UserState) -> StatusBody:
+        return cls(user_id=state.user_id, state=state.state, opted_in_at=state.opted_in_at,
+                   waiting_since=state.waiting_since, missed_cycles=state.missed_cycles,
+                   cycle_id=state.cycle_id, room_id=state.room_id, pool=state.pool,
+                   updated_at=state.updated_at)

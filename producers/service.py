@@ -1,0 +1,151 @@
+"""The ingress use cases: accept a command (rate limits, idempotency, publish) and read status.
+
+No HTTP here: the web layer decodes a request into a command and calls ``handle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from producers.domain import Accepted, Command, GetStatus, OptIn, OptOut, event_id_for
+from producers.errors import Conflict, RateLimited, Unavailable
+from producers.events import to_event
+from producers.publisher import EventPublisher, PublishFailed
+from producers.ratelimit import KeyedRateLimiter, TokenBucket
+from producers.state import UserState, UserStateStore
+
+log = logging.getLogger(__name__)
+
+RequestKey = tuple[str, str, str]
+
+
+@dataclass(frozen=True)
+class Limiters:
+    per_user: KeyedRateLimiter
+    status_per_user: KeyedRateLimiter
+    global_: TokenBucket
+
+
+class RecentRequests:
+    """Bounded LRU of request keys -> (fingerprint, the future of their outcome)."""
+
+    def __init__(self, max_entries: int) -> None:
+        self._max = max_entries
+        self._items: OrderedDict[RequestKey, tuple[tuple[object, ...],
+                                                   asyncio.Future[Accepted]]] = OrderedDict()
+
+    def get(self, key: RequestKey) -> tuple[tuple[object, ...], asyncio.Future[Accepted]] | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: RequestKey, fingerprint: tuple[object, ...],
+            future: asyncio.Future[Accepted]) -> None:
+        self._items[key] = (fingerprint, future)
+        if len(self._items) > self._max:
+            self._items.popitem(last=False)
+
+    def forget(self, key: RequestKey) -> None:
+        self._items.pop(key, None)
+
+
+class IngressService:
+    def __init__(self, *, publisher: EventPublisher, store: UserStateStore, topic: str,
+                 limiters: Limiters, clock: Callable[[], float],
+                 recent_max_entries: int = 100_000, retry_after_seconds: float = 5.0) -> None:
+        self._publisher = publisher
+        self._store = store
+        self._topic = topic
+        self._limiters = limiters
+        self._clock = clock
+        self._recent = RecentRequests(recent_max_entries)
+        self._retry_after = retry_after_seconds
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def handle(self, command: Command) -> Accepted:
+        key: RequestKey = (command.kind, command.user_id, command.request_id)
+        seen = self._recent.get(key)
+        if seen is not None:
+            return await self._replay(command, *seen)
+        self._take(self._limiters.per_user, command.user_id)
+        if not self._limiters.global_.try_take():
+            raise RateLimited("global rate limit",
+                              retry_after_seconds=self._limiters.global_.retry_after_seconds())
+        future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
+        self._recent.put(key, command.fingerprint(), future)
+        try:
+            accepted = await self._publish(command)
+        except BaseException as exc:
+            self._recent.forget(key)  # a retry with the same id publishes again
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters, if any, get it too
+            raise
+        future.set_result(accepted)
+        return accepted
+
+    async def _replay(self, command: Command, fingerprint: tuple[object, ...],
+                      future: asyncio.Future[Accepted]) -> Accepted:
+        if fingerprint != command.fingerprint():
+            raise Conflict("request id already used for a different request")
+        accepted = await asyncio.shield(future)
+        return replace(accepted, duplicate=True)
+
+    def _take(self, limiter: KeyedRateLimiter, user_id: str) -> None:
+        if not limiter.try_take(user_id):
+            raise RateLimited("per-user rate limit",
+                              retry_after_seconds=limiter.retry_after_seconds(user_id))
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    async def _publish(self, command: Command) -> Accepted:
+        event_id = event_id_for(command.kind, command.user_id, command.request_id)
+        event = to_event(command, event_id, self._now())
+        try:
+            await self._publisher.publish(self._topic, command.user_id, event)
+        except PublishFailed as exc:
+            raise Unavailable(f"event not confirmed by the broker: {exc}",
+                              retry_after_seconds=self._retry_after) from exc
+        self._project_state(command)
+        return Accepted(event_id=event_id, request_id=command.request_id)
+
+    def _project_state(self, command: Command) -> None:
+        """Record what the ingress knows; best effort, the event is the record of truth."""
+        if isinstance(command, OptIn):
+            state = UserState(command.user_id, "preparing_profile",
+                              opted_in_at=command.received_at, pool=command.pool,
+                              updated_at=command.received_at)
+        elif isinstance(command, OptOut):
+            state = UserState(command.user_id, "opted_out", pool=command.pool,
+                              updated_at=command.received_at)
+        else:
+            return  # a block never shows in anyone's status
+        task = asyncio.get_running_loop().create_task(self._record(state))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record(self, state: UserState) -> None:
+        try:
+            await self._store.record(state)
+        except Exception as exc:  # noqa: BLE001 - a projection failure must not fail the request
+            log.warning("user_state write failed for one user: %s", type(exc).__name__)
+
+    async def status(self, query: GetStatus) -> UserState:
+        self._take(self._limiters.status_per_user, query.user_id)
+        try:
+            found = await self._store.get(query.user_id)
+        except Exception as exc:
+            raise Unavailable(f"state store unavailable: {type(exc).__name__}",
+                              retry_after_seconds=self._retry_after) from exc
+        return found if found is not None else UserState(query.user_id)
+
+    async def drain(self) -> None:
+        """Wait for background state writes (on shutdown and in tests)."""
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)

@@ -1,0 +1,131 @@
+"""Pure units of the ingress: signing, nonce cache, token buckets (fake clock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from producers.errors import AuthError, Unavailable
+from producers.ratelimit import KeyedRateLimiter, TokenBucket
+from producers.signing import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    NonceCache,
+    Verifier,
+    canonical,
+    signed_headers,
+)
+
+pytestmark = pytest.mark.unit
+
+KEY = b"test-key"
+NOW = 1_800_000_000.0
+
+
+class FakeClock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _verifier(clock: FakeClock, max_entries: int = 100) -> Verifier:
+    nonces = NonceCache(window_seconds=300, max_entries=max_entries, clock=clock)
+    return Verifier(KEY, nonces, skew_seconds=300, clock=clock)
+
+
+def test_canonical_string_is_documented_layout() -> None:
+    text = canonical("post", "/user/u1/opt-in-embedding", 12, "n" * 16, b"").decode()
+    assert text.split("\n") == [
+        "POST", "/user/u1/opt-in-embedding", "12", "n" * 16,
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    ]
+
+
+def test_valid_signature_passes_once_then_is_a_replay() -> None:
+    clock = FakeClock()
+    verifier = _verifier(clock)
+    headers = signed_headers(KEY, "POST", "/p", b"{}", now=NOW)
+    verifier.verify("POST", "/p", headers, b"{}")
+    with pytest.raises(AuthError, match="replayed"):
+        verifier.verify("POST", "/p", headers, b"{}")
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate"),
+    [
+        ("missing headers", lambda h: {}),
+        ("bad signature", lambda h: {**h, SIGNATURE_HEADER: "0" * 64}),
+        ("upper-case hex", lambda h: {**h, SIGNATURE_HEADER: h[SIGNATURE_HEADER].upper()}),
+        ("short nonce", lambda h: {**h, NONCE_HEADER: "abc"}),
+        ("non-numeric timestamp", lambda h: {**h, TIMESTAMP_HEADER: "12a"}),
+    ],
+)
+def test_bad_headers_are_rejected(name: str, mutate: object) -> None:
+    verifier = _verifier(FakeClock())
+    headers = signed_headers(KEY, "POST", "/p", b"{}", now=NOW)
+    with pytest.raises(AuthError):
+        verifier.verify("POST", "/p", mutate(headers), b"{}")  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("change", ["method", "path", "body"])
+def test_signature_covers_method_path_and_body(change: str) -> None:
+    verifier = _verifier(FakeClock())
+    headers = signed_headers(KEY, "POST", "/p", b"{}", now=NOW)
+    method, path, body = "POST", "/p", b"{}"
+    if change == "method":
+        method = "GET"
+    elif change == "path":
+        path = "/q"
+    else:
+        body = b'{"x":1}'
+    with pytest.raises(AuthError, match="bad signature"):
+        verifier.verify(method, path, headers, body)
+
+
+@pytest.mark.parametrize(("offset", "ok"), [(-300, True), (300, True), (-301, False), (301, False)])
+def test_timestamp_window_is_plus_minus_300_seconds(offset: int, ok: bool) -> None:
+    verifier = _verifier(FakeClock())
+    headers = signed_headers(KEY, "POST", "/p", b"", now=NOW + offset)
+    if ok:
+        verifier.verify("POST", "/p", headers, b"")
+    else:
+        with pytest.raises(AuthError, match="window"):
+            verifier.verify("POST", "/p", headers, b"")
+
+
+def test_nonce_cache_expires_whole_seconds_and_is_bounded() -> None:
+    clock = FakeClock()
+    cache = NonceCache(window_seconds=300, max_entries=2, clock=clock)
+    assert cache.add(int(NOW), "a" * 16)
+    assert not cache.add(int(NOW), "a" * 16)
+    assert cache.add(int(NOW) + 1, "a" * 16)  # another second: another key
+    with pytest.raises(Unavailable):
+        cache.add(int(NOW), "b" * 16)  # full of live entries: refuse, never forget
+    clock.now += 301
+    assert cache.add(int(clock.now), "c" * 16)
+    assert len(cache) == 2  # the NOW bucket expired, NOW+1 still live
+
+
+def test_token_bucket_refills_with_the_clock() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(capacity=2, rate_per_second=1, clock=clock)
+    assert bucket.try_take() and bucket.try_take()
+    assert not bucket.try_take()
+    assert bucket.retry_after_seconds() == pytest.approx(1.0)
+    clock.now += 0.5
+    assert not bucket.try_take()
+    clock.now += 0.5
+    assert bucket.try_take()
+
+
+def test_keyed_limiter_is_per_key_and_bounded() -> None:
+    clock = FakeClock()
+    limiter = KeyedRateLimiter(capacity=1, rate_per_second=1 / 60, max_keys=2, clock=clock)
+    assert limiter.try_take("a")
+    assert not limiter.try_take("a")
+    assert limiter.try_take("b")
+    assert limiter.try_take("c")
+    assert len(limiter) == 2
+    assert limiter.retry_after_seconds("b") == pytest.approx(60.0)
