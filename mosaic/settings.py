@@ -108,6 +108,10 @@ class EmbeddingSettings(BaseModel):
     output_dimensionality: int = 768
     batch_size: int = 32
     requests_per_minute: int = 600
+    vertex_task_type: str | None = "SEMANTIC_SIMILARITY"
+    # A fixed bearer token instead of Google credentials: only for stand-ins / proxies.
+    vertex_static_token: SecretStr = SecretStr("")
+    max_attempts: int = 5
 
 
 class VectorIndexSettings(BaseModel):
@@ -116,6 +120,17 @@ class VectorIndexSettings(BaseModel):
     pinecone_api_key: SecretStr = SecretStr("")
     pinecone_host: str | None = None
     pinecone_namespace: str = "seekers"
+    cassandra_table: str = "profile_vectors"
+    max_attempts: int = 5
+
+
+class TraitsSettings(BaseModel):
+    """Aggregation of a user's chats into trait text (the cache TTL lives under s3)."""
+
+    model_config = _FROZEN
+    top_chats: int = 5
+    recency_half_life_seconds: float = 30 * 86400.0
+    max_items_per_section: int = 12
 
 
 class MatcherSettings(BaseModel):
@@ -146,5 +161,6 @@ class Settings(BaseSettings):
     s3: S3Settings = S3Settings()
     ingress: IngressSettings = IngressSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
+    traits: TraitsSettings = TraitsSettings()
     vector_index: VectorIndexSettings = VectorIndexSettings()
     matcher: MatcherSettings = MatcherSettings()
