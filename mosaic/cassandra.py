@@ -17,13 +17,15 @@ log = logging.getLogger(__name__)
 
 def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
     """Open a session and make sure the keyspace exists (idempotent)."""
-    from cassandra.cluster import Cluster, NoHostAvailable
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
     from cassandra.policies import RoundRobinPolicy
 
     # Silence the driver's per-connection warnings about protocol negotiation.
     logging.getLogger("cassandra").setLevel(logging.ERROR)
+    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=20)
     cluster = Cluster(
-        list(settings.hosts), port=settings.port, load_balancing_policy=RoundRobinPolicy(),
+        list(settings.hosts), port=settings.port,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=5, control_connection_timeout=5, protocol_version=5,
     )
     try:
@@ -37,5 +39,4 @@ def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
         f"{{'class': 'SimpleStrategy', 'replication_factor': {settings.replication_factor}}}"
     )
     session.set_keyspace(name)
-    session.default_timeout = 20
     return session
