@@ -1,0 +1,123 @@
+"""Topic ``seekers`` (compacted, key ``user_id``): the waiting pool as a changelog.
+
+The latest record per user is that user's state: ``SeekerUpdated`` while waiting,
+``SeekerRemoved`` once gone (a later null-value tombstone may erase it for good).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Self
+
+from mosaic.errors import ValidationError
+from streams.events.base import Event, FieldReader, to_millis
+from streams.events.optin import DEFAULT_POOL
+
+STATUS_WAITING = "waiting"
+STATUS_PAUSED = "paused"
+
+REMOVED_MATCHED = "matched"
+REMOVED_OPTED_OUT = "opted_out"
+REMOVED_EMBEDDING_FAILED = "embedding_failed"
+REMOVED_EXPIRED = "expired"
+
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SeekerUpdated(Event):
+    schema_name: ClassVar[str] = "SeekerUpdated"
+    event_id: str
+    occurred_at: datetime
+    user_id: str
+    opted_in_at: datetime
+    vector: tuple[float, ...]  # float32 on the wire
+    model: str
+    traits_hash: str
+    pool: str = DEFAULT_POOL
+    missed_cycles: int = 0
+    status: str = STATUS_WAITING
+    blocked_user_ids: tuple[str, ...] = ()
+    recent_partner_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        Event.__post_init__(self)
+        # Avro "float" is 32-bit: larger values would silently become infinity.
+        if not all(math.isfinite(x) and abs(x) <= FLOAT32_MAX for x in self.vector):
+            raise ValidationError(f"SeekerUpdated {self.user_id}: vector has NaN/inf/huge values")
+
+    def key(self) -> str:
+        return self.user_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "occurred_at": to_millis(self.occurred_at),
+            "user_id": self.user_id,
+            "pool": self.pool,
+            "opted_in_at": to_millis(self.opted_in_at),
+            "missed_cycles": self.missed_cycles,
+            "vector": list(self.vector),
+            "model": self.model,
+            "traits_hash": self.traits_hash,
+            "status": self.status,
+            "blocked_user_ids": list(self.blocked_user_ids),
+            "recent_partner_ids": list(self.recent_partner_ids),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        r = FieldReader(cls.schema_name, data)
+        return cls(
+            event_id=r.string("event_id"),
+            occurred_at=r.time("occurred_at"),
+            user_id=r.string("user_id"),
+            pool=r.string("pool", DEFAULT_POOL),
+            opted_in_at=r.time("opted_in_at"),
+            missed_cycles=r.integer("missed_cycles", 0),
+            vector=r.numbers("vector"),
+            model=r.string("model"),
+            traits_hash=r.string("traits_hash"),
+            status=r.string("status", STATUS_WAITING),
+            blocked_user_ids=r.strings("blocked_user_ids", ()),
+            recent_partner_ids=r.strings("recent_partner_ids", ()),
+        )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SeekerRemoved(Event):
+    schema_name: ClassVar[str] = "SeekerRemoved"
+    event_id: str
+    occurred_at: datetime
+    user_id: str
+    reason: str
+    pool: str = DEFAULT_POOL
+    cycle_id: str | None = None
+
+    def key(self) -> str:
+        return self.user_id
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "occurred_at": to_millis(self.occurred_at),
+            "user_id": self.user_id,
+            "pool": self.pool,
+            "reason": self.reason,
+            "cycle_id": self.cycle_id,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        r = FieldReader(cls.schema_name, data)
+        return cls(
+            event_id=r.string("event_id"),
+            occurred_at=r.time("occurred_at"),
+            user_id=r.string("user_id"),
+            pool=r.string("pool", DEFAULT_POOL),
+            reason=r.string("reason"),
+            cycle_id=r.opt_string("cycle_id"),
+        )

@@ -1,0 +1,290 @@
+"""Kafka clients with safe defaults, and producing an event with delivery confirmation.
+
+Producers are idempotent (``acks=all``); transactional producers add a
+``transactional.id`` so a restarted instance fences its zombie. Consumers read only
+committed records and never auto-commit: offsets are committed after the work is done
+(or sent with a transaction). Failures raise :mod:`mosaic.errors` types.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+from confluent_kafka.admin import AdminClient
+
+from mosaic.errors import ConfigError, ExternalServiceError
+from mosaic.settings import Settings
+from streams.events import Event
+from streams.serde import AvroSerde, default_serde
+from streams.topics import Topic
+
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+
+class KafkaOperationError(ExternalServiceError):
+    """A Kafka call failed. ``fatal`` means the client is unusable and must be rebuilt
+    (e.g. a transactional producer fenced by a newer instance)."""
+
+    def __init__(self, message: str, *, retryable: bool, fatal: bool = False) -> None:
+        super().__init__(message, retryable=retryable)
+        self.fatal = fatal
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where a produced record landed."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def wrap_kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
+    """A :class:`KafkaOperationError` for a ``KafkaException`` (keeps retriable/fatal)."""
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    if error is None:
+        return KafkaOperationError(f"{what}: {exc}", retryable=False)
+    return KafkaOperationError(
+        f"{what}: {error.name()}: {error.str()}",
+        retryable=error.retriable() or error.txn_requires_abort(),
+        fatal=error.fatal(),
+    )
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+def producer_config(settings: Settings, overrides: Mapping[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "delivery.timeout.ms": 60_000,
+        # Same key -> same partition as Java/aiokafka clients (librdkafka defaults to crc32).
+        "partitioner": "murmur2_random",
+    }
+    config.update(overrides or {})
+    return config
+
+
+def consumer_config(settings: Settings, group_id: str,
+                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    if not group_id:
+        raise ConfigError("a consumer needs a group id")
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka.bootstrap_servers,
+        "group.id": group_id,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    config.update(overrides or {})
+    return config
+
+
+# -- factories -------------------------------------------------------------------------
+
+
+def make_producer(settings: Settings, overrides: Mapping[str, Any] | None = None) -> Producer:
+    """An idempotent producer (``acks=all``, ``enable.idempotence``)."""
+    return Producer(producer_config(settings, overrides))
+
+
+def make_transactional_producer(
+    settings: Settings,
+    transactional_id: str,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> Producer:
+    """A producer with ``transactional.id``, already initialised (which fences any older
+    producer with the same id). Use it with :func:`transaction`."""
+    if not transactional_id:
+        raise ConfigError("a transactional producer needs a transactional.id")
+    config = {"transactional.id": transactional_id, "transaction.timeout.ms": 60_000}
+    producer = Producer(producer_config(settings, {**config, **(overrides or {})}))
+    try:
+        producer.init_transactions(timeout_seconds)
+    except KafkaException as exc:
+        raise wrap_kafka_error(f"init_transactions({transactional_id})", exc) from exc
+    return producer
+
+
+def make_consumer(
+    settings: Settings,
+    group_id: str,
+    topics: Sequence[str | Topic] = (),
+    overrides: Mapping[str, Any] | None = None,
+) -> Consumer:
+    """A read_committed consumer without auto-commit, subscribed to ``topics`` if given."""
+    consumer = Consumer(consumer_config(settings, group_id, overrides))
+    if topics:
+        consumer.subscribe([t.name if isinstance(t, Topic) else t for t in topics])
+    return consumer
+
+
+def make_admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+
+
+# -- producing -------------------------------------------------------------------------
+
+
+def _topic_name(topic: str | Topic, event: Event) -> str:
+    if isinstance(topic, Topic):
+        if not topic.carries(event):
+            raise ConfigError(f"topic {topic.name} does not carry {event.schema_name}")
+        return topic.name
+    return topic
+
+
+def produce_event(
+    producer: Producer,
+    topic: str | Topic,
+    event: Event,
+    *,
+    key: str | bytes | None = None,
+    serde: AvroSerde | None = None,
+    on_delivery: Any = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> None:
+    """Queue an encoded event (key defaults to ``event.key()``); does not wait.
+
+    Inside a transaction the commit confirms delivery; elsewhere use
+    :func:`produce_and_wait` or ``producer.flush()``.
+    """
+    name = _topic_name(topic, event)
+    value = (serde or default_serde()).encode(event)
+    record_key = event.key() if key is None else key
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            producer.produce(name, value=value, key=record_key, on_delivery=on_delivery)
+            return
+        except BufferError as exc:
+            # Local queue full: serve delivery reports to make room, then retry.
+            if time.monotonic() > deadline:
+                raise KafkaOperationError(f"produce to {name}: queue full", retryable=True
+                                          ) from exc
+            producer.poll(0.1)
+        except KafkaException as exc:
+            raise wrap_kafka_error(f"produce to {name}", exc) from exc
+
+
+def produce_and_wait(
+    producer: Producer,
+    topic: str | Topic,
+    event: Event,
+    *,
+    key: str | bytes | None = None,
+    serde: AvroSerde | None = None,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> Delivered:
+    """Produce one event and block until the broker acknowledged it (or raise)."""
+    outcome: list[tuple[KafkaError | None, Message | None]] = []
+
+    def on_delivery(error: KafkaError | None, message: Message | None) -> None:
+        outcome.append((error, message))
+
+    produce_event(producer, topic, event, key=key, serde=serde, on_delivery=on_delivery,
+                  timeout_seconds=timeout_seconds)
+    deadline = time.monotonic() + timeout_seconds
+    while not outcome:
+        if time.monotonic() > deadline:
+            raise KafkaOperationError(
+                f"no delivery report for {event.schema_name} after {timeout_seconds:.0f}s",
+                retryable=True,
+            )
+        producer.poll(0.1)
+    error, message = outcome[0]
+    if error is not None or message is None:
+        raise KafkaOperationError(
+            f"delivery of {event.schema_name} failed: {error}",
+            retryable=bool(error and error.retriable()),
+            fatal=bool(error and error.fatal()),
+        )
+    return Delivered(message.topic() or "", message.partition() or 0, message.offset() or 0)
+
+
+# -- transactions ----------------------------------------------------------------------
+
+
+@contextmanager
+def transaction(producer: Producer, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+                ) -> Iterator[Producer]:
+    """Begin a transaction; commit when the block ends, abort if it raises.
+
+    A failed commit that needs an abort is aborted and raised as a retryable
+    :class:`KafkaOperationError`; ``fatal=True`` means rebuild the producer (fenced).
+    """
+    try:
+        producer.begin_transaction()
+    except KafkaException as exc:
+        raise wrap_kafka_error("begin_transaction", exc) from exc
+    try:
+        yield producer
+    except BaseException:
+        _abort(producer, timeout_seconds)
+        raise
+    try:
+        producer.commit_transaction(timeout_seconds)
+    except KafkaException as exc:
+        error = wrap_kafka_error("commit_transaction", exc)
+        if not error.fatal:
+            _abort(producer, timeout_seconds)
+        raise error from exc
+
+
+def _abort(producer: Producer, timeout_seconds: float) -> None:
+    try:
+        producer.abort_transaction(timeout_seconds)
+    except KafkaException as exc:
+        # A fenced/fatal producer cannot abort; the broker aborts on its timeout.
+        raise wrap_kafka_error("abort_transaction", exc) from exc
+
+
+def send_offsets(
+    producer: Producer,
+    consumer: Consumer,
+    messages: Iterable[Message],
+    *,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> None:
+    """Commit the consumer's progress past ``messages`` as part of the open transaction."""
+    offsets = next_offsets(messages)
+    try:
+        producer.send_offsets_to_transaction(
+            offsets, consumer.consumer_group_metadata(), timeout_seconds
+        )
+    except KafkaException as exc:
+        raise wrap_kafka_error("send_offsets_to_transaction", exc) from exc
+
+
+def next_offsets(messages: Iterable[Message]) -> list[KafkaTopicPartition]:
+    """For each partition, the offset after the last of ``messages`` (what to commit)."""
+    latest: dict[tuple[str, int], int] = {}
+    for message in messages:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            continue
+        latest[(topic, partition)] = max(latest.get((topic, partition), -1), offset)
+    return [KafkaTopicPartition(t, p, o + 1) for (t, p), o in sorted(latest.items())]
+
+
+def commit(consumer: Consumer, messages: Iterable[Message]) -> None:
+    """Synchronously commit past ``messages`` (non-transactional consumers)."""
+    offsets = next_offsets(messages)
+    if not offsets:
+        return
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        raise wrap_kafka_error("commit", exc) from exc

@@ -1,0 +1,225 @@
+"""Events to bytes and back: Avro single-object encoding with schema resolution.
+
+Wire format (Avro spec, "Single object encoding")::
+
+    C3 01 | CRC-64-AVRO fingerprint of the writer schema's canonical form (8 bytes, LE) | body
+
+The fingerprint names the writer schema; the registry knows every current schema and
+every committed history version, and decodes old writer versions into the current
+reader schema. Anything that cannot become a valid event raises ``SerializationError``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import fastavro
+from fastavro.schema import fingerprint as _fingerprint
+from fastavro.schema import to_parsing_canonical_form
+from fastavro.validation import validate
+
+from mosaic.errors import MosaicError, SerializationError
+from schemas import NAMESPACE, SchemaVersion, load_current, load_history
+from streams.events import EVENT_TYPES, Event
+
+MAGIC = b"\xc3\x01"
+FINGERPRINT_SIZE = 8
+HEADER_SIZE = len(MAGIC) + FINGERPRINT_SIZE
+
+E = TypeVar("E", bound=Event)
+
+
+def fingerprint(schema: Any) -> bytes:
+    """CRC-64-AVRO (Rabin) fingerprint of the schema's parsing canonical form, 8 bytes LE."""
+    canonical = to_parsing_canonical_form(dict(schema) if isinstance(schema, Mapping) else schema)
+    # fastavro returns the hex of the little-endian bytes, as the spec puts them on the wire.
+    return bytes.fromhex(_fingerprint(canonical, "CRC-64-AVRO"))
+
+
+@dataclass(frozen=True)
+class RegisteredSchema:
+    """One known schema: its short name, history version (0 if uncommitted) and parse."""
+
+    name: str
+    version: int
+    fingerprint: bytes
+    parsed: Any
+
+
+class SchemaRegistry:
+    """Every current (reader) schema by name and every known writer schema by fingerprint."""
+
+    def __init__(
+        self,
+        current: Mapping[str, Mapping[str, Any]],
+        history: Mapping[str, Sequence[SchemaVersion]] | None = None,
+    ) -> None:
+        self._current: dict[str, RegisteredSchema] = {}
+        self._by_fingerprint: dict[bytes, RegisteredSchema] = {}
+        for name, schema in current.items():
+            entry = self._register(name, 0, schema)
+            self._current[name] = entry
+        for name, versions in (history or {}).items():
+            for version in versions:
+                self._register(name, version.version, version.schema)
+
+    @classmethod
+    @functools.cache
+    def default(cls) -> SchemaRegistry:
+        """The registry of the ``schemas`` package (loaded once per process)."""
+        return cls(load_current(), load_history())
+
+    def _register(self, name: str, version: int, schema: Mapping[str, Any]) -> RegisteredSchema:
+        full_name = f"{NAMESPACE}.{name}"
+        try:
+            parsed = fastavro.parse_schema(dict(schema))
+            digest = fingerprint(schema)
+        except Exception as exc:
+            raise SerializationError(f"schema {name} v{version} does not parse: {exc}") from exc
+        if not isinstance(parsed, dict) or parsed.get("name") != full_name:
+            raise SerializationError(f"schema {name} v{version} must be named {full_name}")
+        known = self._by_fingerprint.get(digest)
+        if known is not None and known.name != name:
+            raise SerializationError(f"schemas {known.name} and {name} share a fingerprint")
+        entry = RegisteredSchema(name, version, digest, parsed)
+        if known is None or (known.version == 0 and version):
+            self._by_fingerprint[digest] = entry
+        return entry
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._current)
+
+    def current(self, name: str) -> RegisteredSchema:
+        try:
+            return self._current[name]
+        except KeyError:
+            raise SerializationError(f"no schema named {name!r}") from None
+
+    def writer(self, digest: bytes) -> RegisteredSchema:
+        try:
+            return self._by_fingerprint[digest]
+        except KeyError:
+            raise SerializationError(
+                f"unknown schema fingerprint {digest.hex()}: written by a newer or foreign "
+                "producer (add its schema to schemas/history)"
+            ) from None
+
+    def known(self) -> tuple[RegisteredSchema, ...]:
+        """Every registered writer schema (current and history, deduplicated)."""
+        return tuple(self._by_fingerprint.values())
+
+
+class AvroSerde:
+    """Encodes events with their current schema; decodes any known version into events."""
+
+    def __init__(
+        self,
+        registry: SchemaRegistry | None = None,
+        event_types: Iterable[type[Event]] = EVENT_TYPES,
+    ) -> None:
+        self.registry = registry or SchemaRegistry.default()
+        self._types = {t.schema_name: t for t in event_types}
+        for name in self._types:
+            self.registry.current(name)  # fail fast on an event without a schema
+
+    def encode(self, event: Event) -> bytes:
+        entry = self.registry.current(event.schema_name)
+        try:
+            record = event.to_dict()
+        except MosaicError as exc:
+            raise SerializationError(f"cannot encode {event.schema_name}: {exc}") from exc
+        return MAGIC + entry.fingerprint + encode_record(entry, record)
+
+    def decode(self, data: bytes | bytearray | memoryview | None) -> Event:
+        writer, body = self._split(data)
+        reader = self.registry.current(writer.name)
+        record = decode_record(writer, reader, body)
+        event_type = self._types.get(writer.name)
+        if event_type is None:
+            raise SerializationError(f"no event type registered for schema {writer.name}")
+        try:
+            return event_type.from_dict(record)
+        except SerializationError:
+            raise
+        except MosaicError as exc:
+            raise SerializationError(f"invalid {writer.name}: {exc}") from exc
+
+    def decode_as(self, data: bytes | bytearray | memoryview | None, expected: type[E]) -> E:
+        """Decode and check the event type (e.g. a topic that carries only one type)."""
+        event = self.decode(data)
+        if not isinstance(event, expected):
+            raise SerializationError(
+                f"expected {expected.schema_name}, got {type(event).schema_name}"
+            )
+        return event
+
+    def schema_name(self, data: bytes | bytearray | memoryview | None) -> str:
+        """The event type of encoded bytes, from the header alone (no body decoding)."""
+        return self._split(data)[0].name
+
+    def _split(
+        self, data: bytes | bytearray | memoryview | None
+    ) -> tuple[RegisteredSchema, bytes]:
+        if data is None:
+            raise SerializationError("no value (a tombstone) is not an event")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise SerializationError(f"expected bytes, got {type(data).__name__}")
+        raw = bytes(data)
+        if len(raw) < HEADER_SIZE:
+            raise SerializationError(f"{len(raw)} bytes is shorter than the 10-byte header")
+        if raw[:2] != MAGIC:
+            raise SerializationError(
+                f"no Avro single-object marker (expected c301, got {raw[:2].hex()})"
+            )
+        return self.registry.writer(raw[2:HEADER_SIZE]), raw[HEADER_SIZE:]
+
+
+def encode_record(entry: RegisteredSchema, record: Mapping[str, Any]) -> bytes:
+    """The Avro body of ``record`` under ``entry``'s schema (no header)."""
+    buffer = io.BytesIO()
+    try:
+        validate(record, entry.parsed, raise_errors=True, strict=True)
+        fastavro.schemaless_writer(buffer, entry.parsed, record)
+    # Any failure inside the library is a record that does not fit the schema.
+    except Exception as exc:
+        raise SerializationError(f"cannot encode {entry.name}: {exc}") from exc
+    return buffer.getvalue()
+
+
+def decode_record(
+    writer: RegisteredSchema, reader: RegisteredSchema, body: bytes
+) -> dict[str, Any]:
+    """Read an Avro body written with ``writer`` into the shape of ``reader``."""
+    stream = io.BytesIO(body)
+    where = f"{writer.name} v{writer.version or 'current'}"
+    reader_schema = None if reader.fingerprint == writer.fingerprint else reader.parsed
+    try:
+        record = fastavro.schemaless_reader(stream, writer.parsed, reader_schema)
+    # Hostile bytes make the library fail in many ways (EOF, struct, unicode, overflow);
+    # to a consumer they are all the same: this record is not a valid event.
+    except Exception as exc:
+        raise SerializationError(f"cannot decode {where}: {type(exc).__name__}: {exc}") from exc
+    if stream.tell() != len(body):
+        raise SerializationError(f"{where}: {len(body) - stream.tell()} trailing bytes")
+    if not isinstance(record, dict):
+        raise SerializationError(f"{where}: decoded a {type(record).__name__}, not a record")
+    return record
+
+
+@functools.cache
+def default_serde() -> AvroSerde:
+    """The process-wide serde over the ``schemas`` package (built on first use)."""
+    return AvroSerde()
+
+
+def encode(event: Event) -> bytes:
+    return default_serde().encode(event)
+
+
+def decode(data: bytes | bytearray | memoryview | None) -> Event:
+    return default_serde().decode(data)
