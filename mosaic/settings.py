@@ -65,7 +65,13 @@ class NakamaSettings(BaseModel):
     console_port: int = 7351
     server_key: SecretStr = SecretStr("mosaic-local-server-key")
     http_key: SecretStr = SecretStr("mosaic-local-http-key")
+    console_username: str = "mosaic-admin"
     console_password: SecretStr = SecretStr("mosaic-local-console")
+    console_signing_key: SecretStr = SecretStr("mosaic-local-console-signing")
+    session_encryption_key: SecretStr = SecretStr("mosaic-local-session-key")
+    session_refresh_encryption_key: SecretStr = SecretStr("mosaic-local-refresh-key")
+    node_name: str = "mosaic"
+    session_token_expiry_seconds: int = 7200
 
 
 class S3Settings(BaseModel):

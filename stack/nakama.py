@@ -1,0 +1,170 @@
+"""Nakama 3.x built from the Go module proxy, served on loopback, backed by ``Postgres``.
+
+``go install module@version`` needs the proxy's ``@v/list`` (a deprecation lookup) and
+fails where that is refused, so the source comes from ``go mod download -json`` and is
+built in place; the binary is cached per version in the cache dir. Lua modules are read
+from ``<repo>/nakama/modules``; their configuration arrives as runtime env values
+(``ctx.env`` in Lua), never as literals in code.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from mosaic.errors import StackError
+from stack.base import Service, require_tool, run
+from stack.postgres import Postgres
+
+MODULE = "github.com/heroiclabs/nakama/v3"
+MODULES_DIR = Path(__file__).resolve().parents[1] / "nakama" / "modules"
+PING_RPC = "mosaic_ping"
+GO_HINT = ("Nakama is built from source with Go (its go.mod asks for 1.26.5; an older go "
+           "fetches that toolchain itself unless GOTOOLCHAIN=local): install Go from "
+           "https://go.dev/dl and put 'go' on PATH, or copy a prebuilt nakama to {binary}")
+
+
+class Nakama(Service):
+    name = "nakama"
+
+    # -- install --------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.settings.stack.nakama_version
+
+    @property
+    def binary(self) -> Path:
+        return self.cache_dir / f"nakama-{self.version}" / "nakama"
+
+    def install(self) -> None:
+        if self.binary.is_file() and os.access(self.binary, os.X_OK):
+            return
+        go = require_tool("go", GO_HINT.format(binary=self.binary))
+        build_binary(go, self.version, self.binary)
+
+    # -- configure / run ----------------------------------------------------------------------
+    def up(self) -> str:
+        Postgres(self.settings).up()  # Nakama cannot start (nor migrate) without it
+        return super().up()
+
+    def database_address(self) -> str:
+        pg = self.settings.postgres
+        user, password = quote(pg.user, safe=""), quote(pg.password.get_secret_value(), safe="")
+        return f"{user}:{password}@{pg.host}:{pg.port}/{pg.database}"
+
+    def prepare(self) -> None:
+        if not MODULES_DIR.is_dir():
+            raise StackError(f"Nakama runtime modules folder {MODULES_DIR} is missing")
+        run([str(self.binary), "migrate", "up", "--database.address", self.database_address()],
+            what="nakama migrate up", timeout=300)
+
+    def _api_host_port(self) -> tuple[str, int]:
+        parsed = urlparse(self.settings.nakama.url)
+        return parsed.hostname or "127.0.0.1", parsed.port or 7350
+
+    def _checked_host_port(self) -> tuple[str, int]:
+        host, port = self._api_host_port()
+        if self.settings.nakama.grpc_port != port - 1:
+            raise StackError(f"Nakama serves gRPC on its API port - 1: set "
+                             f"MOSAIC_NAKAMA__GRPC_PORT={port - 1} (or change MOSAIC_NAKAMA__URL)")
+        return host, port
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        nk, ingress = self.settings.nakama, self.settings.ingress
+        host, port = self._checked_host_port()
+        return [
+            str(self.binary),
+            "--name", nk.node_name,
+            "--data_dir", str(self.data_dir / "data"),
+            "--logger.level", "INFO",
+            "--database.address", self.database_address(),
+            "--database.max_open_conns", "50",
+            "--runtime.path", str(MODULES_DIR),
+            "--runtime.http_key", nk.http_key.get_secret_value(),
+            "--runtime.env", f"mosaic_ingress_url=http://{ingress.host}:{ingress.port}",
+            "--runtime.env", f"mosaic_ingress_hmac_key={ingress.hmac_key.get_secret_value()}",
+            "--socket.address", host,
+            "--socket.port", str(port),
+            "--socket.server_key", nk.server_key.get_secret_value(),
+            "--session.token_expiry_sec", str(nk.session_token_expiry_seconds),
+            "--session.encryption_key", nk.session_encryption_key.get_secret_value(),
+            "--session.refresh_encryption_key",
+            nk.session_refresh_encryption_key.get_secret_value(),
+            "--console.address", host,
+            "--console.port", str(nk.console_port),
+            "--console.username", nk.console_username,
+            "--console.password", nk.console_password.get_secret_value(),
+            "--console.signing_key", nk.console_signing_key.get_secret_value(),
+        ], {}
+
+    # -- health -----------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        """``GET /`` is 200 and the ``mosaic_ping`` RPC answers server-to-server."""
+        key = quote(self.settings.nakama.http_key.get_secret_value(), safe="")
+        if http_call(self.settings.nakama.url, "GET", "/")[0] != 200:
+            return False
+        status, body = http_call(self.settings.nakama.url, "POST",
+                                 f"/v2/rpc/{PING_RPC}?unwrap&http_key={key}", b"{}")
+        try:
+            reply = json.loads(body) if status == 200 else None
+        except ValueError:
+            return False
+        return isinstance(reply, dict) and reply.get("ok") is True
+
+    def where(self) -> str:
+        nk = self.settings.nakama
+        host, _ = self._api_host_port()
+        return (f"{nk.url} (gRPC {host}:{nk.grpc_port}, "
+                f"console http://{host}:{nk.console_port})")
+
+
+def http_call(base_url: str, method: str, path: str,
+              body: bytes | None = None) -> tuple[int, bytes]:
+    """One request without proxies and without logging the URL (it may carry a key).
+
+    Returns (status, body); (0, b"") when nothing answered.
+    """
+    if not base_url.startswith(("http://", "https://")):
+        raise StackError(f"Nakama URL must be http(s): {base_url!r}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(base_url + path, data=body, method=method)  # noqa: S310
+    try:
+        with opener.open(request, timeout=3.0) as response:
+            return int(response.status), bytes(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except (OSError, http.client.HTTPException):
+        return 0, b""
+
+
+def build_binary(go: str, version: str, target: Path) -> float:
+    """Download Nakama's module source and build it into ``target`` atomically.
+
+    Returns the seconds spent. A temp file in the target's folder is renamed into place,
+    so a concurrent reader never sees a half-written binary.
+    """
+    started = time.monotonic()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out = run([go, "mod", "download", "-json", f"{MODULE}@v{version}"],
+              what=f"go mod download {MODULE}@v{version}", cwd=target.parent, timeout=900)
+    try:
+        source = Path(json.loads(out)["Dir"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StackError(f"go mod download gave no source Dir:\n{out[-2000:]}") from exc
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    env = {**os.environ, "GOFLAGS": "-mod=mod -buildvcs=false"}
+    try:
+        run([go, "build", "-trimpath", "-ldflags", f"-X main.version={version}",
+             "-o", str(tmp), "."],
+            what=f"go build nakama {version} (in {source})", cwd=source, env=env, timeout=3600)
+        tmp.chmod(0o755)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return time.monotonic() - started
