@@ -13,7 +13,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from mosaic.settings import IngressSettings, Settings
-from producers.http import Ingress, create_app
+from producers.api import Ingress
+from producers.http import create_app
 from producers.metrics import IngressMetrics, MeteredPublisher
 from producers.publisher import EventPublisher
 from producers.ratelimit import KeyedRateLimiter, TokenBucket
@@ -25,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def optin_topic(settings: Settings) -> str:
-    return f"{settings.kafka.topic_prefix}optin"
+    from streams.topics import build_catalog
+
+    return build_catalog(settings).optin.name
 
 
 def build_limiters(cfg: IngressSettings, clock: Callable[[], float]) -> Limiters:
@@ -43,7 +46,7 @@ def build_limiters(cfg: IngressSettings, clock: Callable[[], float]) -> Limiters
 
 def build_app(settings: Settings, *, publisher: EventPublisher, store: UserStateStore,
               clock: Callable[[], float] = time.time,
-              on_close: Callable[[], None] | None = None) -> FastAPI:
+              on_close: Callable[[], None] | None = None, fast_path: bool = True) -> FastAPI:
     cfg = settings.ingress
     metrics = IngressMetrics.create()
     metered = MeteredPublisher(publisher, metrics)
@@ -57,7 +60,7 @@ def build_app(settings: Settings, *, publisher: EventPublisher, store: UserState
                              retry_after_seconds=cfg.retry_after_seconds)
     ingress = Ingress(service, verifier, nonces, metrics, max_body_bytes=cfg.max_body_bytes,
                       clock=clock, healthy=metered.healthy)
-    app = create_app(ingress)
+    app = create_app(ingress, fast_path=fast_path)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -71,31 +74,24 @@ def build_app(settings: Settings, *, publisher: EventPublisher, store: UserState
     return app
 
 
-def ensure_optin_topic(settings: Settings, partitions: int = 6) -> str:
-    """Create the optin topic if missing (the broker does not auto-create topics)."""
-    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+def ensure_optin_topic(settings: Settings) -> str:
+    """Create the optin topic from the catalog if missing (no broker auto-create)."""
+    from streams.admin import apply
+    from streams.kafka import make_admin
+    from streams.topics import build_catalog
 
-    topic = optin_topic(settings)
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    if topic in admin.list_topics(timeout=10).topics:
-        return topic
-    new = NewTopic(topic, num_partitions=partitions,
-                   replication_factor=settings.kafka.replication_factor)
-    for future in admin.create_topics([new]).values():
-        with contextlib.suppress(Exception):  # created concurrently by someone else
-            future.result(15)
-    return topic
+    topic = build_catalog(settings).optin
+    apply([topic], make_admin(settings))
+    return topic.name
 
 
 def build_production_app(settings: Settings) -> FastAPI:
-    from producers.avro import serialize
-    from producers.kafka_publisher import KafkaEventPublisher, producer_config
+    from producers.kafka_publisher import KafkaEventPublisher, ingress_producer_config
+    from streams.serde import default_serde
 
     ensure_optin_topic(settings)
-    publisher = KafkaEventPublisher(
-        producer_config(settings.kafka.bootstrap_servers,
-                        delivery_timeout_seconds=settings.ingress.delivery_timeout_seconds),
-        serialize)
+    serde = default_serde()
+    publisher = KafkaEventPublisher(ingress_producer_config(settings), serde.encode)
     store, close_store = _state_store(settings)
     return build_app(settings, publisher=publisher, store=store, on_close=close_store)
 
@@ -131,6 +127,7 @@ def uvicorn_config(app: FastAPI, host: str, port: int) -> Any:
 
     return uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                           lifespan="on", log_level="warning", access_log=False,
+                          proxy_headers=False, server_header=False, date_header=False,
                           timeout_keep_alive=30, backlog=4096)
 
 

@@ -8,35 +8,32 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import pydantic
 from fastapi import FastAPI, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from producers.domain import USER_ID_PATTERN, BlockUser, Command, GetStatus, OptIn, OptOut
-from producers.errors import IngressError, InvalidRequest, PayloadTooLarge
-from producers.metrics import IngressMetrics
-from producers.schema import (
-    AcceptedBody,
-    BlockBody,
-    ErrorBody,
-    OptInBody,
-    OptOutBody,
-    StatusBody,
-    new_request_id,
+from producers.api import (
+    COMMAND_ROUTES,
+    CommandRoute,
+    Ingress,
+    accepted_body,
+    check_length,
+    describe,
+    error_body,
+    raw_path,
 )
-from producers.service import IngressService
-from producers.signing import NonceCache, Verifier
+from producers.domain import USER_ID_PATTERN, GetStatus
+from producers.errors import IngressError, InvalidRequest, PayloadTooLarge
+from producers.fastpath import CommandFastPath
+from producers.metrics import IngressMetrics
+from producers.schema import AcceptedBody, ErrorBody, StatusBody
 
 log = logging.getLogger(__name__)
 
-Body = TypeVar("Body", bound=pydantic.BaseModel)
 UserId = Annotated[str, Path(pattern=USER_ID_PATTERN, min_length=6, max_length=128)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -49,74 +46,32 @@ _API_DOC = (
 _SECURITY: list[dict[str, list[str]]] = [{"timestamp": [], "nonce": [], "signature": []}]
 
 
-class Ingress:
-    """What the routes need: the service, the verifier, limits and metrics."""
-
-    def __init__(self, service: IngressService, verifier: Verifier, nonces: NonceCache,
-                 metrics: IngressMetrics, *, max_body_bytes: int, clock: Callable[[], float],
-                 healthy: Callable[[], bool]) -> None:
-        self.service = service
-        self.verifier = verifier
-        self.nonces = nonces
-        self.metrics = metrics
-        self.max_body_bytes = max_body_bytes
-        self.clock = clock
-        self.healthy = healthy
-
-    async def read_signed(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit()
-                                     or int(declared) > self.max_body_bytes):
-            raise PayloadTooLarge(f"body over {self.max_body_bytes} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body_bytes:
-                raise PayloadTooLarge(f"body over {self.max_body_bytes} bytes")
-        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
-        path = raw_path.decode("latin-1").split("?", 1)[0]
-        self.verifier.verify(request.method, path, request.headers, body)
-        return body
-
-    async def decode(self, request: Request, model: type[Body]) -> Body:
-        body = await self.read_signed(request)
-        try:
-            return model.model_validate_json(body or b"{}")
-        except pydantic.ValidationError as exc:
-            raise InvalidRequest(_describe(exc)) from exc
-
-    def received_at(self) -> datetime:
-        # Millisecond precision: the event schema stores timestamp-millis.
-        return datetime.fromtimestamp(round(self.clock(), 3), UTC)
+async def read_body(request: Request, limit: int) -> bytes:
+    check_length(request.headers.get("content-length"), limit)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"body over {limit} bytes")
+    return body
 
 
-def _describe(exc: pydantic.ValidationError) -> str:
-    # Locations and messages only: never echo the input back.
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
-                     for e in exc.errors()[:5])
+def _error_response(exc: IngressError) -> Response:
+    body, headers = error_body(exc)
+    return Response(body, status_code=exc.status, headers=headers,
+                    media_type="application/json")
 
 
-def _error_response(exc: IngressError) -> JSONResponse:
-    headers = {}
-    if exc.retry_after_seconds is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after_seconds + 0.499)))
-    return JSONResponse(ErrorBody(error=exc.code, message=str(exc)).model_dump(),
-                        status_code=exc.status, headers=headers)
-
-
-def _accepted(result: Any) -> JSONResponse:
-    body = AcceptedBody(event_id=result.event_id, request_id=result.request_id,
-                        duplicate=result.duplicate)
-    return JSONResponse(body.model_dump(), status_code=202)
-
-
-def create_app(ingress: Ingress) -> FastAPI:
+def create_app(ingress: Ingress, *, fast_path: bool = True) -> FastAPI:
     app = FastAPI(title="Mosaic Match ingress", version="1.0.0", description=_API_DOC,
                   docs_url=None, redoc_url=None)
     app.state.ingress = ingress
     _install_error_handlers(app, ingress)
-    app.add_middleware(_MetricsMiddleware, metrics=ingress.metrics)
-    _install_command_routes(app, ingress)
+    if fast_path:
+        app.add_middleware(CommandFastPath, ingress=ingress)
+    app.add_middleware(_MetricsMiddleware, metrics=ingress.metrics)  # outermost
+    for route in COMMAND_ROUTES:
+        _command_route(app, route, ingress)
     _install_read_routes(app, ingress)
     _install_openapi(app)
     return app
@@ -124,16 +79,15 @@ def create_app(ingress: Ingress) -> FastAPI:
 
 def _install_error_handlers(app: FastAPI, ingress: Ingress) -> None:
     @app.exception_handler(IngressError)
-    async def ingress_error(_: Request, exc: IngressError) -> JSONResponse:
+    async def ingress_error(_: Request, exc: IngressError) -> Response:
         ingress.metrics.rejections.labels(exc.code).inc()
         log.debug("refused: %s %s", exc.status, exc.code)
         return _error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
         ingress.metrics.rejections.labels("invalid").inc()
-        msg = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        return _error_response(InvalidRequest(msg))
+        return _error_response(InvalidRequest(describe(list(exc.errors()))))
 
 
 class _MetricsMiddleware:
@@ -158,54 +112,33 @@ class _MetricsMiddleware:
         try:
             await self._app(scope, receive, capture)
         finally:
-            name = getattr(scope.get("route"), "name", "unmatched")
+            name = scope.get("mosaic.route") or getattr(scope.get("route"), "name",
+                                                        "unmatched")
             self._metrics.requests.labels(name, str(status[0])).inc()
             self._metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
 
 
-def _command_route(app: FastAPI, path: str, *, name: str, model: type[Body],
-                   build: Callable[[str, Body, datetime], Command], ingress: Ingress) -> None:
-    async def route(user_id: UserId, request: Request) -> JSONResponse:
-        body = await ingress.decode(request, model)
-        return _accepted(await ingress.service.handle(build(user_id, body,
-                                                            ingress.received_at())))
+def _command_route(app: FastAPI, route: CommandRoute, ingress: Ingress) -> None:
+    async def endpoint(user_id: UserId, request: Request) -> Response:
+        body = await read_body(request, ingress.max_body_bytes)
+        result = await ingress.command(route, user_id, raw_path(request.scope),
+                                       request.headers, body)
+        return Response(accepted_body(result), status_code=202, media_type="application/json")
 
     app.add_api_route(
-        path, route, methods=["POST"], name=name, status_code=202,
-        response_model=AcceptedBody, responses=_ERRORS,
+        f"/user/{{user_id}}/{route.suffix}", endpoint, methods=["POST"], name=route.name,
+        status_code=202, response_model=AcceptedBody, responses=_ERRORS,
         openapi_extra={"security": _SECURITY, "requestBody": {
             "required": False,
-            "content": {"application/json": {"schema": model.model_json_schema()}}}})
-
-
-def _opt_in(user_id: str, body: OptInBody, at: datetime) -> Command:
-    return OptIn(user_id, body.request_id or new_request_id(), at, top_chats=body.top_chats,
-                 force_refresh=body.force_refresh, pool=body.pool)
-
-
-def _opt_out(user_id: str, body: OptOutBody, at: datetime) -> Command:
-    return OptOut(user_id, body.request_id or new_request_id(), at, pool=body.pool)
-
-
-def _block(user_id: str, body: BlockBody, at: datetime) -> Command:
-    return BlockUser(user_id, body.checked_blocked(user_id),
-                     body.request_id or new_request_id(), at)
-
-
-def _install_command_routes(app: FastAPI, ingress: Ingress) -> None:
-    _command_route(app, "/user/{user_id}/opt-in-embedding", name="opt_in", model=OptInBody,
-                   build=_opt_in, ingress=ingress)
-    _command_route(app, "/user/{user_id}/opt-out", name="opt_out", model=OptOutBody,
-                   build=_opt_out, ingress=ingress)
-    _command_route(app, "/user/{user_id}/block", name="block", model=BlockBody,
-                   build=_block, ingress=ingress)
+            "content": {"application/json": {"schema": route.model.model_json_schema()}}}})
 
 
 def _install_read_routes(app: FastAPI, ingress: Ingress) -> None:
     @app.get("/user/{user_id}/status", name="status", response_model=StatusBody,
              responses=_ERRORS, openapi_extra={"security": _SECURITY})
     async def status(user_id: UserId, request: Request) -> JSONResponse:
-        await ingress.read_signed(request)
+        body = await read_body(request, ingress.max_body_bytes)
+        ingress.verify("GET", raw_path(request.scope), request.headers, body)
         state = await ingress.service.status(GetStatus(user_id))
         return JSONResponse(StatusBody.from_state(state).model_dump(mode="json"))
 

@@ -56,11 +56,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def h() -> AsyncIterator[Harness]:
+@pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
+async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     settings = Settings(ingress=IngressSettings(hmac_key=KEY, global_rate_per_second=20))
     publisher, store, clock = InMemoryPublisher(), InMemoryUserStateStore(), Clock()
-    app = build_app(settings, publisher=publisher, store=store, clock=clock)
+    app = build_app(settings, publisher=publisher, store=store, clock=clock,
+                    fast_path=request.param)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
         yield Harness(client, publisher, store, clock)
