@@ -43,7 +43,7 @@ _ID_RE = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII, no spaces
 @dataclass(frozen=True, eq=False)
 class VectorRecord:
     id: str
-    vector: Vector
+    vector: npt.NDArray[Any]  # any float array in; float32 when read back
     metadata: Mapping[str, MetaValue] = field(default_factory=dict)
 
 

@@ -1,0 +1,84 @@
+"""ProfileIndexer (traits -> embed -> upsert) on fakes, and the settings bootstrap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mosaic.errors import ConfigError
+from mosaic.settings import Settings, VectorIndexSettings
+from profiles.bootstrap import build_vector_index
+from profiles.embedders import FakeEmbedder
+from profiles.errors import NoInsightsError
+from profiles.index import InMemoryVectorIndex
+from profiles.insights import ChatInsights, InMemoryInsightStore, ParticipantInsight
+from profiles.pipeline import IndexedProfile, IndexRequest, ProfileIndexer
+from profiles.traits import InMemoryTraitsCache, TraitsService
+
+pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+WAITING = {"status": "waiting", "pool": "eu", "opted_in_at": 1.7e9, "missed_cycles": 0}
+
+
+def indexer(*users: str) -> tuple[ProfileIndexer, InMemoryInsightStore, FakeEmbedder]:
+    store = InMemoryInsightStore()
+    for i, user in enumerate(users):
+        store.put_chat_insights(ChatInsights(f"chat-{i:04d}", T0, (user,), {
+            user: ParticipantInsight((f"trait {user}",), ("jazz",))}), T0)
+    emb = FakeEmbedder(dim=16)
+    traits = TraitsService(store, InMemoryTraitsCache(), clock=T0.timestamp)
+    return ProfileIndexer(traits, emb, InMemoryVectorIndex(16), clock=lambda: 42.0), store, emb
+
+
+def test_batch_embeds_once_and_upserts_with_bookkeeping_metadata() -> None:
+    pipe, _, emb = indexer("alice", "bob")
+    out = pipe.index_users([IndexRequest("alice", WAITING), IndexRequest("bob", WAITING)])
+    assert all(isinstance(o, IndexedProfile) and o.embedded for o in out)
+    assert len(emb.calls) == 1 and len(emb.calls[0]) == 2
+    rec = pipe.index.fetch(["alice"])["alice"]
+    assert rec.metadata == {**WAITING, "model": "fake-hash", "updated_at": 42.0,
+                            "fingerprint": out[0].traits.fingerprint}  # type: ignore[union-attr]
+
+
+def test_unchanged_traits_only_refresh_metadata() -> None:
+    pipe, _, emb = indexer("alice")
+    pipe.index_user("alice", WAITING)
+    again = pipe.index_user("alice", {**WAITING, "missed_cycles": 2})
+    assert not again.embedded and len(emb.calls) == 1
+    assert pipe.index.fetch(["alice"])["alice"].metadata["missed_cycles"] == 2
+    forced = pipe.index_user("alice", WAITING, force_refresh=True)
+    assert forced.embedded and len(emb.calls) == 2
+
+
+def test_bad_users_are_outcomes_not_crashes() -> None:
+    pipe, _, _ = indexer("alice")
+    out = pipe.index_users([IndexRequest("ghost", WAITING), IndexRequest("alice", WAITING),
+                            IndexRequest("alice2", {"colour": "red"})])
+    assert isinstance(out[0], NoInsightsError)
+    assert isinstance(out[1], IndexedProfile)
+    assert isinstance(out[2], Exception)
+    assert pipe.index.list_ids() == ["alice"]
+    with pytest.raises(NoInsightsError):
+        pipe.index_user("ghost", WAITING)
+
+
+def test_repeated_user_in_a_batch_takes_the_last_request() -> None:
+    pipe, _, _ = indexer("alice")
+    out = pipe.index_users([IndexRequest("alice", WAITING),
+                            IndexRequest("alice", {**WAITING, "pool": "us"})])
+    assert out[0] is out[1]
+    assert pipe.index.fetch(["alice"])["alice"].metadata["pool"] == "us"
+
+
+def test_dimension_mismatch_is_refused() -> None:
+    pipe, _, _ = indexer()
+    with pytest.raises(ValueError, match="dim"):
+        ProfileIndexer(pipe.traits, FakeEmbedder(dim=8), InMemoryVectorIndex(16))
+
+
+def test_pinecone_backend_needs_a_host() -> None:
+    settings = Settings(vector_index=VectorIndexSettings(backend="pinecone"))
+    with pytest.raises(ConfigError, match="PINECONE_HOST"):
+        build_vector_index(settings, dim=16)
