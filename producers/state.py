@@ -107,7 +107,7 @@ class CassandraUserStateStore:
 
     async def get(self, user_id: str) -> UserState | None:
         rows = await self._execute(self._select, (user_id,))
-        row = rows.one() if rows is not None else None
+        row = rows[0] if rows else None  # the callback receives the first page as a list
         if row is None:
             return None
         state = UserState(user_id=row.user_id, state=row.state or "not_opted_in",
