@@ -189,16 +189,26 @@ def start_ingress(port: int, store: str) -> subprocess.Popen[bytes]:
     raise SystemExit("ingress did not become healthy")
 
 
-async def http_phases(port: int, key: bytes, args: argparse.Namespace) -> tuple[Stats, Stats]:
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def http_phases(port: int, key: bytes, args: argparse.Namespace,
+                      server_pid: int) -> tuple[Stats, Stats, float]:
     run_id = uuid.uuid4().hex[:8]
     conns = [Connection("127.0.0.1", port, key, run_id) for _ in range(args.connections)]
     await asyncio.gather(*(c.open() for c in conns))
     counter = [0]
     await saturate(conns, 2.0, counter)  # warm-up: connections, producer, JIT-free caches
+    cpu_before = cpu_seconds(server_pid)
     sat = await saturate(conns, args.seconds, counter)
+    server_cpu_per_request = (cpu_seconds(server_pid) - cpu_before) / max(1, len(sat.latencies))
     rate = args.paced_rate or sat.rate / 2
     pace = await paced(conns, rate, args.seconds, counter)
-    return sat, pace
+    return sat, pace, server_cpu_per_request
 
 
 def main() -> int:
@@ -214,18 +224,20 @@ def main() -> int:
     port = free_port()
     proc = start_ingress(port, args.state_store)
     try:
-        sat, pace = asyncio.run(http_phases(port, settings.ingress.hmac_key
-                                            .get_secret_value().encode(), args))
+        key = settings.ingress.hmac_key.get_secret_value().encode()
+        sat, pace, cpu = asyncio.run(http_phases(port, key, args, proc.pid))
     finally:
         proc.terminate()
         proc.wait(30)
     raw = raw_producer(settings, max(20_000, int(sat.rate * args.seconds)))
-    print(f"machine: {os.cpu_count()} cpus; connections={args.connections}; "
-          f"state store={args.state_store}")
+    print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; "
+          f"connections={args.connections}; state store={args.state_store}")
     print(sat.line("ingress saturation"))
     print(pace.line(f"ingress paced at {pace.rate:,.0f}/s"))
     print(f"raw producer loop: {raw:,.0f} events/s")
     print(f"ratio ingress/raw: {sat.rate / raw:.2f}")
+    print(f"ingress process CPU per accepted opt-in: {cpu * 1e6:.0f} us "
+          f"(=> {1 / cpu:,.0f}/s per fully used core)")
     return 0
 
 

