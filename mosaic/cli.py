@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "matcher.commands",
     "producers.commands",
     "consumers.commands",
+    "consumers.postmatch_commands",
     "mosaic.demo",
 )
 
