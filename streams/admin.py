@@ -8,6 +8,7 @@ difference is an error for a human to resolve, never something ``apply`` "fixes"
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -95,6 +96,28 @@ def _create(admin: AdminClient, topics: list[Topic], timeout_seconds: float) -> 
     return created
 
 
+def _await_visible(admin: AdminClient, names: set[str], timeout_seconds: float) -> None:
+    """New topics reach the broker's metadata (and get leaders) a moment after creation;
+    wait for that so the verification and any client started next can use them."""
+    deadline = time.monotonic() + timeout_seconds
+    while not _ready(admin, names, timeout_seconds):
+        if time.monotonic() > deadline:
+            return  # verify() names what is still missing
+        time.sleep(0.1)
+
+
+def _ready(admin: AdminClient, names: set[str], timeout_seconds: float) -> bool:
+    try:
+        topics = admin.list_topics(timeout=timeout_seconds).topics
+    except KafkaException as exc:
+        raise wrap_kafka_error("list topics", exc) from exc
+    return all(
+        name in topics and topics[name].error is None and topics[name].partitions
+        and all(p.leader >= 0 and p.error is None for p in topics[name].partitions.values())
+        for name in names
+    )
+
+
 def verify(admin: AdminClient, topics: Iterable[Topic],
            timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> list[TopicState]:
     """Check existing topics against the catalog; raise :class:`TopicDriftError`."""
@@ -123,6 +146,7 @@ def apply(topics: Iterable[Topic], admin: AdminClient,
     wanted = list(topics)
     partitions = existing_partitions(admin, timeout_seconds)
     created = _create(admin, [t for t in wanted if t.name not in partitions], timeout_seconds)
+    _await_visible(admin, {t.name for t in wanted}, timeout_seconds)
     created_names = {t.name for t in created}
     states = verify(admin, [t for t in wanted if t.name not in created_names], timeout_seconds)
     states += [TopicState(t.name, "created", t.partitions, t.cleanup_policy) for t in created]

@@ -14,7 +14,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+)
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 from confluent_kafka.admin import AdminClient
 
@@ -45,6 +52,15 @@ class Delivered:
     offset: int
 
 
+# Leadership/metadata hiccups (e.g. right after topic creation) that librdkafka does not
+# always flag as retriable on admin-style calls.
+_TRANSIENT = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN, KafkaError.REQUEST_TIMED_OUT,
+})
+
+
 def wrap_kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
     """A :class:`KafkaOperationError` for a ``KafkaException`` (keeps retriable/fatal)."""
     error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -52,7 +68,7 @@ def wrap_kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
         return KafkaOperationError(f"{what}: {exc}", retryable=False)
     return KafkaOperationError(
         f"{what}: {error.name()}: {error.str()}",
-        retryable=error.retriable() or error.txn_requires_abort(),
+        retryable=error.retriable() or error.txn_requires_abort() or error.code() in _TRANSIENT,
         fatal=error.fatal(),
     )
 
@@ -288,3 +304,68 @@ def commit(consumer: Consumer, messages: Iterable[Message]) -> None:
         consumer.commit(offsets=offsets, asynchronous=False)
     except KafkaException as exc:
         raise wrap_kafka_error("commit", exc) from exc
+
+
+# -- reading a topic to its end --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every committed record of a topic up to ``end_offsets`` (partition -> offset)."""
+
+    messages: list[Message]
+    end_offsets: dict[int, int]
+
+
+def read_to_end(consumer: Consumer, topic: str | Topic, *,
+                timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> Snapshot:
+    """Read all partitions of ``topic`` from the beginning up to the end offsets taken
+    at the call (e.g. the matcher's pool snapshot of ``seekers``). Uses manual
+    assignment, so the consumer's group offsets are neither used nor changed."""
+    name = topic.name if isinstance(topic, Topic) else topic
+    deadline = time.monotonic() + timeout_seconds
+    ends = _end_offsets(consumer, name, timeout_seconds)
+    consumer.assign([KafkaTopicPartition(name, p, OFFSET_BEGINNING) for p in ends])
+    messages: list[Message] = []
+    try:
+        while not _caught_up(consumer, name, ends):
+            if time.monotonic() > deadline:
+                raise KafkaOperationError(f"reading {name} to {ends} timed out "
+                                          "(an open transaction?)", retryable=True)
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaOperationError(f"reading {name}: {error.str()}",
+                                          retryable=error.retriable(), fatal=error.fatal())
+            if error is None and (message.offset() or 0) < ends[message.partition() or 0]:
+                messages.append(message)
+    finally:
+        consumer.unassign()
+    return Snapshot(messages, ends)
+
+
+def _end_offsets(consumer: Consumer, name: str, timeout_seconds: float) -> dict[int, int]:
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        try:
+            metadata = consumer.list_topics(name, timeout_seconds).topics[name]
+            if metadata.error is not None:
+                raise KafkaException(metadata.error)
+            return {p: consumer.get_watermark_offsets(KafkaTopicPartition(name, p),
+                                                      timeout_seconds, cached=False)[1]
+                    for p in sorted(metadata.partitions)}
+        except KafkaException as exc:
+            error = wrap_kafka_error(f"end offsets of {name}", exc)
+            # A just-created topic answers "not leader" for a moment.
+            if not error.retryable or time.monotonic() > deadline:
+                raise error from exc
+            time.sleep(0.2)
+
+
+def _caught_up(consumer: Consumer, name: str, ends: Mapping[int, int]) -> bool:
+    positions = consumer.position([KafkaTopicPartition(name, p) for p in ends])
+    # A position of OFFSET_INVALID (<0) means nothing fetched yet: fine only if empty.
+    return all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0
+               for tp in positions)

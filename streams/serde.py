@@ -128,6 +128,8 @@ class AvroSerde:
             self.registry.current(name)  # fail fast on an event without a schema
 
     def encode(self, event: Event) -> bytes:
+        if not isinstance(event, Event):
+            raise SerializationError(f"not an event: {type(event).__name__}")
         entry = self.registry.current(event.schema_name)
         try:
             record = event.to_dict()
@@ -170,12 +172,12 @@ class AvroSerde:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise SerializationError(f"expected bytes, got {type(data).__name__}")
         raw = bytes(data)
-        if len(raw) < HEADER_SIZE:
-            raise SerializationError(f"{len(raw)} bytes is shorter than the 10-byte header")
-        if raw[:2] != MAGIC:
+        if len(raw) >= len(MAGIC) and raw[:2] != MAGIC:
             raise SerializationError(
                 f"no Avro single-object marker (expected c301, got {raw[:2].hex()})"
             )
+        if len(raw) < HEADER_SIZE:
+            raise SerializationError(f"{len(raw)} bytes is shorter than the 10-byte header")
         return self.registry.writer(raw[2:HEADER_SIZE]), raw[HEADER_SIZE:]
 
 

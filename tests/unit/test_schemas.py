@@ -160,6 +160,7 @@ def test_current_bytes_decode_with_old_reader(name: str, version: SchemaVersion)
     writer = fastavro.parse_schema(CURRENT[name])
     reader = fastavro.parse_schema(version.schema)
     record = fastavro.schemaless_reader(io.BytesIO(body), writer, reader)
+    assert isinstance(record, dict)
     current = event.to_dict()
     assert set(record) == {f["name"] for f in version.schema["fields"]}
     as_written = {k: to_millis(v) if isinstance(v, datetime) else v for k, v in record.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,12 +28,13 @@ from streams.serde import (
 pytestmark = pytest.mark.unit
 
 SAMPLES = sample_events()
+E = TypeVar("E", bound=Event)
 IDS = [type(e).schema_name for e in SAMPLES]
 SERDE = default_serde()
 KNOWN_FINGERPRINTS = [entry.fingerprint for entry in SchemaRegistry.default().known()]
 
 
-def _sample(kind: type[Event]) -> Event:
+def _sample(kind: type[E]) -> E:
     return next(e for e in SAMPLES if isinstance(e, kind))
 
 
@@ -126,8 +128,8 @@ def test_memoryview_and_bytearray_are_accepted() -> None:
     [{"top_chats": "5"}, {"top_chats": 2**40}, {"force_refresh": "yes"}, {"user_id": None}],
     ids=["str-for-int", "int-overflow", "str-for-bool", "none-for-str"],
 )
-def test_encoding_wrong_types_raises(change: dict[str, object]) -> None:
-    event = dataclasses.replace(_sample(OptInRequested), **change)  # type: ignore[arg-type]
+def test_encoding_wrong_types_raises(change: dict[str, Any]) -> None:
+    event = dataclasses.replace(_sample(OptInRequested), **change)
     with pytest.raises(SerializationError, match="cannot encode OptInRequested"):
         encode(event)
 
@@ -178,3 +180,8 @@ def test_fuzz_mutated_valid_messages(data: bytes, draw: st.DataObject) -> None:
         mutable[index] = draw.draw(st.integers(0, 255))
     cut = draw.draw(st.integers(HEADER_SIZE, len(mutable)))
     _decode_or_serialization_error(bytes(mutable[:cut]))
+
+
+def test_encoding_a_non_event_raises() -> None:
+    with pytest.raises(SerializationError, match="not an event: dict"):
+        encode({"event_id": "x"})  # type: ignore[arg-type]
