@@ -170,6 +170,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def scrape(port: int, metric: str) -> float:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(metric + " "):
+                return float(line.split()[1])
+    return float("nan")
+
+
 def start_ingress(port: int, store: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MOSAIC_INGRESS__GLOBAL_RATE_PER_SECOND": "1000000",
            "MOSAIC_INGRESS__STATE_STORE": store, "NO_PROXY": "127.0.0.1"}
@@ -215,7 +224,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--paced-rate", type=float, default=0.0, help="default: saturation/2")
     parser.add_argument("--state-store", choices=["memory", "cassandra"], default="memory")
     args = parser.parse_args()
@@ -226,6 +235,7 @@ def main() -> int:
     try:
         key = settings.ingress.hmac_key.get_secret_value().encode()
         sat, pace, cpu = asyncio.run(http_phases(port, key, args, proc.pid))
+        shed = scrape(port, "ingress_state_writes_dropped_total")
     finally:
         proc.terminate()
         proc.wait(30)
@@ -236,6 +246,7 @@ def main() -> int:
     print(pace.line(f"ingress paced at {pace.rate:,.0f}/s"))
     print(f"raw producer loop: {raw:,.0f} events/s")
     print(f"ratio ingress/raw: {sat.rate / raw:.2f}")
+    print(f"user_state projections shed under load: {shed:.0f}")
     print(f"ingress process CPU per accepted opt-in: {cpu * 1e6:.0f} us "
           f"(=> {1 / cpu:,.0f}/s per fully used core)")
     return 0

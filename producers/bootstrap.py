@@ -17,6 +17,7 @@ from mosaic.settings import IngressSettings, Settings
 from producers.api import Ingress
 from producers.http import create_app
 from producers.metrics import IngressMetrics, MeteredPublisher
+from producers.projection import StateProjector
 from producers.publisher import EventPublisher
 from producers.ratelimit import KeyedRateLimiter, TokenBucket
 from producers.service import IngressService, Limiters
@@ -55,10 +56,12 @@ def build_app(settings: Settings, *, publisher: EventPublisher, store: UserState
                         max_entries=cfg.nonce_cache_max_entries, clock=clock)
     verifier = Verifier(cfg.hmac_key.get_secret_value().encode(), nonces,
                         skew_seconds=cfg.clock_skew_seconds, clock=clock)
+    projector = StateProjector(store, on_drop=metrics.state_writes_dropped.inc,
+                               on_failure=metrics.state_write_failures.inc)
     service = IngressService(publisher=metered, store=store, topic=optin_topic(settings),
                              limiters=build_limiters(cfg, clock), clock=clock,
                              recent_max_entries=cfg.recent_requests_max_entries,
-                             retry_after_seconds=cfg.retry_after_seconds)
+                             retry_after_seconds=cfg.retry_after_seconds, projector=projector)
     ingress = Ingress(service, verifier, nonces, metrics, max_body_bytes=cfg.max_body_bytes,
                       clock=clock, healthy=metered.healthy)
     app = create_app(ingress, fast_path=fast_path)

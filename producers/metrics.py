@@ -24,6 +24,8 @@ class IngressMetrics:
     publish_seconds: Histogram
     publish_failures: Counter
     nonce_entries: Gauge
+    state_writes_dropped: Counter
+    state_write_failures: Counter
 
     @classmethod
     def create(cls) -> IngressMetrics:
@@ -43,6 +45,11 @@ class IngressMetrics:
                                      "Events the broker did not confirm", registry=reg),
             nonce_entries=Gauge("ingress_nonce_cache_entries", "Remembered nonces",
                                 registry=reg),
+            state_writes_dropped=Counter("ingress_state_writes_dropped_total",
+                                         "user_state projections shed under load",
+                                         registry=reg),
+            state_write_failures=Counter("ingress_state_write_failures_total",
+                                         "user_state batches the store refused", registry=reg),
         )
 
 

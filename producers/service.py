@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from producers.domain import Accepted, Command, GetStatus, OptIn, OptOut, event_id_for
 from producers.errors import Conflict, RateLimited, Unavailable
 from producers.events import to_event
+from producers.projection import StateProjector
 from producers.publisher import EventPublisher, PublishFailed
 from producers.ratelimit import KeyedRateLimiter, TokenBucket
 from producers.state import UserState, UserStateStore
@@ -64,7 +65,8 @@ class RecentRequests:
 class IngressService:
     def __init__(self, *, publisher: EventPublisher, store: UserStateStore, topic: str,
                  limiters: Limiters, clock: Callable[[], float],
-                 recent_max_entries: int = 100_000, retry_after_seconds: float = 5.0) -> None:
+                 recent_max_entries: int = 100_000, retry_after_seconds: float = 5.0,
+                 projector: StateProjector | None = None) -> None:
         self._publisher = publisher
         self._store = store
         self._topic = topic
@@ -72,7 +74,7 @@ class IngressService:
         self._clock = clock
         self._recent = RecentRequests(recent_max_entries)
         self._retry_after = retry_after_seconds
-        self._background: set[asyncio.Task[None]] = set()
+        self._projector = projector or StateProjector(store)
 
     async def handle(self, command: Command) -> Accepted:
         key: RequestKey = (command.kind, command.user_id, command.request_id)
@@ -135,15 +137,7 @@ class IngressService:
                               updated_at=command.received_at)
         else:
             return  # a block never shows in anyone's status
-        task = asyncio.get_running_loop().create_task(self._record(state))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _record(self, state: UserState) -> None:
-        try:
-            await self._store.record(state)
-        except Exception as exc:  # noqa: BLE001 - a projection failure must not fail the request
-            log.warning("user_state write failed for one user: %s", type(exc).__name__)
+        self._projector.submit(state)
 
     async def status(self, query: GetStatus) -> UserState:
         self._take(self._limiters.status_per_user, query.user_id)
@@ -156,5 +150,4 @@ class IngressService:
 
     async def drain(self) -> None:
         """Wait for background state writes (on shutdown and in tests)."""
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self._projector.drain()

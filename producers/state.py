@@ -9,6 +9,7 @@ timestamp, so a later stage's newer write always wins regardless of arrival orde
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -59,6 +60,9 @@ class UserStateStore(Protocol):
     async def record(self, state: UserState) -> None:
         """Write ``state`` as of ``state.updated_at``; a newer stored state wins."""
 
+    async def record_many(self, states: Sequence[UserState]) -> None:
+        """``record`` for several users at once (one round trip where the store allows)."""
+
 
 class InMemoryUserStateStore:
     def __init__(self) -> None:
@@ -72,6 +76,10 @@ class InMemoryUserStateStore:
         if old and old.updated_at and state.updated_at and old.updated_at > state.updated_at:
             return
         self.rows[state.user_id] = state
+
+    async def record_many(self, states: Sequence[UserState]) -> None:
+        for state in states:
+            await self.record(state)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -102,7 +110,7 @@ class CassandraUserStateStore:
         def failed(exc: BaseException) -> None:
             loop.call_soon_threadsafe(_settle, future, None, exc)
 
-        self._session.execute_async(statement, params).add_callbacks(done, failed)
+        self._session.execute_async(statement, params or None).add_callbacks(done, failed)
         return await future
 
     async def get(self, user_id: str) -> UserState | None:
@@ -116,10 +124,21 @@ class CassandraUserStateStore:
         return replace(state, opted_in_at=_utc(row.opted_in_at),
                        waiting_since=_utc(row.waiting_since), updated_at=_utc(row.updated_at))
 
-    async def record(self, state: UserState) -> None:
+    def _bind(self, state: UserState) -> tuple[Any, ...]:
         at = state.updated_at or datetime.now(UTC)
-        await self._execute(self._record, (_micros(at), state.state, state.opted_in_at,
-                                           state.pool, at, state.user_id))
+        return (_micros(at), state.state, state.opted_in_at, state.pool, at, state.user_id)
+
+    async def record(self, state: UserState) -> None:
+        await self._execute(self._record, self._bind(state))
+
+    async def record_many(self, states: Sequence[UserState]) -> None:
+        from cassandra.query import BatchStatement, BatchType
+
+        # Unlogged: no atomicity needed, just one request for many single-row writes.
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for state in states:
+            batch.add(self._record, self._bind(state))
+        await self._execute(batch, ())
 
     def close(self) -> None:
         self._session.cluster.shutdown()

@@ -68,3 +68,15 @@ def test_table_creation_is_idempotent(settings: Settings, cassandra_stack: Servi
     session = connect(settings.cassandra)
     CassandraUserStateStore(session, settings.cassandra.keyspace)
     CassandraUserStateStore(session, settings.cassandra.keyspace).close()
+
+
+def test_record_many_writes_every_user(store: InMemoryUserStateStore | CassandraUserStateStore
+                                       ) -> None:
+    states = [UserState(str(uuid.uuid4()), "preparing_profile", opted_in_at=T0, pool="default",
+                        updated_at=T0) for _ in range(30)]
+
+    async def run() -> list[UserState | None]:
+        await store.record_many(states)
+        return [await store.get(s.user_id) for s in states]
+
+    assert asyncio.run(run()) == states

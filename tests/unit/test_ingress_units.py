@@ -129,3 +129,27 @@ def test_keyed_limiter_is_per_key_and_bounded() -> None:
     assert limiter.try_take("c")
     assert len(limiter) == 2
     assert limiter.retry_after_seconds("b") == pytest.approx(60.0)
+
+
+def test_projector_keeps_the_newest_state_per_user_and_sheds_when_full() -> None:
+    import asyncio
+    from datetime import UTC, datetime, timedelta
+
+    from producers.projection import StateProjector
+    from producers.state import InMemoryUserStateStore, UserState
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    store, dropped = InMemoryUserStateStore(), []
+    projector = StateProjector(store, max_pending=2, on_drop=lambda: dropped.append(1))
+
+    async def run() -> None:
+        projector.submit(UserState("user-a", "opted_out", updated_at=t0 + timedelta(seconds=1)))
+        projector.submit(UserState("user-a", "preparing_profile", updated_at=t0))  # older
+        projector.submit(UserState("user-b", "preparing_profile", updated_at=t0))
+        projector.submit(UserState("user-c", "preparing_profile", updated_at=t0))  # full
+        await projector.drain()
+
+    asyncio.run(run())
+    assert {u: s.state for u, s in store.rows.items()} == {"user-a": "opted_out",
+                                                           "user-b": "preparing_profile"}
+    assert dropped == [1]
