@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from producers.publisher import PublishFailed
 log = logging.getLogger(__name__)
 
 Serialize = Callable[[Any], bytes]
+_PROBE_SECONDS = 2.0
 
 
 def ingress_producer_config(settings: Settings) -> dict[str, Any]:
@@ -73,16 +75,29 @@ class KafkaEventPublisher:
     def _on_error(self, err: Any) -> None:
         from confluent_kafka import KafkaError
 
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
             self._broker_down = True
         log.warning("kafka client error: %s", err)
 
     def _poll_loop(self) -> None:
         # Delivery callbacks run inside poll(); they queue their results and one
         # call_soon_threadsafe per poll hands the whole batch to the event loop.
+        last_probe = 0.0
         while not self._stop.is_set():
             self._producer.poll(self._poll_seconds)
             self._hand_over()
+            if self._broker_down and time.monotonic() - last_probe > _PROBE_SECONDS:
+                last_probe = time.monotonic()
+                self._probe()
+
+    def _probe(self) -> None:
+        # Without traffic no delivery report would ever clear the flag; a metadata
+        # request tells whether a broker answers again.
+        try:
+            self._producer.list_topics(timeout=1.0)
+        except self._kafka_exception:
+            return
+        self._broker_down = False
 
     def _hand_over(self) -> None:
         with self._lock:

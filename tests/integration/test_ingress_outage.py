@@ -78,6 +78,7 @@ def test_kafka_outage_during_burst_loses_and_duplicates_nothing(
         time.sleep(2)
         kafka.down()
         time.sleep(6)  # longer than the delivery timeout: some requests must fail
+        health_down = _health(server.port)
         kafka.up()
         time.sleep(3)
     finally:
@@ -93,9 +94,24 @@ def test_kafka_outage_during_burst_loses_and_duplicates_nothing(
         if record.key.startswith(burst.run):
             mine[record.event.event_id] += 1
     reader.close()
-    server.stop()
     print(f"outcomes {Counter(s for _, _, s in burst.outcomes)}; events on topic {len(mine)}")
+    assert health_down == 503
+    assert _wait_healthy(server.port), "health did not recover after Kafka came back"
     assert failed, "the outage produced no error: Kafka was not really down"
     assert set(failed) <= {503, 0}, Counter(failed)
     assert accepted <= set(mine), f"{len(accepted - set(mine))} acknowledged events lost"
     assert max(mine.values()) == 1, "an event was written twice"
+    server.stop()
+
+
+def _health(port: int) -> int:
+    return httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False).status_code
+
+
+def _wait_healthy(port: int, timeout_seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if _health(port) == 200:
+            return True
+        time.sleep(0.5)
+    return False
