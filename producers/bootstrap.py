@@ -146,6 +146,7 @@ def serve(app: FastAPI, host: str, port: int) -> None:
     import uvicorn
 
     freeze_heap()
+    log.info("ingress listening on http://%s:%d", host, port)
     uvicorn.Server(uvicorn_config(app.state.front, host, port)).run()
 
 
