@@ -1,0 +1,45 @@
+"""``mosaic agents ...``: the long-running stream agents. Each agent is one small
+``_<name>(args) -> int`` handler; imports happen inside it so the CLI starts fast and
+nothing connects at import time."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    agents = subparsers.add_parser("agents", help="run a stream agent (long-running worker)")
+    sub = agents.add_subparsers(dest="agent", metavar="AGENT", required=True)
+
+    embedding = sub.add_parser(
+        "embedding", help="opt-in topic -> traits -> embed -> vector index -> seekers topic")
+    embedding.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                           help="stop after this long without records (default: run forever)")
+    embedding.add_argument("--max-seconds", type=float, help="stop after this long")
+    embedding.set_defaults(func=_embedding)
+
+
+def _embedding(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from consumers.embedding_worker import run_embedding_worker
+    from mosaic.settings import Settings
+
+    settings = Settings()
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    report = run_embedding_worker(settings, stop_after_idle_seconds=args.idle_exit,
+                                  max_seconds=args.max_seconds, stop=stop)
+    print(f"embedding agent stopped ({report.stop_reason}) after {report.seconds:.1f}s: "
+          f"{report.records} records in {report.batches} batches {report.outcomes}")
+    if report.fatal:
+        print(f"error: {report.fatal}")
+        return 1
+    return 0

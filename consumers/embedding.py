@@ -1,0 +1,255 @@
+"""The embedding agent's work on one batch of opt-in topic records (no Kafka client here).
+
+Per batch, in this order:
+
+1. decode; undecodable or invalid records (wrong event type, key != user id, bad ids)
+   go to the dead-letter topic with their coordinates;
+2. blocks are recorded in the block store;
+3. per user only the LAST opt-in/opt-out of the batch counts (records of one key share
+   a partition, so batch order is offset order): an opt-out after an opt-in wins;
+4. opt-outs: delete from the index, erase the cached traits, publish ``SeekerRemoved``;
+5. opt-ins, in one ``index_users`` call (one embed call for the whole batch): publish
+   ``SeekerUpdated`` with the vector, then write user_state ``waiting``. No insights /
+   malformed insights are outcomes, not dead letters: the user is taken out of the pool
+   (index delete + ``SeekerRemoved(embedding_failed)``) and gets ``profile_failed``.
+
+Every stage is idempotent and retried on outages by :class:`StageRetry`, so the caller
+acknowledges the batch only when this returns. Event ids derive from the source event,
+and user_state writes carry the source event's time, so a replay changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+from consumers.blocks import BlockStore, sorted_pair
+from consumers.embedding_io import DeadLetters, SeekerSink, StageRetry
+from consumers.embedding_metrics import BATCH_SIZE, count_events, timed
+from consumers.user_state import UserStateWriter
+from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
+from profiles.errors import MalformedInsightError, NoInsightsError
+from profiles.index import check_id
+from profiles.insights import check_user_id
+from profiles.pipeline import IndexedProfile, IndexRequest, Outcome, ProfileIndexer
+from streams.deadletter import RawRecord
+from streams.events import (
+    BlockRequested,
+    Event,
+    OptInRequested,
+    OptOutRequested,
+    SeekerRemoved,
+    SeekerUpdated,
+    derive_event_id,
+)
+from streams.events.seekers import REMOVED_EMBEDDING_FAILED, REMOVED_OPTED_OUT
+from streams.serde import AvroSerde, default_serde
+
+log = logging.getLogger(__name__)
+
+# user_state writes use the source event's time as the Cassandra write time (replays
+# change nothing); one millisecond later than that orders them after the ingress's own
+# projection of the same request (its time is <= the event's, truncated to ms on the wire).
+STATE_DELAY = timedelta(milliseconds=1)
+PROFILE_ERRORS = (NoInsightsError, MalformedInsightError)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class BatchReport:
+    """(event type, outcome) per record, in batch order of decision."""
+
+    outcomes: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, kind: str, outcome: str) -> None:
+        self.outcomes.append((kind, outcome))
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for _, o in self.outcomes if o == outcome)
+
+
+class EmbeddingPipeline:
+    def __init__(self, indexer: ProfileIndexer, blocks: BlockStore, states: UserStateWriter,
+                 seekers: SeekerSink, dead_letters: DeadLetters, *, retry: StageRetry,
+                 serde: AvroSerde | None = None,
+                 clock: Callable[[], datetime] = _utc_now) -> None:
+        self.indexer, self.blocks, self.states = indexer, blocks, states
+        self.seekers, self.dead_letters, self.retry = seekers, dead_letters, retry
+        self._serde = serde or default_serde()
+        self._clock = clock
+
+    def handle_batch(self, records: Sequence[RawRecord]) -> BatchReport:
+        report = BatchReport()
+        BATCH_SIZE.observe(len(records))
+        decoded = [d for d in (self._decode(r, report) for r in records) if d is not None]
+        self._blocks([(r, e) for r, e in decoded if isinstance(e, BlockRequested)], report)
+        latest: dict[str, tuple[RawRecord, OptInRequested | OptOutRequested]] = {}
+        for record, event in decoded:
+            if isinstance(event, OptInRequested | OptOutRequested):
+                replaced = latest.pop(event.user_id, None)
+                if replaced is not None:
+                    report.add(replaced[1].schema_name, "superseded")
+                latest[event.user_id] = (record, event)
+        now = self._clock()
+        self._opt_outs([e for _, e in latest.values() if isinstance(e, OptOutRequested)],
+                       now, report)
+        self._opt_ins([(r, e) for r, e in latest.values() if isinstance(e, OptInRequested)],
+                      now, report)
+        count_events(report.outcomes)
+        return report
+
+    # -- decoding and dead letters -------------------------------------------------------
+
+    def _decode(self, record: RawRecord, report: BatchReport
+                ) -> tuple[RawRecord, Event] | None:
+        try:
+            event = self._serde.decode(record.value)
+            _check(event, record)
+        except (SerializationError, ValidationError) as exc:
+            self._dead_letter(record, exc, self._kind(record), report)
+            return None
+        return record, event
+
+    def _kind(self, record: RawRecord) -> str:
+        try:
+            return self._serde.schema_name(record.value)
+        except SerializationError:
+            return "undecodable"
+
+    def _dead_letter(self, record: RawRecord, error: BaseException, kind: str,
+                     report: BatchReport) -> None:
+        self.retry.run("deadletter", lambda: self.dead_letters.publish(record, error))
+        report.add(kind, "dead_lettered")
+
+    # -- blocks ----------------------------------------------------------------------------
+
+    def _blocks(self, items: list[tuple[RawRecord, BlockRequested]], report: BatchReport
+                ) -> None:
+        for _, event in items:
+            self.retry.run("blocks", partial(self.blocks.add, event.user_id,
+                                             event.blocked_user_id, event.occurred_at))
+            report.add(event.schema_name, "blocked")
+
+    # -- opt-outs --------------------------------------------------------------------------
+
+    def _opt_outs(self, items: list[OptOutRequested], now: datetime, report: BatchReport
+                  ) -> None:
+        if not items:
+            return
+        ids = [e.user_id for e in items]
+        self.retry.run("index", lambda: self.indexer.index.delete(ids))
+        self.retry.run("traits", lambda: self._erase_traits(ids))
+        removals = [_removed(e, REMOVED_OPTED_OUT, now) for e in items]
+        self.retry.run("publish", lambda: self.seekers.publish(removals))
+        for event in items:
+            report.add(event.schema_name, "removed")
+
+    def _erase_traits(self, user_ids: Sequence[str]) -> None:
+        for user_id in user_ids:
+            self.indexer.traits.cache.invalidate(user_id)
+
+    # -- opt-ins ---------------------------------------------------------------------------
+
+    def _opt_ins(self, items: list[tuple[RawRecord, OptInRequested]], now: datetime,
+                 report: BatchReport) -> None:
+        if not items:
+            return
+        outcomes = self.retry.run("index", lambda: self._index([e for _, e in items]))
+        done: list[tuple[OptInRequested, IndexedProfile]] = []
+        failed: list[tuple[OptInRequested, ValidationError]] = []
+        for (record, event), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, IndexedProfile):
+                done.append((event, outcome))
+            elif isinstance(outcome, PROFILE_ERRORS):
+                failed.append((event, outcome))
+            else:
+                self._dead_letter(record, outcome, event.schema_name, report)
+        updates = self.retry.run("index", lambda: self._updates(done, now))
+        removals = [_removed(event, REMOVED_EMBEDDING_FAILED, now) for event, _ in failed]
+        if failed:
+            self.retry.run("index", lambda: self.indexer.index.delete(
+                [e.user_id for e, _ in failed]))
+        self.retry.run("publish", lambda: self.seekers.publish([*updates, *removals]))
+        self.retry.run("state", lambda: self._record_states(done, failed))
+        for event, profile in done:
+            report.add(event.schema_name, "indexed" if profile.embedded else "unchanged")
+        for event, _ in failed:
+            report.add(event.schema_name, "profile_failed")
+
+    def _index(self, events: list[OptInRequested]) -> list[Outcome]:
+        requests = [_request(e) for e in events]
+        try:
+            return self.indexer.index_users(requests)
+        except ValidationError:
+            if len(requests) == 1:
+                raise
+            # One bad record failed the whole batch (e.g. in the upsert): isolate it.
+            return [self._index_one(r) for r in requests]
+
+    def _index_one(self, request: IndexRequest) -> Outcome:
+        try:
+            (outcome,) = self.indexer.index_users([request])
+        except ValidationError as exc:
+            return exc
+        return outcome
+
+    def _updates(self, done: list[tuple[OptInRequested, IndexedProfile]], now: datetime
+                 ) -> list[SeekerUpdated]:
+        if not done:
+            return []
+        stored = self.indexer.index.fetch([e.user_id for e, _ in done])
+        updates = []
+        for event, profile in done:
+            record = stored.get(event.user_id)
+            if record is None:  # just written: an eventually consistent index lags
+                raise ExternalServiceError(f"{event.user_id} missing from the index "
+                                           "right after its upsert")
+            updates.append(SeekerUpdated(
+                event_id=derive_event_id("SeekerUpdated", event.event_id), occurred_at=now,
+                user_id=event.user_id, opted_in_at=event.opted_in_at,
+                vector=tuple(float(x) for x in record.vector.tolist()), model=profile.model,
+                traits_hash=profile.traits.fingerprint, pool=event.pool, missed_cycles=0))
+        return updates
+
+    def _record_states(self, done: list[tuple[OptInRequested, IndexedProfile]],
+                       failed: list[tuple[OptInRequested, ValidationError]]) -> None:
+        with timed("state"):
+            for event, _ in done:
+                self.states.waiting(event.user_id, pool=event.pool,
+                                    waiting_since=event.opted_in_at, missed_cycles=0,
+                                    at=event.occurred_at + STATE_DELAY)
+            for event, error in failed:
+                self.states.profile_failed(event.user_id, reason=str(error),
+                                           at=event.occurred_at + STATE_DELAY)
+
+
+def _check(event: Event, record: RawRecord) -> None:
+    """Only the opt-in topic's events, keyed by their user, with usable ids."""
+    if not isinstance(event, OptInRequested | OptOutRequested | BlockRequested):
+        raise ValidationError(f"the opt-in topic does not carry {event.schema_name}")
+    key = record.key.decode("utf-8", "replace") if record.key is not None else None
+    if key != event.user_id:
+        # Per-user order relies on the key: a record keyed otherwise may be out of order.
+        raise ValidationError(f"record key {key!r} is not the user id {event.user_id!r}")
+    check_id(check_user_id(event.user_id))
+    if isinstance(event, BlockRequested):
+        sorted_pair(event.user_id, check_user_id(event.blocked_user_id))
+
+
+def _request(event: OptInRequested) -> IndexRequest:
+    metadata = {"status": "waiting", "pool": event.pool,
+                "opted_in_at": event.opted_in_at.timestamp(), "missed_cycles": 0}
+    return IndexRequest(event.user_id, metadata, force_refresh=event.force_refresh)
+
+
+def _removed(event: OptInRequested | OptOutRequested, reason: str, now: datetime
+             ) -> SeekerRemoved:
+    return SeekerRemoved(event_id=derive_event_id("SeekerRemoved", event.event_id),
+                         occurred_at=now, user_id=event.user_id, reason=reason,
+                         pool=event.pool)

@@ -1,0 +1,136 @@
+"""Outputs of the embedding agent and how it waits out outages.
+
+``SeekerSink`` publishes ``SeekerUpdated`` / ``SeekerRemoved`` to the compacted seekers
+topic and returns only once the broker confirmed every record. ``StageRetry`` repeats
+one stage of a batch on retryable failures with capped exponential backoff, forever,
+until it succeeds or the worker stops: an outage must never skip a record, and the
+batch is acknowledged only after all of its stages succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from consumers.embedding_metrics import RETRIES, timed
+from mosaic.errors import ExternalServiceError, MosaicError
+from streams.deadletter import RawRecord
+from streams.events import DeadLettered, Event
+from streams.kafka import KafkaOperationError, produce_event
+from streams.topics import Topic
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class StopRequested(MosaicError):
+    """The worker is stopping while a stage waits to retry: the batch stays unacked."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ExternalServiceError) and exc.retryable
+
+
+class StageRetry:
+    """Runs a stage until it succeeds; ``stop`` interrupts the backoff sleep."""
+
+    def __init__(self, *, backoff_seconds: float = 0.5, max_backoff_seconds: float = 30.0,
+                 stop: threading.Event | None = None) -> None:
+        self.backoff_seconds = backoff_seconds
+        self.max_backoff_seconds = max_backoff_seconds
+        self.stop = stop or threading.Event()
+        self.retries = 0
+
+    def run(self, stage: str, call: Callable[[], T]) -> T:
+        attempt = 0
+        while True:
+            if self.stop.is_set():
+                raise StopRequested(f"stopping before stage {stage} finished")
+            try:
+                return call()
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                attempt += 1
+                self.retries += 1
+                RETRIES.labels(stage=stage).inc()
+                pause = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+                log.warning("stage %s failed (attempt %d), retrying in %.1fs: %s",
+                            stage, attempt, pause, exc)
+                self.stop.wait(pause)
+
+
+class SeekerSink(ABC):
+    @abstractmethod
+    def publish(self, events: Sequence[Event]) -> None:
+        """Deliver all ``events`` in order (or raise ExternalServiceError)."""
+
+
+class MemorySeekerSink(SeekerSink):
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+
+class KafkaSeekerSink(SeekerSink):
+    """Queues every event, then flushes once: one round trip per batch, not per event.
+    The idempotent producer keeps per-key order across its internal retries."""
+
+    def __init__(self, producer: Producer, topic: Topic, *, timeout_seconds: float = 30.0
+                 ) -> None:
+        self._producer, self._topic, self._timeout = producer, topic, timeout_seconds
+
+    def publish(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        failures: list[KafkaError] = []
+
+        def on_delivery(error: KafkaError | None, _message: Message | None) -> None:
+            if error is not None:
+                failures.append(error)
+
+        with timed("publish"):
+            for event in events:
+                produce_event(self._producer, self._topic, event, on_delivery=on_delivery,
+                              timeout_seconds=self._timeout)
+            pending = self._producer.flush(self._timeout)
+        if pending or failures:
+            fatal = any(f.fatal() for f in failures)
+            raise KafkaOperationError(
+                f"{len(failures)} of {len(events)} records to {self._topic.name} failed, "
+                f"{pending} unconfirmed: {failures[:1]}", retryable=not fatal, fatal=fatal)
+
+
+class DeadLetters(Protocol):
+    """What :class:`streams.deadletter.DeadLetterPublisher` offers (waits for the ack)."""
+
+    def publish(self, record: RawRecord, error: BaseException | str, *,
+                attempts: int = 1) -> DeadLettered: ...
+
+
+class MemoryDeadLetters:
+    def __init__(self) -> None:
+        self.letters: list[tuple[RawRecord, str]] = []
+
+    def publish(self, record: RawRecord, error: BaseException | str, *,
+                attempts: int = 1) -> DeadLettered:
+        from datetime import UTC, datetime
+
+        from streams.events import derive_event_id
+
+        reason = str(error)
+        self.letters.append((record, reason))
+        return DeadLettered(
+            event_id=derive_event_id("dead-letter", record.topic, str(record.partition),
+                                     str(record.offset)),
+            occurred_at=datetime.now(UTC), reason=reason,
+            error_type=type(error).__name__, source_topic=record.topic,
+            source_partition=record.partition, source_offset=record.offset,
+            source_key=record.key, source_value=record.value, attempts=attempts)

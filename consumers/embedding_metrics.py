@@ -1,0 +1,121 @@
+"""Prometheus metrics of the embedding agent, and timing wrappers around its seams.
+
+Metrics wrap the interfaces (embedder, vector index, traits service) instead of living
+inside them, so the adapters stay metric-free. Base units: seconds, counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from profiles.embedders import Embedder, Vectors
+from profiles.index import Condition, Match, MetaValue, Vector, VectorIndex, VectorRecord
+from profiles.traits import TraitsService, UserTraits
+
+EVENTS = Counter(
+    "mosaic_embedding_events",
+    "Opt-in topic records by event type and outcome (indexed, unchanged, removed, "
+    "blocked, profile_failed, superseded, dead_lettered).",
+    ["type", "outcome"],
+)
+STAGE_SECONDS = Histogram(
+    "mosaic_embedding_stage_seconds",
+    "Time per stage call: traits (one user), embed, index, publish, state (one batch).",
+    ["stage"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+BATCH_SIZE = Histogram(
+    "mosaic_embedding_batch_size", "Records per batch taken from the opt-in topic.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+RETRIES = Counter(
+    "mosaic_embedding_retries",
+    "Batch stages retried after an outage (S3, embedder, index, Kafka, Cassandra).",
+    ["stage"],
+)
+CONSUMER_LAG = Gauge(
+    "mosaic_embedding_consumer_lag",
+    "Records behind the partition's high watermark after the last batch.",
+    ["topic", "partition"],
+)
+FATAL = Counter(
+    "mosaic_embedding_fatal_errors",
+    "Batches that stopped the worker (a bug or a non-retryable configuration error).",
+)
+
+
+@contextmanager
+def timed(stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        STAGE_SECONDS.labels(stage=stage).observe(time.perf_counter() - start)
+
+
+class TimedEmbedder(Embedder):
+    def __init__(self, inner: Embedder) -> None:
+        self.inner, self.model, self.dim = inner, inner.model, inner.dim
+
+    def _embed(self, texts: list[str]) -> Vectors:
+        with timed("embed"):
+            return self.inner.embed(texts)
+
+
+class TimedVectorIndex(VectorIndex):
+    """Delegates to ``inner``'s adapter methods (validation already happened here)."""
+
+    def __init__(self, inner: VectorIndex) -> None:
+        self.inner, self.dim = inner, inner.dim
+
+    def _upsert(self, records: list[VectorRecord]) -> None:
+        with timed("index"):
+            self.inner._upsert(records)
+
+    def _fetch(self, ids: list[str]) -> dict[str, VectorRecord]:
+        with timed("index"):
+            return self.inner._fetch(ids)
+
+    def _query(self, vector: Vector, top_k: int, conditions: tuple[Condition, ...],
+               include_vectors: bool) -> list[Match]:
+        with timed("index"):
+            return self.inner._query(vector, top_k, conditions, include_vectors)
+
+    def _update_metadata(self, record_id: str, fields: dict[str, MetaValue]) -> bool:
+        with timed("index"):
+            return self.inner._update_metadata(record_id, fields)
+
+    def _delete(self, ids: list[str]) -> None:
+        with timed("index"):
+            self.inner._delete(ids)
+
+    def list_ids(self) -> list[str]:
+        return self.inner.list_ids()
+
+    def count(self) -> int:
+        return self.inner.count()
+
+
+class TimedTraitsService(TraitsService):
+    """The traits service with each ``user_traits`` call timed (S3 reads + aggregation)."""
+
+    def user_traits(self, user_id: str, *, top_n: int | None = None,
+                    force_refresh: bool = False) -> UserTraits:
+        with timed("traits"):
+            return super().user_traits(user_id, top_n=top_n, force_refresh=force_refresh)
+
+
+def record_lag(topic: str, partition: int, lag: int) -> None:
+    CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(max(lag, 0))
+
+
+def count_events(items: Sequence[tuple[str, str]]) -> None:
+    """``items``: (event type, outcome) per record."""
+    for kind, outcome in items:
+        EVENTS.labels(type=kind, outcome=outcome).inc()
+
+

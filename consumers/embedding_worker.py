@@ -1,0 +1,198 @@
+"""Build the embedding agent from settings and run it: the one place that wires it.
+
+Programmatic use (demo, tests, bench)::
+
+    report = run_embedding_worker(settings, stop_after_idle_seconds=5)   # blocks
+    # or in a thread, stopped from outside:
+    stop = threading.Event()
+    threading.Thread(target=run_embedding_worker, args=(settings,),
+                     kwargs={"stop": stop}).start(); ...; stop.set()
+
+The CLI ``mosaic agents embedding`` runs the same function until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from consumers.blocks import CassandraBlockStore, cassandra_call
+from consumers.embedding import EmbeddingPipeline
+from consumers.embedding_agent import BatchHandler, attach_agent, build_app
+from consumers.embedding_io import KafkaSeekerSink, StageRetry
+from consumers.embedding_metrics import TimedEmbedder, TimedTraitsService, TimedVectorIndex
+from consumers.user_state import CassandraUserStateWriter, UserStateWriter
+from mosaic.settings import Settings
+from profiles.embedders import Embedder, LocalE5Embedder, build_embedder
+from profiles.insights import S3InsightStore
+from profiles.pipeline import ProfileIndexer
+from profiles.traits import S3TraitsCache
+from streams.deadletter import DeadLetterPublisher
+from streams.kafka import make_producer
+from streams.topics import build_catalog
+
+log = logging.getLogger(__name__)
+# Kafka group join + first fetch: faust's fetch waits up to 1.5 s on an empty partition.
+MIN_IDLE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    batches: int
+    records: int
+    outcomes: dict[str, int]
+    seconds: float
+    stop_reason: str  # idle | max_seconds | stop | fatal
+    fatal: str | None = None
+
+
+@dataclass
+class Wiring:
+    pipeline: EmbeddingPipeline
+    closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - closing must not hide the result
+                log.warning("closing %r failed: %s", close, exc)
+
+
+class RetryableStates(UserStateWriter):
+    """Cassandra user_state writes with driver errors mapped to ExternalServiceError,
+    so a Cassandra outage is retried by the agent instead of stopping it."""
+
+    def __init__(self, inner: UserStateWriter) -> None:
+        self.inner = inner
+
+    def waiting(self, user_id: str, *, pool: str, waiting_since: datetime,
+                missed_cycles: int, at: datetime) -> None:
+        cassandra_call("user_state", lambda: self.inner.waiting(
+            user_id, pool=pool, waiting_since=waiting_since, missed_cycles=missed_cycles,
+            at=at))
+
+    def profile_failed(self, user_id: str, *, reason: str, at: datetime) -> None:
+        cassandra_call("user_state", lambda: self.inner.profile_failed(
+            user_id, reason=reason, at=at))
+
+    def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
+                     at: datetime) -> None:
+        cassandra_call("user_state", lambda: self.inner.missed_cycle(
+            user_id, cycle_id=cycle_id, missed_cycles=missed_cycles, at=at))
+
+    def matched(self, user_id: str, *, cycle_id: str, room_id: str | None,
+                at: datetime) -> None:
+        cassandra_call("user_state", lambda: self.inner.matched(
+            user_id, cycle_id=cycle_id, room_id=room_id, at=at))
+
+
+def default_embedder(settings: Settings) -> Embedder:
+    emb = settings.embedding
+    if emb.backend == "local":
+        return LocalE5Embedder(batch_size=emb.batch_size,
+                               num_threads=settings.embedding_agent.local_num_threads)
+    return build_embedder(settings)
+
+
+def build_wiring(settings: Settings, *, embedder: Embedder | None = None,
+                 session: Any = None, s3_client: Any = None) -> Wiring:
+    """Every adapter from settings; pass clients to share them (tests, bench)."""
+    from mosaic.cassandra import connect
+    from profiles.bootstrap import build_vector_index
+    from stack.s3 import s3_client as make_s3_client
+
+    closers: list[Callable[[], Any]] = []
+    if session is None:
+        session = connect(settings.cassandra)
+        closers.append(session.cluster.shutdown)
+    s3 = s3_client or make_s3_client(settings)
+    emb = TimedEmbedder(embedder or default_embedder(settings))
+    t, ttl = settings.traits, settings.s3.traits_cache_ttl_seconds
+    traits = TimedTraitsService(
+        S3InsightStore(s3, settings.s3.insights_bucket),
+        S3TraitsCache(s3, settings.s3.traits_cache_bucket), top_n=t.top_chats,
+        ttl_seconds=ttl, half_life_seconds=t.recency_half_life_seconds,
+        max_items=t.max_items_per_section)
+    index = TimedVectorIndex(build_vector_index(settings, dim=emb.dim, session=session))
+    producer = make_producer(settings)
+    closers.append(lambda: producer.flush(10))
+    catalog = build_catalog(settings)
+    conf = settings.embedding_agent
+    pipeline = EmbeddingPipeline(
+        ProfileIndexer(traits, emb, index), CassandraBlockStore(session),
+        RetryableStates(CassandraUserStateWriter(session, settings.cassandra.keyspace)),
+        KafkaSeekerSink(producer, catalog.seekers),
+        DeadLetterPublisher(producer, catalog.deadletter, consumer_group=conf.group_id),
+        retry=StageRetry(backoff_seconds=conf.retry_backoff_seconds,
+                         max_backoff_seconds=conf.retry_max_backoff_seconds))
+    return Wiring(pipeline, closers)
+
+
+def run_embedding_worker(settings: Settings | None = None, *,
+                         stop_after_idle_seconds: float | None = None,
+                         max_seconds: float | None = None,
+                         stop: threading.Event | None = None,
+                         embedder: Embedder | None = None, session: Any = None,
+                         s3_client: Any = None, pipeline: EmbeddingPipeline | None = None,
+                         ) -> WorkerReport:
+    """Run the agent until idle (no batch for that long once partitions are assigned;
+    at least 3 s), ``max_seconds``, ``stop.set()`` or a fatal error. Blocking; safe to
+    call from a thread (it runs its own event loop)."""
+    settings = settings or Settings()
+    wiring = Wiring(pipeline) if pipeline is not None else build_wiring(
+        settings, embedder=embedder, session=session, s3_client=s3_client)
+    idle = None if stop_after_idle_seconds is None else max(MIN_IDLE_SECONDS,
+                                                            stop_after_idle_seconds)
+    try:
+        return asyncio.run(_serve(settings, wiring.pipeline, idle=idle,
+                                  max_seconds=max_seconds, stop=stop or threading.Event()))
+    finally:
+        wiring.close()
+
+
+async def _serve(settings: Settings, pipeline: EmbeddingPipeline, *, idle: float | None,
+                 max_seconds: float | None, stop: threading.Event) -> WorkerReport:
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mosaic-faust-") as datadir:
+        app = build_app(settings, datadir)
+        handler = BatchHandler(app, pipeline)
+        attach_agent(app, settings, handler)
+        await app.start()
+        try:
+            reason = await _wait(app, handler, start=start, idle=idle,
+                                 max_seconds=max_seconds, stop=stop)
+        finally:
+            pipeline.retry.stop.set()  # interrupts a stage waiting out an outage
+            await app.stop()
+    s = handler.stats
+    return WorkerReport(s.batches, s.records, dict(s.outcomes), time.monotonic() - start,
+                        reason, s.fatal)
+
+
+async def _wait(app: Any, handler: BatchHandler, *, start: float, idle: float | None,
+                max_seconds: float | None, stop: threading.Event) -> str:
+    assigned = False
+    while True:
+        await asyncio.sleep(0.1)
+        now = time.monotonic()
+        if handler.failed.is_set():
+            return "fatal"
+        if stop.is_set():
+            return "stop"
+        if max_seconds is not None and now - start >= max_seconds:
+            return "max_seconds"
+        if idle is None:
+            continue
+        if not assigned and app.consumer.assignment():
+            assigned = True
+            handler.last_activity = max(handler.last_activity, now)
+        if assigned and not handler.busy and now - handler.last_activity >= idle:
+            return "idle"
