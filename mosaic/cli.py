@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stack.commands",
     "streams.commands",
     "matcher.commands",
+    "matcher.service_commands",
     "producers.commands",
     "consumers.commands",
     "consumers.postmatch_commands",

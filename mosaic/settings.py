@@ -162,6 +162,11 @@ class MatcherSettings(BaseModel):
     history_cycles: int = 3
     transactional_id: str = "mosaic-matcher"
     cycle_seconds: int = 3600
+    # Pools the ticker ticks for (``mosaic ticker run``); the matcher runs whatever ticks.
+    pools: tuple[str, ...] = ("default",)
+    block_store: Literal["cassandra", "none"] = "cassandra"
+    # Test hook only: flush the open transaction and sleep this long before committing.
+    test_pause_before_commit_seconds: float = 0.0
 
 
 class Settings(BaseSettings):

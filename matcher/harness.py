@@ -1,0 +1,160 @@
+"""A cycle's result as events: what the matcher publishes in one transaction.
+
+Pure and deterministic: event ids are derived from the cycle id and the pair or user,
+times come from the tick, so running a cycle again on the same snapshot yields
+byte-identical ``PairMatched`` / ``SeekerUnmatched`` / ``SeekerRemoved`` /
+``SeekerUpdated`` records. Only ``CycleCompleted.phase_seconds`` (measured durations)
+differs between runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from matcher.core.model import MatchParams, Pair, Unmatched
+from matcher.pool import REASON_INVALID_VECTOR, CycleInput, Seeker
+from streams.events import (
+    CycleCompleted,
+    CycleTick,
+    Event,
+    PairMatched,
+    SeekerRemoved,
+    SeekerUnmatched,
+    SeekerUpdated,
+    derive_event_id,
+    pair_key,
+)
+from streams.events.seekers import REMOVED_MATCHED
+
+
+def params_hash(params: MatchParams) -> str:
+    """A stable digest of the parameters (sorted-key JSON), to tell cycles run with
+    different settings apart in ``CycleCompleted``."""
+    canonical = json.dumps(dataclasses.asdict(params), sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+class Phases:
+    """Wall-clock seconds per named phase of a cycle (for the summary and metrics)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def measure(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 6)
+
+
+@dataclass(frozen=True)
+class CyclePlan:
+    """Everything one cycle publishes; :meth:`events` gives the publishing order."""
+
+    tick: CycleTick
+    pairs: tuple[PairMatched, ...]
+    unmatched: tuple[SeekerUnmatched, ...]
+    removals: tuple[SeekerRemoved, ...]
+    updates: tuple[SeekerUpdated, ...]
+    summary: CycleCompleted
+    skipped_updates: tuple[str, ...] = field(default=())
+
+    def events(self) -> list[Event]:
+        """Outcomes first and the summary last (its presence means the rest is there)."""
+        return [*self.pairs, *self.unmatched, *self.removals, *self.updates, self.summary]
+
+    def without_updates_for(self, user_ids: Collection[str]) -> CyclePlan:
+        """Drop pool updates for users whose record changed after the snapshot (an
+        opt-out must not be overwritten by our ``missed_cycles + 1``)."""
+        keep = tuple(u for u in self.updates if u.user_id not in user_ids)
+        skipped = tuple(sorted(u.user_id for u in self.updates if u.user_id in user_ids))
+        return dataclasses.replace(self, updates=keep, skipped_updates=skipped)
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    """What the core decided for a cycle (its ``MatchResult`` without statistics)."""
+
+    pairs: tuple[Pair, ...] = ()
+    unmatched: tuple[Unmatched, ...] = ()
+
+
+def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
+               snapshot_offsets: Mapping[int, int], params_digest: str,
+               phase_seconds: Mapping[str, float]) -> CyclePlan:
+    """The events of one cycle (see the module docstring for the determinism rules)."""
+    by_id = {s.user_id: s for s in (*cycle.seekers, *cycle.invalid)}
+    leftovers = [(by_id[u.user_id], u.reason.value) for u in outcome.unmatched]
+    leftovers += [(s, REASON_INVALID_VECTOR) for s in cycle.invalid]
+    leftovers.sort(key=lambda item: item[0].user_id)
+    pairs = tuple(sorted((_pair_event(tick, p) for p in outcome.pairs),
+                         key=lambda e: e.pair_key))
+    matched = sorted(u for p in pairs for u in (p.user_a, p.user_b))
+    summary = _summary(tick, pairs, leftovers, offsets=snapshot_offsets,
+                       digest=params_digest, phase_seconds=phase_seconds, seekers=len(by_id))
+    return CyclePlan(
+        tick=tick,
+        pairs=pairs,
+        unmatched=tuple(_unmatched_event(tick, s, reason) for s, reason in leftovers),
+        removals=tuple(_removed_event(tick, u) for u in matched),
+        updates=tuple(_missed_event(tick, s) for s, _ in leftovers),
+        summary=summary,
+    )
+
+
+def _pair_event(tick: CycleTick, pair: Pair) -> PairMatched:
+    key = pair_key(pair.user_a, pair.user_b)
+    user_a, user_b = sorted((pair.user_a, pair.user_b))
+    return PairMatched(event_id=derive_event_id("PairMatched", tick.cycle_id, key),
+                       occurred_at=tick.occurred_at, cycle_id=tick.cycle_id, pair_key=key,
+                       user_a=user_a, user_b=user_b, score=float(pair.score),
+                       similarity=float(pair.similarity), pool=tick.pool)
+
+
+def _unmatched_event(tick: CycleTick, seeker: Seeker, reason: str) -> SeekerUnmatched:
+    user = seeker.user_id
+    return SeekerUnmatched(event_id=derive_event_id("SeekerUnmatched", tick.cycle_id, user),
+                           occurred_at=tick.occurred_at, cycle_id=tick.cycle_id, user_id=user,
+                           reason=reason, missed_cycles=seeker.record.missed_cycles + 1,
+                           pool=tick.pool)
+
+
+def _removed_event(tick: CycleTick, user: str) -> SeekerRemoved:
+    return SeekerRemoved(event_id=derive_event_id("SeekerRemoved", tick.cycle_id, user),
+                         occurred_at=tick.occurred_at, user_id=user,
+                         reason=f"{REMOVED_MATCHED}:{tick.cycle_id}", pool=tick.pool,
+                         cycle_id=tick.cycle_id)
+
+
+def _missed_event(tick: CycleTick, seeker: Seeker) -> SeekerUpdated:
+    user = seeker.user_id
+    return dataclasses.replace(
+        seeker.event(), event_id=derive_event_id("SeekerUpdated", tick.cycle_id, user),
+        occurred_at=tick.occurred_at, missed_cycles=seeker.record.missed_cycles + 1)
+
+
+def _summary(tick: CycleTick, pairs: Sequence[PairMatched],
+             leftovers: Sequence[tuple[Seeker, str]], *, offsets: Mapping[int, int],
+             digest: str, phase_seconds: Mapping[str, float], seekers: int
+             ) -> CycleCompleted:
+    scores = [p.score for p in pairs]
+    reasons = Counter(reason for _, reason in leftovers)
+    return CycleCompleted(
+        event_id=derive_event_id("CycleCompleted", tick.cycle_id),
+        occurred_at=tick.occurred_at, cycle_id=tick.cycle_id, pool=tick.pool,
+        seekers=seekers, pairs=len(pairs), unmatched_by_reason=dict(sorted(reasons.items())),
+        score_mean=sum(scores) / len(scores) if scores else None,
+        score_min=min(scores) if scores else None,
+        score_max=max(scores) if scores else None,
+        snapshot_offsets=dict(sorted(offsets.items())), params_hash=digest,
+        phase_seconds=dict(phase_seconds))

@@ -1,0 +1,168 @@
+"""Reading the matcher's inputs from Kafka incrementally.
+
+:class:`TopicTail` returns, per call, the committed records appended since its last call,
+up to the end offsets taken at the call: a consistent cut, and after the first call each
+read costs only what is new. :class:`MatcherLog` keeps :class:`PoolState` (``seekers``)
+and :class:`CycleHistory` (``cycles`` then ``pairs``) current with three tails.
+
+Cost: the first read of ``seekers`` and ``cycles`` is the whole (compacted / one record
+per cycle) topic; ``pairs`` starts at the time of the oldest cycle still inside
+``history_cycles`` (``offsets_for_times``), so start-up reads only the pairs it needs
+and each tick afterwards reads only records written since the previous tick.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from matcher.pool import CycleHistory, LogRecord, PoolState
+from streams.kafka import DEFAULT_TIMEOUT_SECONDS, KafkaOperationError, wrap_kafka_error
+from streams.topics import TopicCatalog
+
+# Pairs are produced before their cycle's summary within one transaction, which lasts at
+# most transaction.timeout.ms (60 s); a generous margin also covers clock steps.
+PAIRS_LOOKBACK_MS = 10 * 60 * 1000
+_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Batch:
+    records: list[LogRecord]
+    end_offsets: dict[int, int]
+
+
+def to_record(message: Message) -> LogRecord:
+    _, timestamp = message.timestamp()
+    return LogRecord(message.partition() or 0, message.offset() or 0, message.key(),
+                     message.value(), timestamp)
+
+
+class TopicTail:
+    """Incremental reader of one topic with manual assignment (no group offsets)."""
+
+    def __init__(self, consumer: Consumer, topic: str, *,
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self._consumer, self.topic, self._timeout = consumer, topic, timeout_seconds
+        self._positions: dict[int, int] | None = None
+
+    def start_at(self, positions: Mapping[int, int]) -> None:
+        self._positions = dict(positions)
+
+    def end_offsets(self) -> dict[int, int]:
+        """High watermark per partition. Waiting for it (not the last stable offset)
+        means a transaction committed just before, e.g. our own last cycle, whose
+        markers may still be on their way, is always included."""
+        return {p: high for p, (_, high) in self._watermarks().items()}
+
+    def beginning(self) -> dict[int, int]:
+        return {p: low for p, (low, _) in self._watermarks().items()}
+
+    def read(self) -> Batch:
+        ends = self.end_offsets()
+        positions = self._positions if self._positions is not None else self.beginning()
+        pending = {p: positions.get(p, 0) for p in ends if positions.get(p, 0) < ends[p]}
+        records = self._read_range(pending, ends) if pending else []
+        self._positions = {p: max(positions.get(p, 0), end) for p, end in ends.items()}
+        return Batch(records, ends)
+
+    def _read_range(self, start: Mapping[int, int], ends: Mapping[int, int]
+                    ) -> list[LogRecord]:
+        consumer = self._consumer
+        consumer.assign([KafkaTopicPartition(self.topic, p, o) for p, o in start.items()])
+        deadline = time.monotonic() + self._timeout
+        records: list[LogRecord] = []
+        try:
+            while not self._caught_up(start, ends):
+                if time.monotonic() > deadline:
+                    raise KafkaOperationError(
+                        f"reading {self.topic} to {dict(ends)} timed out (an open "
+                        "transaction of another producer?)", retryable=True)
+                for message in consumer.consume(_BATCH, 0.2):
+                    self._check(message)
+                    if (message.offset() or 0) < ends[message.partition() or 0]:
+                        records.append(to_record(message))
+        finally:
+            consumer.unassign()
+        return records
+
+    def _caught_up(self, start: Mapping[int, int], ends: Mapping[int, int]) -> bool:
+        partitions = [KafkaTopicPartition(self.topic, p) for p in start]
+        return all(tp.offset >= ends[tp.partition]
+                   for tp in self._consumer.position(partitions))
+
+    def _check(self, message: Message) -> None:
+        error = message.error()
+        if error is not None and error.code() != KafkaError._PARTITION_EOF:
+            raise KafkaOperationError(f"reading {self.topic}: {error.str()}",
+                                      retryable=error.retriable(), fatal=error.fatal())
+
+    def _watermarks(self) -> dict[int, tuple[int, int]]:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                metadata = self._consumer.list_topics(self.topic, self._timeout)
+                topic = metadata.topics[self.topic]
+                if topic.error is not None:
+                    raise KafkaException(topic.error)
+                return {p: self._consumer.get_watermark_offsets(
+                            KafkaTopicPartition(self.topic, p), self._timeout, cached=False)
+                        for p in sorted(topic.partitions)}
+            except KafkaException as exc:
+                error = wrap_kafka_error(f"watermarks of {self.topic}", exc)
+                if not error.retryable or time.monotonic() > deadline:
+                    raise error from exc
+                time.sleep(0.2)
+
+    def offsets_for_time(self, timestamp_ms: int) -> dict[int, int]:
+        """Per partition, the first offset at or after ``timestamp_ms`` (else the end)."""
+        ends = self.end_offsets()
+        query = [KafkaTopicPartition(self.topic, p, timestamp_ms) for p in ends]
+        try:
+            found = self._consumer.offsets_for_times(query, self._timeout)
+        except KafkaException as exc:
+            raise wrap_kafka_error(f"offsets_for_times on {self.topic}", exc) from exc
+        return {tp.partition: tp.offset if tp.offset >= 0 else ends[tp.partition]
+                for tp in found}
+
+
+class MatcherLog:
+    """The pool and cycle history, refreshed from the log on demand."""
+
+    def __init__(self, consumer: Consumer, catalog: TopicCatalog, history_cycles: int, *,
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.pool = PoolState()
+        self.history = CycleHistory(history_cycles)
+        self._seekers = TopicTail(consumer, catalog.seekers.name,
+                                  timeout_seconds=timeout_seconds)
+        self._cycles = TopicTail(consumer, catalog.cycles.name,
+                                 timeout_seconds=timeout_seconds)
+        self._pairs = TopicTail(consumer, catalog.pairs.name, timeout_seconds=timeout_seconds)
+        self._started = False
+        self.seekers_end: dict[int, int] = {}
+
+    def refresh(self) -> None:
+        """Catch up with everything committed so far (cycles before pairs)."""
+        for record in self._cycles.read().records:
+            self.history.apply_cycle(record)
+        if not self._started:
+            self._pairs.start_at(self._pairs_start())
+            self._started = True
+        for record in self._pairs.read().records:
+            self.history.apply_pair(record)
+        self.refresh_pool()
+
+    def refresh_pool(self) -> None:
+        batch = self._seekers.read()
+        self.pool.apply_all(batch.records)
+        self.seekers_end = batch.end_offsets
+
+    def _pairs_start(self) -> dict[int, int]:
+        oldest = self.history.oldest_recent_timestamp_ms()
+        if oldest is None:
+            return self._pairs.end_offsets()  # no cycle to remember: nothing to read
+        return self._pairs.offsets_for_time(max(0, oldest - PAIRS_LOOKBACK_MS))

@@ -1,0 +1,317 @@
+"""The matcher service: reads ticks, runs a cycle per tick, publishes it atomically.
+
+Per tick: catch up with the log (pool from ``seekers``, history from ``cycles`` and
+``pairs``); a cycle id already in ``cycles`` is a duplicate tick and only its offset is
+committed. Otherwise: snapshot the pool, build constraints (block store + recent
+partners), run the pure core, and in ONE transaction publish the pairs, unmatched
+seekers, pool updates, the ``CycleCompleted`` summary and the tick's offset.
+
+Concurrency control is the one-partition tick topic plus ``transactional.id`` fencing:
+starting an instance aborts a predecessor's open transaction and makes every later call
+of the predecessor fail (:class:`MatcherFenced`). A crash before commit leaves nothing
+visible to read_committed consumers and the tick uncommitted, so the rerun repeats the
+cycle and, on the same snapshot, publishes byte-identical records.
+
+Test hook: ``MOSAIC_MATCHER__TEST_PAUSE_BEFORE_COMMIT_SECONDS=N`` flushes the open
+transaction, logs ``paused before commit`` and sleeps N seconds before committing, so a
+test can kill the process mid-transaction. Never set it in production.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Protocol
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from matcher.core.model import Constraints, MatchParams, MatchResult, PoolSnapshot
+from matcher.harness import CycleOutcome, CyclePlan, Phases, params_hash, plan_cycle
+from matcher.harness_log import MatcherLog
+from matcher.metrics import CycleObserver, CycleReport
+from matcher.pool import CycleInput, build_constraints, build_snapshot
+from mosaic.errors import ConfigError, ExternalServiceError, MosaicError, SerializationError
+from mosaic.settings import Settings
+from streams.deadletter import DeadLetterPublisher, RawRecord
+from streams.events import CycleTick
+from streams.kafka import (
+    DEFAULT_TIMEOUT_SECONDS,
+    KafkaOperationError,
+    make_consumer,
+    make_transactional_producer,
+    produce_event,
+    send_offsets,
+    transaction,
+    wrap_kafka_error,
+)
+from streams.serde import default_serde
+from streams.topics import build_catalog
+
+log = logging.getLogger(__name__)
+
+MatchFunction = Callable[[PoolSnapshot, Constraints, MatchParams], MatchResult]
+BeforeCommit = Callable[[CyclePlan], None]
+
+
+class BlockStore(Protocol):
+    """Who blocked whom among ``user_ids``: ``(blocker, blocked)`` pairs."""
+
+    def blocked_pairs(self, user_ids: Sequence[str]) -> set[tuple[str, str]]: ...
+
+
+class NoBlocks:
+    """A block store that knows no blocks (blocks on seeker records still apply)."""
+
+    def blocked_pairs(self, user_ids: Sequence[str]) -> set[tuple[str, str]]:
+        return set()
+
+
+class MatcherFenced(MosaicError):
+    """Another instance with the same transactional.id took over; this one must stop."""
+
+
+def _core_match(pool: PoolSnapshot, constraints: Constraints, params: MatchParams
+                ) -> MatchResult:
+    from matcher.core import match_pool
+
+    return match_pool(pool, constraints, params)
+
+
+class MatcherService:
+    """One matcher instance. ``run()`` handles ticks and returns a report per tick."""
+
+    def __init__(self, settings: Settings, *, blocks: BlockStore | None = None,
+                 match: MatchFunction = _core_match, observer: CycleObserver | None = None,
+                 before_commit: BeforeCommit | None = None, max_attempts: int = 5,
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._settings, self._catalog = settings, build_catalog(settings)
+        self._blocks, self._match = blocks or NoBlocks(), match
+        self._observer, self._before_commit = observer, before_commit
+        self._max_attempts, self._timeout, self._sleep = max_attempts, timeout_seconds, sleep
+        self._params = MatchParams.from_settings(settings.matcher)
+        self._params_hash = params_hash(self._params)
+        self._producer: Producer | None = None
+        self._ticks: Consumer | None = None
+        self._reader: Consumer | None = None
+        self._log: MatcherLog | None = None
+        self._next_tick = 0
+
+    @property
+    def transactional_id(self) -> str:
+        return self._settings.matcher.transactional_id
+
+    def __enter__(self) -> MatcherService:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Fence older instances (aborting their open transaction), then position the
+        tick consumer at the committed offset and load the log."""
+        if self._producer is not None:
+            return
+        tid = self.transactional_id
+        self._producer = make_transactional_producer(self._settings, tid,
+                                                     timeout_seconds=self._timeout)
+        self._reader = make_consumer(self._settings, f"{tid}.log")
+        self._ticks = make_consumer(self._settings, tid)
+        self._assign_ticks(self._ticks)
+        self._log = MatcherLog(self._reader, self._catalog,
+                               self._settings.matcher.history_cycles,
+                               timeout_seconds=self._timeout)
+        self._log.refresh()
+        log.info("matcher %s started at tick offset %d; pool has %d seekers", tid,
+                 self._next_tick, len(self._log.pool))
+
+    def close(self) -> None:
+        for consumer in (self._ticks, self._reader):
+            if consumer is not None:
+                consumer.close()
+        if self._producer is not None:
+            try:
+                self._producer.flush(1.0)
+            except KafkaException as exc:  # a fenced producer refuses even this
+                log.info("matcher producer not flushed on close: %s", exc)
+        self._producer = self._ticks = self._reader = None
+        self._log = None
+
+    def run(self, *, stop_when_idle: bool = False, max_seconds: float | None = None,
+            should_stop: Callable[[], bool] = lambda: False) -> list[CycleReport]:
+        """Handle ticks until ``should_stop()``, ``max_seconds``, or (``stop_when_idle``)
+        every tick that existed when the call began is handled. Outcomes per report:
+        ``completed``, ``duplicate`` (cycle already published), ``dead_lettered``."""
+        self.start()
+        assert self._ticks is not None
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        until = self._tick_end() if stop_when_idle else None
+        reports: list[CycleReport] = []
+        while not should_stop() and (deadline is None or time.monotonic() < deadline):
+            if until is not None and self._tick_position() >= until:
+                break
+            message = self._ticks.poll(0.5)
+            if message is None:
+                continue
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaOperationError(f"ticks: {error.str()}", retryable=False,
+                                              fatal=True)
+                log.warning("tick consumer: %s", error.str())
+                continue
+            reports.append(self._handle(message))
+            self._next_tick = (message.offset() or 0) + 1
+        return reports
+
+    # -- ticks ------------------------------------------------------------------------
+
+    def _assign_ticks(self, consumer: Consumer) -> None:
+        topic = self._catalog.ticks.name
+        try:
+            (committed,) = consumer.committed([KafkaTopicPartition(topic, 0)], self._timeout)
+            low, _ = consumer.get_watermark_offsets(KafkaTopicPartition(topic, 0),
+                                                    self._timeout, cached=False)
+        except KafkaException as exc:
+            raise wrap_kafka_error(f"committed offset of {topic}", exc) from exc
+        if committed.error is not None:
+            raise ConfigError(f"{topic}: {committed.error}")
+        self._next_tick = max(committed.offset, low)
+        consumer.assign([KafkaTopicPartition(topic, 0, self._next_tick)])
+
+    def _tick_end(self) -> int:
+        assert self._ticks is not None
+        topic = KafkaTopicPartition(self._catalog.ticks.name, 0)
+        return int(self._ticks.get_watermark_offsets(topic, self._timeout, cached=False)[1])
+
+    def _tick_position(self) -> int:
+        assert self._ticks is not None
+        (position,) = self._ticks.position([KafkaTopicPartition(self._catalog.ticks.name, 0)])
+        return max(self._next_tick, position.offset)
+
+    def _handle(self, message: Message) -> CycleReport:
+        """One tick, retried on retryable failures (each attempt is its own transaction)."""
+        try:
+            tick: CycleTick | None = default_serde().decode_as(message.value(), CycleTick)
+        except SerializationError as exc:
+            tick, bad = None, exc
+        attempt = 1
+        while True:
+            try:
+                if tick is None:
+                    return self._dead_letter(message, bad)
+                return self._handle_tick(tick, message)
+            except ExternalServiceError as exc:
+                if isinstance(exc, KafkaOperationError) and exc.fatal:
+                    raise MatcherFenced(f"matcher {self.transactional_id} was fenced or its "
+                                        f"producer failed fatally: {exc}") from exc
+                if self._observer is not None:
+                    self._observer.cycle_failed(tick.pool if tick else "", exc)
+                if not exc.retryable or attempt >= self._max_attempts:
+                    raise
+                log.warning("tick @%s attempt %d failed, retrying: %s", message.offset(),
+                            attempt, exc)
+                self._sleep(min(10.0, 0.5 * 2 ** (attempt - 1)))
+                attempt += 1
+
+    def _handle_tick(self, tick: CycleTick, message: Message) -> CycleReport:
+        assert self._log is not None
+        phases = Phases()
+        with phases.measure("snapshot"):
+            self._log.refresh()
+        if self._log.history.is_completed(tick.cycle_id):
+            self._commit_only(message)
+            log.info("cycle %s already completed: tick @%s skipped", tick.cycle_id,
+                     message.offset())
+            return self._report(CycleReport(tick.cycle_id, tick.pool, "duplicate"))
+        plan = self._plan(tick, phases)
+        self._publish(plan, message, phases)
+        return self._report(_completed(plan, phases))
+
+    # -- a cycle ----------------------------------------------------------------------
+
+    def _plan(self, tick: CycleTick, phases: Phases) -> CyclePlan:
+        assert self._log is not None
+        with phases.measure("snapshot"):
+            cycle = build_snapshot(self._log.pool.waiting(tick.pool), tick.occurred_at)
+            offsets = dict(self._log.seekers_end)
+        with phases.measure("constraints"):
+            ids = cycle.snapshot.user_ids
+            blocked = self._blocks.blocked_pairs(ids) if ids else set()
+            constraints = build_constraints(cycle.seekers, blocked,
+                                            self._log.history.recent(tick.pool))
+        with phases.measure("match"):
+            outcome = self._run_core(cycle, constraints)
+        return plan_cycle(tick, cycle, outcome, snapshot_offsets=offsets,
+                          params_digest=self._params_hash, phase_seconds=phases.seconds)
+
+    def _run_core(self, cycle: CycleInput, constraints: Constraints) -> CycleOutcome:
+        if not len(cycle.snapshot):
+            return CycleOutcome()
+        result = self._match(cycle.snapshot, constraints, self._params)
+        return CycleOutcome(result.pairs, result.unmatched)
+
+    def _publish(self, plan: CyclePlan, message: Message, phases: Phases) -> None:
+        assert self._log is not None and self._producer is not None
+        assert self._ticks is not None
+        with phases.measure("publish"):
+            self._log.refresh_pool()
+            changed = self._log.pool.changed_since([u.user_id for u in plan.updates],
+                                                   plan.summary.snapshot_offsets)
+            if changed:
+                log.info("%d seekers changed during cycle %s: not re-adding them",
+                         len(changed), plan.tick.cycle_id)
+                plan = plan.without_updates_for(changed)
+            with transaction(self._producer, timeout_seconds=self._timeout):
+                for event in plan.events():
+                    produce_event(self._producer, self._catalog.for_event(event), event,
+                                  timeout_seconds=self._timeout)
+                send_offsets(self._producer, self._ticks, [message],
+                             timeout_seconds=self._timeout)
+                self._pause_before_commit(plan)
+        log.info("cycle %s: %d seekers, %d pairs, unmatched %s", plan.tick.cycle_id,
+                 plan.summary.seekers, plan.summary.pairs,
+                 dict(plan.summary.unmatched_by_reason))
+
+    def _pause_before_commit(self, plan: CyclePlan) -> None:
+        if self._before_commit is not None:
+            self._before_commit(plan)
+        pause = self._settings.matcher.test_pause_before_commit_seconds
+        if pause > 0:
+            assert self._producer is not None
+            self._producer.flush(self._timeout)
+            log.warning("TEST HOOK: paused before commit of cycle %s for %.1fs",
+                        plan.tick.cycle_id, pause)
+            self._sleep(pause)
+
+    def _commit_only(self, message: Message) -> None:
+        assert self._producer is not None and self._ticks is not None
+        with transaction(self._producer, timeout_seconds=self._timeout):
+            send_offsets(self._producer, self._ticks, [message], timeout_seconds=self._timeout)
+
+    def _dead_letter(self, message: Message, error: SerializationError) -> CycleReport:
+        assert self._producer is not None and self._ticks is not None
+        letters = DeadLetterPublisher(self._producer, self._catalog.deadletter,
+                                      consumer_group=self.transactional_id, wait=False)
+        with transaction(self._producer, timeout_seconds=self._timeout):
+            letters.publish(RawRecord.from_message(message), error)
+            send_offsets(self._producer, self._ticks, [message], timeout_seconds=self._timeout)
+        return self._report(CycleReport("", "", "dead_lettered"))
+
+    def _report(self, report: CycleReport) -> CycleReport:
+        if self._observer is not None:
+            self._observer.cycle_handled(report)
+        return report
+
+
+def _completed(plan: CyclePlan, phases: Phases) -> CycleReport:
+    summary = plan.summary
+    return CycleReport(summary.cycle_id, summary.pool, "completed", seekers=summary.seekers,
+                       pairs=summary.pairs, scores=tuple(p.score for p in plan.pairs),
+                       unmatched_by_reason=dict(summary.unmatched_by_reason),
+                       phase_seconds=dict(phases.seconds))

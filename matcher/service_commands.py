@@ -1,0 +1,134 @@
+"""``mosaic tick``, ``mosaic ticker run`` and ``mosaic matcher run``.
+
+Thin entry points: parse, build from settings, call :mod:`producers.ticker` or
+:class:`matcher.service.MatcherService`. Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matcher.service import BlockStore
+    from mosaic.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers: Any) -> None:
+    tick = subparsers.add_parser("tick", help="publish one cycle tick")
+    tick.add_argument("--pool", help="default: the first of settings.matcher.pools")
+    tick.add_argument("--at", type=_instant, help="ISO 8601 time inside the slot "
+                      "(default: now); the cycle id is derived from its slot")
+    tick.add_argument("--every-seconds", type=int,
+                      help="slot length (default: settings.matcher.cycle_seconds)")
+    tick.set_defaults(func=_tick)
+
+    ticker = _subcommands(subparsers, "ticker", "the cycle tick scheduler")
+    run_ticker = ticker.add_parser("run", help="publish a tick per pool at every slot")
+    run_ticker.add_argument("--every-seconds", type=int,
+                            help="slot length (default: settings.matcher.cycle_seconds)")
+    run_ticker.add_argument("--pool", action="append",
+                            help="repeatable (default: settings.matcher.pools)")
+    run_ticker.add_argument("--max-ticks", type=int, help="stop after this many slots")
+    run_ticker.set_defaults(func=_run_ticker)
+
+    matcher = _subcommands(subparsers, "matcher", "the matching service and tools")
+    run = matcher.add_parser("run", help="run a matching cycle per tick")
+    run.add_argument("--once", action="store_true",
+                     help="handle the ticks available now, then exit")
+    run.add_argument("--max-seconds", type=float, help="stop after this long")
+    run.set_defaults(func=_run_matcher)
+
+
+def _subcommands(subparsers: Any, name: str, help_text: str) -> Any:
+    """The sub-command group ``name``, shared with another module that may have made it
+    (``matcher`` also holds ``match-file``)."""
+    parser = subparsers.choices.get(name)
+    if parser is None:
+        parser = subparsers.add_parser(name, help=help_text)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _tick(args: argparse.Namespace) -> int:
+    from mosaic.settings import Settings
+    from producers.ticker import publish_tick
+
+    settings = Settings()
+    pool = args.pool or settings.matcher.pools[0]
+    tick = publish_tick(settings, pool, args.at, cycle_seconds=args.every_seconds)
+    print(tick.cycle_id)
+    return 0
+
+
+def _run_ticker(args: argparse.Namespace) -> int:
+    from mosaic.settings import Settings
+    from producers.ticker import Ticker, kafka_publish
+
+    settings = Settings()
+    stop = _stop_on_sigterm()
+    ticker = Ticker(kafka_publish(settings), args.pool or settings.matcher.pools,
+                    args.every_seconds or settings.matcher.cycle_seconds)
+    for tick in ticker.run(max_ticks=args.max_ticks, should_stop=stop.is_set):
+        print(tick.cycle_id, flush=True)
+    return 0
+
+
+def _run_matcher(args: argparse.Namespace) -> int:
+    from matcher.metrics import MatcherMetrics
+    from matcher.service import MatcherService
+    from mosaic.settings import Settings
+
+    settings = Settings()
+    metrics = MatcherMetrics.create()
+    if settings.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, registry=metrics.registry)
+    stop = _stop_on_sigterm()
+    with MatcherService(settings, blocks=build_block_store(settings),
+                        observer=metrics) as service:
+        reports = service.run(stop_when_idle=args.once, max_seconds=args.max_seconds,
+                              should_stop=stop.is_set)
+    for report in reports:
+        print(json.dumps({"cycle_id": report.cycle_id, "outcome": report.outcome,
+                          "seekers": report.seekers, "pairs": report.pairs,
+                          "unmatched": report.unmatched_by_reason,
+                          "phase_seconds": report.phase_seconds}), flush=True)
+    return 0
+
+
+def build_block_store(settings: Settings) -> BlockStore:
+    """The block store named by ``settings.matcher.block_store``."""
+    from matcher.service import NoBlocks
+
+    if settings.matcher.block_store == "none":
+        log.warning("block store disabled: only blocks on seeker records apply")
+        return NoBlocks()
+    from consumers.blocks import CassandraBlockStore
+    from mosaic.cassandra import connect
+
+    return CassandraBlockStore(connect(settings.cassandra))
+
+
+def _stop_on_sigterm() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop

@@ -1,0 +1,229 @@
+"""The matcher service on the real broker: a tick becomes one atomic cycle; duplicate
+ticks, a kill -9 mid-transaction and a second instance never produce a second result."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+import pytest
+from confluent_kafka import Producer
+
+from matcher.service import MatcherFenced, MatcherService
+from mosaic.settings import KafkaSettings, MatcherSettings, Settings
+from producers.ticker import publish_tick
+from stack.base import Service
+from streams.admin import apply
+from streams.events import (
+    CycleCompleted,
+    Event,
+    PairMatched,
+    SeekerRemoved,
+    SeekerUnmatched,
+    SeekerUpdated,
+    derive_event_id,
+)
+from streams.kafka import make_admin, make_consumer, make_producer, produce_event, read_to_end
+from streams.serde import decode
+from streams.topics import TopicCatalog, build_catalog
+
+pytestmark = pytest.mark.integration
+
+E = TypeVar("E", bound=Event)
+
+T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+# Three tight clusters and one user far from everyone: three pairs and an odd one out.
+POOL = {
+    "u1": (1.0, 0.05, 0.0), "u2": (0.95, 0.0, 0.05),
+    "u3": (0.0, 1.0, 0.05), "u4": (0.05, 0.95, 0.0),
+    "u5": (0.0, 0.05, 1.0), "u6": (0.05, 0.0, 0.95),
+    "u7": (-1.0, -1.0, -1.0),
+}
+EXPECTED_PAIRS = {"u1|u2", "u3|u4", "u5|u6"}
+
+
+@pytest.fixture
+def env(settings: Settings, kafka_stack: Service, unique: str
+        ) -> Iterator[tuple[Settings, TopicCatalog]]:
+    own = Settings(kafka=KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                       topic_prefix=f"t{unique}."),
+                   matcher=MatcherSettings(transactional_id=f"m-{unique}", block_store="none",
+                                           cycle_seconds=3600))
+    catalog = build_catalog(own)
+    admin = make_admin(own)
+    apply(catalog, admin)
+    yield own, catalog
+    for future in admin.delete_topics([t.name for t in catalog],
+                                      operation_timeout=30).values():
+        future.result(timeout=30)
+
+
+def seed(settings: Settings, catalog: TopicCatalog, vectors: Mapping[str, tuple[float, ...]],
+         producer: Producer | None = None) -> None:
+    client = producer or make_producer(settings)
+    for user, vector in vectors.items():
+        produce_event(client, catalog.seekers, SeekerUpdated(
+            event_id=derive_event_id("seed", user, str(vector)), occurred_at=T0,
+            user_id=user, opted_in_at=T0 - timedelta(hours=2), vector=vector, model="test",
+            traits_hash="h"))
+    assert client.flush(30) == 0
+
+
+def committed(settings: Settings, topic: str, *, isolation: str = "read_committed"
+              ) -> list[tuple[bytes, Event]]:
+    consumer = make_consumer(settings, f"read-{time.monotonic_ns()}",
+                             overrides={"isolation.level": isolation})
+    try:
+        messages = read_to_end(consumer, topic).messages
+        return [(m.value() or b"", decode(m.value())) for m in messages]
+    finally:
+        consumer.close()
+
+
+def of_type(records: list[tuple[bytes, Event]], kind: type[E]) -> list[tuple[bytes, E]]:
+    return [(raw, e) for raw, e in records if isinstance(e, kind)]
+
+
+def summaries(settings: Settings, catalog: TopicCatalog) -> list[CycleCompleted]:
+    return [e for _, e in committed(settings, catalog.cycles.name)
+            if isinstance(e, CycleCompleted)]
+
+
+def test_tick_runs_one_cycle_with_the_right_pairs_and_remembers_partners(
+        env: tuple[Settings, TopicCatalog]) -> None:
+    settings, catalog = env
+    seed(settings, catalog, POOL)
+    tick = publish_tick(settings, "default", T0 + timedelta(minutes=1))
+    with MatcherService(settings) as service:
+        (report,) = service.run(stop_when_idle=True)
+        assert (report.cycle_id, report.outcome, report.pairs) == (tick.cycle_id, "completed", 3)
+
+        pairs = of_type(committed(settings, catalog.pairs.name), PairMatched)
+        assert {e.key() for _, e in pairs} == EXPECTED_PAIRS
+        (summary,) = summaries(settings, catalog)
+        assert (summary.cycle_id, summary.seekers, summary.pairs) == (tick.cycle_id, 7, 3)
+        assert sum(summary.unmatched_by_reason.values()) == 1
+        assert sum(summary.snapshot_offsets.values()) == len(POOL)
+        assert {"snapshot", "constraints", "match"} <= set(summary.phase_seconds)
+        pool = [e for _, e in committed(settings, catalog.seekers.name)]
+        assert sorted(e.user_id for e in pool if isinstance(e, SeekerRemoved)) == \
+               ["u1", "u2", "u3", "u4", "u5", "u6"]
+        assert [(e.user_id, e.missed_cycles) for e in pool
+                if isinstance(e, SeekerUpdated) and e.missed_cycles] == [("u7", 1)]
+
+        # Next slot: u1 and u2 opt in again next to a close newcomer; they just met.
+        seed(settings, catalog, {"u1": POOL["u1"], "u2": POOL["u2"], "u8": (1.0, 0.02, 0.02)})
+        publish_tick(settings, "default", T0 + timedelta(hours=1))
+        (second,) = service.run(stop_when_idle=True)
+    assert second.outcome == "completed"
+    latest = [e for _, e in of_type(committed(settings, catalog.pairs.name), PairMatched)
+              if e.cycle_id == second.cycle_id]
+    # u7 still waits, so two pairs form; the recent pair u1|u2 is not one of them.
+    keys = {e.key() for e in latest}
+    assert len(keys) == 2 and "u1|u2" not in keys
+    assert keys & {"u1|u8", "u2|u8"}
+
+
+def test_duplicate_and_bad_ticks_are_skipped(env: tuple[Settings, TopicCatalog]) -> None:
+    settings, catalog = env
+    seed(settings, catalog, POOL)
+    first = publish_tick(settings, "default", T0)
+    producer = make_producer(settings)
+    producer.produce(catalog.ticks.name, b"not an event", key=b"default")
+    producer.flush(10)
+    publish_tick(settings, "default", T0 + timedelta(minutes=30))  # same slot
+    with MatcherService(settings) as service:
+        outcomes = [r.outcome for r in service.run(stop_when_idle=True)]
+    assert outcomes == ["completed", "dead_lettered", "duplicate"]
+    # A fresh instance learns completed cycles from the cycles topic.
+    publish_tick(settings, "default", T0 + timedelta(minutes=59))
+    with MatcherService(settings) as service:
+        assert [r.outcome for r in service.run(stop_when_idle=True)] == ["duplicate"]
+    assert [s.cycle_id for s in summaries(settings, catalog)] == [first.cycle_id]
+    assert len(of_type(committed(settings, catalog.pairs.name), PairMatched)) == 3
+    assert len(committed(settings, catalog.deadletter.name)) == 1
+
+
+def _start_paused_matcher(settings: Settings) -> subprocess.Popen[str]:
+    env = {**os.environ, "MOSAIC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+           "MOSAIC_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "MOSAIC_MATCHER__TRANSACTIONAL_ID": settings.matcher.transactional_id,
+           "MOSAIC_MATCHER__BLOCK_STORE": "none",
+           "MOSAIC_MATCHER__TEST_PAUSE_BEFORE_COMMIT_SECONDS": "120"}
+    return subprocess.Popen(
+        [sys.executable, "-c", "from mosaic.cli import entry; entry()", "matcher", "run",
+         "--once"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_pause(process: subprocess.Popen[str], timeout_seconds: float = 60.0) -> None:
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout_seconds
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        seen.append(line)
+        if "paused before commit" in line:
+            return
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    pytest.fail("matcher never reached the commit:\n" + "".join(seen))
+
+
+def test_kill_mid_transaction_then_rerun_publishes_one_identical_result(
+        env: tuple[Settings, TopicCatalog]) -> None:
+    settings, catalog = env
+    seed(settings, catalog, POOL)
+    publish_tick(settings, "default", T0)
+    process = _start_paused_matcher(settings)
+    try:
+        _wait_for_pause(process)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(30)
+    # The killed run's records are in the log, inside a transaction that never commits.
+    doomed = of_type(committed(settings, catalog.pairs.name, isolation="read_uncommitted"),
+                     PairMatched)
+    assert {e.key() for _, e in doomed} == EXPECTED_PAIRS
+    assert summaries(settings, catalog) == []
+
+    with MatcherService(settings) as service:  # same transactional.id: aborts the zombie
+        assert [r.outcome for r in service.run(stop_when_idle=True)] == ["completed"]
+
+    pairs = of_type(committed(settings, catalog.pairs.name), PairMatched)
+    assert sorted(raw for raw, _ in pairs) == sorted(raw for raw, _ in doomed)
+    assert len(summaries(settings, catalog)) == 1
+    unmatched = of_type(committed(settings, catalog.pairs.name), SeekerUnmatched)
+    everything = committed(settings, catalog.pairs.name, isolation="read_uncommitted")
+    assert len(of_type(everything, SeekerUnmatched)) == 2 * len(unmatched) == 2
+    assert len({raw for raw, _ in of_type(everything, SeekerUnmatched)}) == 1
+
+
+def test_second_instance_fences_the_first(env: tuple[Settings, TopicCatalog]) -> None:
+    settings, catalog = env
+    seed(settings, catalog, POOL)
+    publish_tick(settings, "default", T0)
+    successor = MatcherService(settings)
+
+    def take_over(_: object) -> None:
+        successor.start()  # init_transactions with the same id: the first is fenced
+
+    first = MatcherService(settings, before_commit=take_over)
+    try:
+        with pytest.raises(MatcherFenced, match="fenced"):
+            first.run(stop_when_idle=True)
+    finally:
+        first.close()
+    assert summaries(settings, catalog) == []
+    assert of_type(committed(settings, catalog.pairs.name), PairMatched) == []
+
+    with successor:
+        assert [r.outcome for r in successor.run(stop_when_idle=True)] == ["completed"]
+    assert len(summaries(settings, catalog)) == 1
+    assert len(of_type(committed(settings, catalog.pairs.name), PairMatched)) == 3
