@@ -161,6 +161,7 @@ def run_embedding_worker(settings: Settings | None = None, *,
 async def _serve(settings: Settings, pipeline: EmbeddingPipeline, *, idle: float | None,
                  max_seconds: float | None, stop: threading.Event) -> WorkerReport:
     start = time.monotonic()
+    pipeline.retry.stop.clear()  # a pipeline may serve several runs (tests, the demo)
     with tempfile.TemporaryDirectory(prefix="mosaic-faust-") as datadir:
         app = build_app(settings, datadir)
         handler = BatchHandler(app, pipeline)

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from consumers.blocks import CassandraBlockStore
-from consumers.embedding_worker import WorkerReport, run_embedding_worker
+from consumers.embedding_worker import WorkerReport, build_wiring, run_embedding_worker
 from mosaic.cassandra import connect
 from mosaic.settings import (
     CassandraSettings,
@@ -306,17 +306,42 @@ def test_poison_is_dead_lettered_and_the_next_event_processed(env: Env) -> None:
         txn.flush(10)
         raise RuntimeError("abort")
     before = metric("mosaic_embedding_events_total", type="undecodable", outcome="dead_lettered")
-    env.produce(opt_in(alice, 2), raw=[(alice.encode(), b"\x00garbage")])
+    env.produce(opt_in(alice, 2), raw=[(alice.encode(), b"\x00garbage"), (b"tomb", None)])
     report = env.run()
-    assert report.fatal is None and report.outcomes == {"dead_lettered": 1, "indexed": 1}
-    (letter,) = env.dead_letters()
-    assert letter.source_topic == env.catalog.optin.name
-    assert letter.source_value == b"\x00garbage" and letter.source_key == alice.encode()
+    assert report.fatal is None and report.outcomes == {"dead_lettered": 2, "indexed": 1}
+    letters = {letter.source_key: letter for letter in env.dead_letters()}
+    assert set(letters) == {alice.encode(), b"tomb"}
+    letter = letters[alice.encode()]
+    assert letter.source_topic == env.catalog.optin.name and letter.source_value == b"\x00garbage"
     assert letter.source_offset >= 0 and letter.reason and letter.consumer_group
+    assert letters[b"tomb"].source_value is None  # a null value is not skipped silently
     assert isinstance(env.seekers()[alice], SeekerUpdated)
     assert not env.index().fetch([ghost])
     assert metric("mosaic_embedding_events_total", type="undecodable",
-                  outcome="dead_lettered") == before + 1
+                  outcome="dead_lettered") == before + 2
+
+
+def test_a_bug_stops_the_worker_without_acknowledging_the_batch(env: Env) -> None:
+    alice = env.user("alice")
+    env.seed(alice)
+    env.produce(opt_in(alice, 1))
+    wiring = build_wiring(env.settings, session=env.session, s3_client=env.s3)
+    real = wiring.pipeline.handle_batch
+
+    def broken(records: Any) -> Any:
+        raise ZeroDivisionError("a bug")
+
+    wiring.pipeline.handle_batch = broken  # type: ignore[method-assign]
+    try:
+        report = env.run(pipeline=wiring.pipeline)
+        assert report.stop_reason == "fatal" and "ZeroDivisionError" in (report.fatal or "")
+        assert all(o < 0 for o in env.committed())  # the failed batch was not committed
+        wiring.pipeline.handle_batch = real  # type: ignore[method-assign]
+        again = env.run(pipeline=wiring.pipeline)
+    finally:
+        wiring.close()
+    assert again.fatal is None and again.outcomes == {"indexed": 1}
+    assert isinstance(env.seekers()[alice], SeekerUpdated)
 
 
 def test_user_without_insights_gets_profile_failed_and_no_dead_letter(env: Env) -> None:
