@@ -87,13 +87,7 @@ def test_kafka_outage_during_burst_loses_and_duplicates_nothing(
             t.join(60)
     accepted = {event_id_for("opt_in", u, r) for u, r, s in burst.outcomes if s == 202}
     failed = [s for _, _, s in burst.outcomes if s != 202]
-    mine: Counter[str] = Counter()
-    records = reader.read(lambda rs: accepted <= {r.event.event_id for r in rs},
-                          timeout_seconds=60)
-    for record in records:
-        if record.key.startswith(burst.run):
-            mine[record.event.event_id] += 1
-    reader.close()
+    mine = _events_of_run(reader, burst.run, accepted)
     print(f"outcomes {Counter(s for _, _, s in burst.outcomes)}; events on topic {len(mine)}")
     assert health_down == 503
     assert _wait_healthy(server.port), "health did not recover after Kafka came back"
@@ -102,6 +96,14 @@ def test_kafka_outage_during_burst_loses_and_duplicates_nothing(
     assert accepted <= set(mine), f"{len(accepted - set(mine))} acknowledged events lost"
     assert max(mine.values()) == 1, "an event was written twice"
     server.stop()
+
+
+def _events_of_run(reader: TopicReader, run: str, accepted: set[str]) -> Counter[str]:
+    """How often each event id of this run is on the topic (waits for the accepted ones)."""
+    records = reader.read(lambda rs: accepted <= {r.event.event_id for r in rs},
+                          timeout_seconds=60)
+    reader.close()
+    return Counter(r.event.event_id for r in records if r.key.startswith(run))
 
 
 def _health(port: int) -> int:
