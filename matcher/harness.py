@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from matcher.core.model import MatchParams, Pair, Unmatched
 from matcher.pool import REASON_INVALID_VECTOR, CycleInput, Seeker
+from mosaic.errors import ValidationError
 from streams.events import (
     CycleCompleted,
     CycleTick,
@@ -93,6 +94,7 @@ def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
                snapshot_offsets: Mapping[int, int], params_digest: str,
                phase_seconds: Mapping[str, float]) -> CyclePlan:
     """The events of one cycle (see the module docstring for the determinism rules)."""
+    _check_covers(cycle, outcome)
     by_id = {s.user_id: s for s in (*cycle.seekers, *cycle.invalid)}
     leftovers = [(by_id[u.user_id], u.reason.value) for u in outcome.unmatched]
     leftovers += [(s, REASON_INVALID_VECTOR) for s in cycle.invalid]
@@ -110,6 +112,16 @@ def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
         updates=tuple(_missed_event(tick, s) for s, _ in leftovers),
         summary=summary,
     )
+
+
+def _check_covers(cycle: CycleInput, outcome: CycleOutcome) -> None:
+    """Every snapshot user is paired or left out exactly once; anything else is a core
+    bug, and publishing it would lose or duplicate users."""
+    seen = [u for p in outcome.pairs for u in (p.user_a, p.user_b)]
+    seen += [u.user_id for u in outcome.unmatched]
+    if sorted(seen) != sorted(cycle.snapshot.user_ids):
+        raise ValidationError(f"core result covers {len(seen)} users ({len(set(seen))} "
+                              f"distinct), the snapshot has {len(cycle.snapshot)}")
 
 
 def _pair_event(tick: CycleTick, pair: Pair) -> PairMatched:

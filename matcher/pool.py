@@ -18,10 +18,10 @@ from typing import TypeVar
 import numpy as np
 
 from matcher.core.model import Constraints, FloatArray, PoolSnapshot, RecentPairing
-from mosaic.errors import SerializationError
-from streams.events import CycleCompleted, PairMatched, SeekerRemoved, SeekerUpdated
+from mosaic.errors import MosaicError, SerializationError
+from streams.events import CycleCompleted, Event, PairMatched, SeekerRemoved, SeekerUpdated
 from streams.events.seekers import STATUS_WAITING
-from streams.serde import AvroSerde, default_serde
+from streams.serde import HEADER_SIZE, MAGIC, AvroSerde, decode_record, default_serde
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class PoolState:
                 self._seekers.pop(record.key.decode("utf-8", "replace"), None)
             return
         try:
-            event = self._serde.decode(record.value)
+            event, vector = self._decode(record.value)
         except SerializationError as exc:
             # Not ours to dead-letter (the seekers writer owns the topic): skip, count.
             self.bad_records += 1
@@ -87,16 +87,34 @@ class PoolState:
             return
         if isinstance(event, SeekerRemoved):
             self._seekers.pop(event.user_id, None)
-        elif isinstance(event, SeekerUpdated):
-            vector = np.asarray(event.vector, dtype=np.float32)
-            vector.flags.writeable = False
-            stripped = dataclasses.replace(event, vector=())
-            self._seekers[event.user_id] = Seeker(stripped, vector, record.partition,
+        elif isinstance(event, SeekerUpdated) and vector is not None:
+            self._seekers[event.user_id] = Seeker(event, vector, record.partition,
                                                   record.offset)
         else:
             self.bad_records += 1
             log.warning("skipping %s on seekers[%d]@%d", event.schema_name,
                         record.partition, record.offset)
+
+    def _decode(self, value: bytes) -> tuple[Event, FloatArray | None]:
+        """Decode a record; a ``SeekerUpdated`` comes back with ``vector=()`` and its
+        vector as float32. The vector skips the per-float checks of ``from_dict``
+        (numpy does them at once): start-up folds the whole topic, ~5x faster so."""
+        if self._serde.schema_name(value) != SeekerUpdated.schema_name:
+            return self._serde.decode(value), None
+        writer = self._serde.registry.writer(value[len(MAGIC):HEADER_SIZE])
+        reader = self._serde.registry.current(writer.name)
+        fields = decode_record(writer, reader, value[HEADER_SIZE:])
+        try:
+            vector = np.asarray(fields.pop("vector"), dtype=np.float32)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SerializationError(f"SeekerUpdated.vector: {exc}") from exc
+        if vector.ndim != 1 or not np.isfinite(vector).all():
+            raise SerializationError("SeekerUpdated.vector: not a finite 1-d vector")
+        vector.flags.writeable = False
+        try:
+            return SeekerUpdated.from_dict({**fields, "vector": []}), vector
+        except MosaicError as exc:  # e.g. a bad event id: the record is invalid
+            raise SerializationError(f"invalid SeekerUpdated: {exc}") from exc
 
     def apply_all(self, records: Iterable[LogRecord]) -> None:
         for record in records:

@@ -52,6 +52,8 @@ from streams.topics import build_catalog
 
 log = logging.getLogger(__name__)
 
+IDLE_REFRESH_SECONDS = 60.0
+
 MatchFunction = Callable[[PoolSnapshot, Constraints, MatchParams], MatchResult]
 BeforeCommit = Callable[[CyclePlan], None]
 
@@ -99,6 +101,7 @@ class MatcherService:
         self._reader: Consumer | None = None
         self._log: MatcherLog | None = None
         self._next_tick = 0
+        self._refreshed_at = 0.0
 
     @property
     def transactional_id(self) -> str:
@@ -127,6 +130,7 @@ class MatcherService:
                                self._settings.matcher.history_cycles,
                                timeout_seconds=self._timeout)
         self._log.refresh()
+        self._refreshed_at = time.monotonic()
         log.info("matcher %s started at tick offset %d; pool has %d seekers", tid,
                  self._next_tick, len(self._log.pool))
 
@@ -157,6 +161,7 @@ class MatcherService:
                 break
             message = self._ticks.poll(0.5)
             if message is None:
+                self._refresh_when_idle()
                 continue
             error = message.error()
             if error is not None:
@@ -168,6 +173,14 @@ class MatcherService:
             reports.append(self._handle(message))
             self._next_tick = (message.offset() or 0) + 1
         return reports
+
+    def _refresh_when_idle(self) -> None:
+        # Keeps each tick's catch-up short, and reads tombstones before compaction may
+        # drop them (delete.retention.ms) however long the gap between ticks.
+        if time.monotonic() - self._refreshed_at >= IDLE_REFRESH_SECONDS:
+            assert self._log is not None
+            self._log.refresh()
+            self._refreshed_at = time.monotonic()
 
     # -- ticks ------------------------------------------------------------------------
 
@@ -224,6 +237,7 @@ class MatcherService:
         phases = Phases()
         with phases.measure("snapshot"):
             self._log.refresh()
+        self._refreshed_at = time.monotonic()
         if self._log.history.is_completed(tick.cycle_id):
             self._commit_only(message)
             log.info("cycle %s already completed: tick @%s skipped", tick.cycle_id,

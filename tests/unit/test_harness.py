@@ -19,6 +19,7 @@ from matcher.pool import (
     build_constraints,
     build_snapshot,
 )
+from mosaic.errors import ValidationError
 from mosaic.settings import MatcherSettings
 from producers.ticker import make_tick
 from streams.events import (
@@ -31,7 +32,7 @@ from streams.events import (
     derive_event_id,
     pair_key,
 )
-from streams.serde import encode
+from streams.serde import MAGIC, default_serde, encode, encode_record
 
 pytestmark = pytest.mark.unit
 
@@ -292,3 +293,33 @@ def test_empty_pool_still_completes_the_cycle() -> None:
                       params_digest="", phase_seconds={})
     assert [type(e).__name__ for e in plan.events()] == ["CycleCompleted"]
     assert plan.summary.score_mean is None and plan.summary.seekers == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "outcome"),
+    [
+        ("a user is missing", CycleOutcome(pairs=(Pair("a", "b", 1.0, 0.9),))),
+        ("a user is paired twice", CycleOutcome(
+            pairs=(Pair("a", "b", 1.0, 0.9), Pair("a", "c", 1.0, 0.9)))),
+        ("a stranger appears", CycleOutcome(
+            pairs=(Pair("a", "b", 1.0, 0.9),),
+            unmatched=(Unmatched("q", UnmatchedReason.ODD_ONE_OUT, 0.0, 0),
+                       Unmatched("c", UnmatchedReason.ODD_ONE_OUT, 0.0, 0)))),
+    ],
+)
+def test_plan_refuses_a_result_that_does_not_cover_the_pool(name: str, outcome: CycleOutcome
+                                                             ) -> None:
+    state, _ = _plan_inputs()
+    cycle = build_snapshot(state.waiting("default"), T0)
+    with pytest.raises(ValidationError):
+        plan_cycle(TICK, cycle, outcome, snapshot_offsets={}, params_digest="",
+                   phase_seconds={})
+
+
+def test_fold_skips_an_invalid_seeker_record() -> None:
+    good = seeker("a")
+    entry = default_serde().registry.current("SeekerUpdated")
+    bad_id = MAGIC + entry.fingerprint + encode_record(entry, {**good.to_dict(), "event_id": "x"})
+    state = PoolState()
+    state.apply_all([LogRecord(0, 0, b"b", bad_id), *records(good)])
+    assert [s.user_id for s in state.waiting("default")] == ["a"] and state.bad_records == 1
