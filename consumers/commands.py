@@ -27,6 +27,11 @@ def _embedding(args: argparse.Namespace) -> int:
     from consumers.embedding_worker import run_embedding_worker
     from mosaic.settings import Settings
 
+    if not getattr(args, "verbose", False):
+        import logging
+
+        for name in ("faust", "mode", "aiokafka"):  # their INFO is per-service chatter
+            logging.getLogger(name).setLevel(logging.WARNING)
     settings = Settings()
     if settings.metrics_port:
         from prometheus_client import start_http_server

@@ -29,6 +29,7 @@ from functools import partial
 from consumers.blocks import BlockStore, sorted_pair
 from consumers.embedding_io import DeadLetters, SeekerSink, StageRetry
 from consumers.embedding_metrics import BATCH_SIZE, count_events, timed
+from consumers.embedding_traits import PrefetchingTraitsService
 from consumers.user_state import UserStateWriter
 from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
 from profiles.errors import MalformedInsightError, NoInsightsError
@@ -184,6 +185,9 @@ class EmbeddingPipeline:
 
     def _index(self, events: list[OptInRequested]) -> list[Outcome]:
         requests = [_request(e) for e in events]
+        traits = self.indexer.traits
+        if isinstance(traits, PrefetchingTraitsService):
+            traits.prefetch([(r.user_id, r.force_refresh) for r in requests])
         try:
             return self.indexer.index_users(requests)
         except ValidationError:
@@ -191,6 +195,9 @@ class EmbeddingPipeline:
                 raise
             # One bad record failed the whole batch (e.g. in the upsert): isolate it.
             return [self._index_one(r) for r in requests]
+        finally:
+            if isinstance(traits, PrefetchingTraitsService):
+                traits.forget()
 
     def _index_one(self, request: IndexRequest) -> Outcome:
         try:

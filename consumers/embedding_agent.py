@@ -83,6 +83,8 @@ class WorkerStats:
     records: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     fatal: str | None = None
+    first_batch_at: float | None = None  # time.monotonic()
+    last_batch_done_at: float | None = None
 
 
 class BatchHandler:
@@ -102,6 +104,8 @@ class BatchHandler:
         records = [RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
                    for m in messages]
         self.busy = True
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = time.monotonic()
         try:
             report = await asyncio.to_thread(self.pipeline.handle_batch, records)
         except StopRequested:
@@ -135,6 +139,7 @@ class BatchHandler:
                  ) -> None:
         self.stats.batches += 1
         self.stats.records += len(records)
+        self.stats.last_batch_done_at = time.monotonic()
         for _, outcome in outcomes:
             self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
 

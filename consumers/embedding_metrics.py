@@ -14,7 +14,6 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from profiles.embedders import Embedder, Vectors
 from profiles.index import Condition, Match, MetaValue, Vector, VectorIndex, VectorRecord
-from profiles.traits import TraitsService, UserTraits
 
 EVENTS = Counter(
     "mosaic_embedding_events",
@@ -98,15 +97,6 @@ class TimedVectorIndex(VectorIndex):
 
     def count(self) -> int:
         return self.inner.count()
-
-
-class TimedTraitsService(TraitsService):
-    """The traits service with each ``user_traits`` call timed (S3 reads + aggregation)."""
-
-    def user_traits(self, user_id: str, *, top_n: int | None = None,
-                    force_refresh: bool = False) -> UserTraits:
-        with timed("traits"):
-            return super().user_traits(user_id, top_n=top_n, force_refresh=force_refresh)
 
 
 def record_lag(topic: str, partition: int, lag: int) -> None:

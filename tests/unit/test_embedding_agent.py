@@ -18,13 +18,14 @@ from consumers.embedding_io import (
     StageRetry,
     StopRequested,
 )
+from consumers.embedding_traits import PrefetchingTraitsService
 from consumers.user_state import MemoryUserStateWriter
 from mosaic.errors import ExternalServiceError, ValidationError
 from profiles.embedders import FakeEmbedder
 from profiles.index import InMemoryVectorIndex
 from profiles.insights import ChatInsights, InMemoryInsightStore, ParticipantInsight
 from profiles.pipeline import ProfileIndexer
-from profiles.traits import InMemoryTraitsCache, TraitsService
+from profiles.traits import InMemoryTraitsCache
 from streams.deadletter import RawRecord
 from streams.events import (
     BlockRequested,
@@ -51,7 +52,7 @@ class Harness:
                 user: ParticipantInsight((f"trait {user}",), ("jazz",))}), T0)
         self.embedder = FakeEmbedder(dim=16)
         self.cache = InMemoryTraitsCache()
-        traits = TraitsService(self.store, self.cache, clock=T0.timestamp)
+        traits = PrefetchingTraitsService(self.store, self.cache, clock=T0.timestamp)
         self.index = InMemoryVectorIndex(16)
         self.indexer = ProfileIndexer(traits, self.embedder, self.index, clock=lambda: 42.0)
         self.blocks = MemoryBlockStore()
@@ -248,3 +249,19 @@ def test_a_validation_error_for_the_whole_batch_is_isolated_per_record() -> None
     assert ("OptInRequested", "indexed") in outcomes
     assert ("OptInRequested", "dead_lettered") in outcomes
     assert h.index.list_ids() == ["alice"]
+
+
+def test_traits_of_a_batch_are_prefetched_in_parallel_and_used_once() -> None:
+    h = Harness("alice", "bob", "carol")
+    seen: list[str] = []
+    real = h.store.user_chats
+
+    def user_chats(user_id: str) -> Any:
+        seen.append(threading.current_thread().name)
+        return real(user_id)
+
+    h.store.user_chats = user_chats  # type: ignore[method-assign]
+    outcomes = h.run(opt_in("alice"), opt_in("bob"), opt_in("carol"), opt_in("ghost"))
+    assert [o for _, o in outcomes].count("indexed") == 3
+    assert len(seen) == 4  # each user's insights read once, by the prefetch pool
+    assert all(name != threading.current_thread().name for name in seen)
