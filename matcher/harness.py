@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from matcher.core.model import MatchParams, Pair, Unmatched
 from matcher.pool import REASON_INVALID_VECTOR, CycleInput, Seeker
@@ -36,9 +37,15 @@ from streams.events.seekers import REMOVED_MATCHED
 
 
 def params_hash(params: MatchParams) -> str:
-    """A stable digest of the parameters (sorted-key JSON), to tell cycles run with
-    different settings apart in ``CycleCompleted``."""
-    canonical = json.dumps(dataclasses.asdict(params), sort_keys=True, separators=(",", ":"))
+    """A digest of the parameters, to tell cycles run with different settings apart in
+    ``CycleCompleted``."""
+    return stable_digest(dataclasses.asdict(params))
+
+
+def stable_digest(values: Mapping[str, Any]) -> str:
+    """``sha256:`` + 16 hex digits of the sorted-key, compact JSON of ``values``: the same
+    in every process and release (unlike ``hash()``)."""
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

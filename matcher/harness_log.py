@@ -82,7 +82,9 @@ class TopicTail:
                     raise KafkaOperationError(
                         f"reading {self.topic} to {dict(ends)} timed out (an open "
                         "transaction of another producer?)", retryable=True)
-                for message in consumer.consume(_BATCH, 0.2):
+                # consume() waits its full timeout unless a whole batch is ready: keep it
+                # short, the loop re-checks the positions anyway.
+                for message in consumer.consume(_BATCH, 0.02):
                     self._check(message)
                     if (message.offset() or 0) < ends[message.partition() or 0]:
                         records.append(to_record(message))

@@ -123,7 +123,10 @@ class MatcherService:
         tid = self.transactional_id
         self._producer = make_transactional_producer(self._settings, tid,
                                                      timeout_seconds=self._timeout)
-        self._reader = make_consumer(self._settings, f"{tid}.log")
+        # The reader fetches only on demand; a short broker wait keeps a catch-up right
+        # after our own commit (markers in flight) from idling 500 ms per topic.
+        self._reader = make_consumer(self._settings, f"{tid}.log",
+                                     overrides={"fetch.wait.max.ms": 20})
         self._ticks = make_consumer(self._settings, tid)
         self._assign_ticks(self._ticks)
         self._log = MatcherLog(self._reader, self._catalog,

