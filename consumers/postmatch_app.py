@@ -117,7 +117,7 @@ class Reconciled:
 
 def reconcile(app: PostMatch, cycle_id: str) -> Reconciled:
     """Finish every incomplete pair of ``cycle_id`` (idempotent; safe to run any time)."""
-    pairs = _cycle_pairs(app, cycle_id)
+    pairs = cycle_pairs(app, cycle_id)
     rooms = RoomsHandler(app.audit, app.chat, app.states, app.publish)
     notifier = NotifierHandler(app.audit, app.chat, app.publish)
     index = IndexStateHandler(app.audit, app.index, app.states)
@@ -133,7 +133,7 @@ def reconcile(app: PostMatch, cycle_id: str) -> Reconciled:
     return Reconciled(cycle_id, len(pairs), done, finished)
 
 
-def _cycle_pairs(app: PostMatch, cycle_id: str) -> list[PairMatched]:
+def cycle_pairs(app: PostMatch, cycle_id: str) -> list[PairMatched]:
     consumer = make_consumer(app.settings, "mosaic-reconciler")
     try:
         snapshot = read_to_end(consumer, app.catalog.pairs)

@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request URL at INFO; Nakama server calls carry the http_key there.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     func: Handler | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -1,0 +1,236 @@
+"""The stages of ``mosaic demo`` and the report it prints (see mosaic/demo.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from mosaic.demo import Timings, cluster_purity, demo_pool, now_utc
+from mosaic.demo_data import Persona, make_personas, write_insights
+from mosaic.errors import MosaicError
+from mosaic.nakama_client import NakamaClient, Session
+from mosaic.settings import Settings
+
+NOTIFY_CODE = 101  # nakama/modules/mosaic_rooms.lua
+
+
+@dataclass
+class DemoReport:
+    pool: str
+    personas: list[Persona]
+    timings: Timings = field(default_factory=Timings)
+    cycle_id: str = ""
+    expected_pairs: int = 0
+    pairs: list[tuple[str, str, float, float]] = field(default_factory=list)
+    unmatched: dict[str, int] = field(default_factory=dict)
+    blocked: tuple[str, str] | None = None
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(passed for _, passed, _ in self.checks)
+
+    def check(self, name: str, passed: bool, detail: str = "") -> None:
+        self.checks.append((name, passed, detail))
+
+    def render(self) -> str:
+        from mosaic.demo_report import render
+
+        return render(self)
+
+
+@contextmanager
+def stage(report: DemoReport, name: str) -> Iterator[None]:
+    print(f"\n== {name}", flush=True)
+    started = time.monotonic()
+    yield
+    report.timings.record(name, started)
+    print(f"   done in {report.timings.stages[name]:.1f}s", flush=True)
+
+
+def run_demo(settings: Settings, *, users: int, seed: int,
+             timeout_seconds: float) -> DemoReport:
+    report = DemoReport(pool=demo_pool(seed), personas=make_personas(users, seed))
+    print(f"Mosaic Match demo: {users} users, pool {report.pool}, persona seed {seed}")
+    with stage(report, "topics"):
+        _apply_topics(settings)
+    with stage(report, "insights to S3"):
+        _write_insights(settings, report, seed)
+    client = NakamaClient(settings.nakama)
+    with stage(report, "Nakama logins"):
+        sessions = {p.user_id: client.login(p.user_id)
+                    for p in tqdm(report.personas, unit="user", leave=False)}
+    with _ingress(settings):  # the status RPC at the end goes through it too
+        with stage(report, "opt-in via Nakama RPC -> ingress -> Kafka"):
+            _opt_in(client, sessions, report)
+        with stage(report, "embedding agent (S3 traits -> embed -> index -> seekers)"):
+            _embed(settings, report, timeout_seconds)
+        with stage(report, "matching cycle (one Kafka transaction)"):
+            _match(settings, report)
+        with stage(report, "rooms and notifications"):
+            _postmatch(settings, report, timeout_seconds)
+        with stage(report, "checking what users see in Nakama"):
+            _verify(client, sessions, report)
+    client.close()
+    return report
+
+
+def _apply_topics(settings: Settings) -> None:
+    from streams.admin import apply
+    from streams.kafka import make_admin
+    from streams.topics import build_catalog
+
+    apply(build_catalog(settings), make_admin(settings))
+
+
+def _write_insights(settings: Settings, report: DemoReport, seed: int) -> None:
+    from profiles.bootstrap import build_insight_store
+
+    written = write_insights(build_insight_store(settings), report.personas, seed=seed,
+                             now=now_utc())
+    print(f"   {written} chat insight documents for {len(report.personas)} users")
+
+
+@contextmanager
+def _ingress(settings: Settings) -> Iterator[None]:
+    """Reuse an ingress already serving on the configured port, else serve one here."""
+    url = f"http://{settings.ingress.host}:{settings.ingress.port}/health"
+    try:
+        if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+            print(f"   using the ingress already running at {url}")
+            yield
+            return
+    except httpx.HTTPError:
+        pass
+    from producers.bootstrap import build_production_app, serve_in_thread
+
+    server = serve_in_thread(build_production_app(settings), settings.ingress.host,
+                             settings.ingress.port)
+    try:
+        yield
+    finally:
+        server.stop()
+
+
+def _opt_in(client: NakamaClient, sessions: dict[str, Session], report: DemoReport) -> None:
+    # One confidential block inside a cluster: the matcher must never pair these two.
+    blocker, blocked = report.personas[0], report.personas[min(4, len(report.personas) - 1)]
+    if blocker != blocked:
+        client.rpc(sessions[blocker.user_id], "rpc_block_user",
+                   {"global_user_id": blocked.user_id})
+        report.blocked = (blocker.user_id, blocked.user_id)
+    for persona in tqdm(report.personas, unit="opt-in", leave=False):
+        answer = client.rpc(sessions[persona.user_id], "rpc_opt_in_match",
+                            {"pool": report.pool})
+        if not answer.get("accepted"):
+            raise MosaicError(f"opt-in of {persona.name} was not accepted: {answer}")
+
+
+def _states(session: Any, user_ids: list[str]) -> dict[str, str]:
+    from cassandra.query import ValueSequence
+
+    rows = session.execute("SELECT user_id, state FROM user_state WHERE user_id IN %s",
+                           (ValueSequence(user_ids),))
+    return {r.user_id: r.state for r in rows}
+
+
+def _watch(what: str, total: int, progress: Callable[[], int], worker: threading.Thread,
+           timeout_seconds: float) -> int:
+    """Show a progress bar until ``progress()`` reaches ``total`` or the worker ends."""
+    done = 0
+    deadline = time.monotonic() + timeout_seconds
+    with tqdm(total=total, unit=what, leave=False) as bar:
+        while worker.is_alive() and time.monotonic() < deadline:
+            done = progress()
+            bar.update(done - bar.n)
+            if done >= total:
+                break
+            time.sleep(1.0)
+    return done
+
+
+def _embed(settings: Settings, report: DemoReport, timeout_seconds: float) -> None:
+    from consumers.embedding_worker import run_embedding_worker
+    from mosaic.cassandra import connect
+
+    session = connect(settings.cassandra)
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+    worker = threading.Thread(target=lambda: result.update(report=run_embedding_worker(
+        settings, stop=stop, max_seconds=timeout_seconds)), name="embedding", daemon=True)
+    worker.start()
+    ids = [p.user_id for p in report.personas]
+    done = _watch("profile", len(ids), lambda: sum(
+        s == "waiting" for s in _states(session, ids).values()), worker, timeout_seconds)
+    stop.set()
+    worker.join(60)
+    states = _states(session, ids)
+    session.cluster.shutdown()
+    failed = sorted(u for u, s in states.items() if s != "waiting")
+    print(f"   {done}/{len(ids)} profiles embedded and waiting")
+    report.check("every opted-in user became a seeker", not failed,
+                 f"not waiting: {failed}" if failed else f"{done} seekers")
+
+
+def _match(settings: Settings, report: DemoReport) -> None:
+    from matcher.service import MatcherService
+    from matcher.service_commands import build_block_store
+    from producers.ticker import publish_tick
+
+    tick = publish_tick(settings, report.pool)
+    report.cycle_id = tick.cycle_id
+    with MatcherService(settings, blocks=build_block_store(settings)) as service:
+        cycles = service.run(stop_when_idle=True, max_seconds=300)
+    mine = [c for c in cycles if c.cycle_id == tick.cycle_id]
+    if not mine or mine[-1].outcome != "completed":
+        raise MosaicError(f"cycle {tick.cycle_id} did not complete: {mine}")
+    cycle = mine[-1]
+    report.unmatched = dict(cycle.unmatched_by_reason)
+    report.expected_pairs = cycle.pairs
+    print(f"   cycle {cycle.cycle_id}: {cycle.seekers} seekers, {cycle.pairs} pairs, "
+          f"unmatched {report.unmatched or 'none'}")
+
+
+def _postmatch(settings: Settings, report: DemoReport, timeout_seconds: float) -> None:
+    from consumers.postmatch_app import build_postmatch, run_postmatch
+
+    app = build_postmatch(settings)
+    stop = threading.Event()
+    worker = threading.Thread(target=lambda: run_postmatch(app, stop=stop.is_set),
+                              name="postmatch", daemon=True)
+    worker.start()
+    try:
+        _watch("pair", report.expected_pairs, lambda: sum(
+            r.complete for r in app.audit.rows(report.cycle_id)), worker, timeout_seconds)
+    finally:
+        stop.set()
+        worker.join(60)
+    rows = app.audit.rows(report.cycle_id)
+    report.pairs = _pairs_of(app, report, rows)
+    app.close()
+
+
+def _pairs_of(app: Any, report: DemoReport, rows: list[Any]) -> list[tuple[str, str, float,
+                                                                           float]]:
+    from consumers.postmatch_app import cycle_pairs
+
+    events = {p.pair_key: p for p in cycle_pairs(app, report.cycle_id)}
+    out = []
+    for row in rows:
+        pair = events.get(row.pair_key)
+        if pair is not None:
+            out.append((pair.user_a, pair.user_b, pair.score, pair.similarity))
+    return out
+
+
+def _verify(client: NakamaClient, sessions: dict[str, Session], report: DemoReport) -> None:
+    from mosaic.demo_report import verify
+
+    verify(client, sessions, report, cluster_purity)
