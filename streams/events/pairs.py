@@ -14,9 +14,8 @@ from typing import Any, ClassVar, Self
 from streams.events.base import Event, FieldReader, check_pair, to_millis
 from streams.events.optin import DEFAULT_POOL
 
-UNMATCHED_ODD_ONE_OUT = "odd_one_out"
-UNMATCHED_BELOW_THRESHOLD = "below_threshold"
-UNMATCHED_NO_COMPATIBLE_PARTNER = "no_compatible_partner"
+# SeekerUnmatched.reason values are the matcher core's UnmatchedReason (plus the service's
+# "invalid_vector"); kept as a plain string so new reasons never break old readers.
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
