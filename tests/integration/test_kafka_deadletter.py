@@ -11,26 +11,21 @@ from prometheus_client import REGISTRY
 
 from mosaic.settings import Settings
 from stack.base import Service
-from streams.admin import apply
 from streams.deadletter import DeadLetterPublisher, ErrorPolicy, process_record
 from streams.events import DeadLettered, Event
-from streams.kafka import commit, make_admin, make_consumer, make_producer, read_to_end
+from streams.kafka import commit, make_consumer, make_producer, read_to_end
 from streams.samples import sample_events
 from streams.serde import decode, encode
-from streams.topics import TopicCatalog, build_catalog
+from streams.topics import TopicCatalog
+from tests.support import own_topics, with_topic_prefix
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def catalog(settings: Settings, kafka_stack: Service, unique: str) -> Iterator[TopicCatalog]:
-    kafka = settings.kafka.model_copy(update={"topic_prefix": f"t{unique}."})
-    own = build_catalog(settings.model_copy(update={"kafka": kafka}))
-    admin = make_admin(settings)
-    apply(own, admin)
-    yield own
-    for future in admin.delete_topics([t.name for t in own], operation_timeout=30).values():
-        future.result(timeout=30)
+    with own_topics(with_topic_prefix(settings, f"t{unique}.")) as own:
+        yield own
 
 
 def _dead_letter_count(topic: str) -> float:

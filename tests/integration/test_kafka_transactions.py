@@ -10,11 +10,9 @@ import pytest
 
 from mosaic.settings import Settings
 from stack.base import Service
-from streams.admin import apply
 from streams.events import CycleCompleted, Event, PairMatched, derive_event_id
 from streams.kafka import (
     KafkaOperationError,
-    make_admin,
     make_consumer,
     make_producer,
     make_transactional_producer,
@@ -26,7 +24,8 @@ from streams.kafka import (
 )
 from streams.samples import sample_events
 from streams.serde import decode
-from streams.topics import TopicCatalog, build_catalog
+from streams.topics import TopicCatalog
+from tests.support import own_topics, with_topic_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -37,13 +36,8 @@ SUMMARY = next(e for e in sample_events() if isinstance(e, CycleCompleted))
 @pytest.fixture
 def catalog(settings: Settings, kafka_stack: Service, unique: str) -> Iterator[TopicCatalog]:
     """The whole catalog under the prefix ``t<unique>.``, deleted afterwards."""
-    kafka = settings.kafka.model_copy(update={"topic_prefix": f"t{unique}."})
-    own = build_catalog(settings.model_copy(update={"kafka": kafka}))
-    admin = make_admin(settings)
-    apply(own, admin)
-    yield own
-    for future in admin.delete_topics([t.name for t in own], operation_timeout=30).values():
-        future.result(timeout=30)
+    with own_topics(with_topic_prefix(settings, f"t{unique}.")) as own:
+        yield own
 
 
 def _pair(cycle: str) -> PairMatched:

@@ -19,7 +19,6 @@ from matcher.service import MatcherFenced, MatcherService
 from mosaic.settings import KafkaSettings, MatcherSettings, Settings
 from producers.ticker import publish_tick
 from stack.base import Service
-from streams.admin import apply
 from streams.events import (
     CycleCompleted,
     Event,
@@ -29,9 +28,10 @@ from streams.events import (
     SeekerUpdated,
     derive_event_id,
 )
-from streams.kafka import make_admin, make_consumer, make_producer, produce_event, read_to_end
+from streams.kafka import make_consumer, make_producer, produce_event, read_to_end
 from streams.serde import decode
-from streams.topics import TopicCatalog, build_catalog
+from streams.topics import TopicCatalog
+from tests.support import own_topics
 
 pytestmark = pytest.mark.integration
 
@@ -55,13 +55,8 @@ def env(settings: Settings, kafka_stack: Service, unique: str
                                        topic_prefix=f"t{unique}."),
                    matcher=MatcherSettings(transactional_id=f"m-{unique}", block_store="none",
                                            cycle_seconds=3600))
-    catalog = build_catalog(own)
-    admin = make_admin(own)
-    apply(catalog, admin)
-    yield own, catalog
-    for future in admin.delete_topics([t.name for t in catalog],
-                                      operation_timeout=30).values():
-        future.result(timeout=30)
+    with own_topics(own) as catalog:
+        yield own, catalog
 
 
 def seed(settings: Settings, catalog: TopicCatalog, vectors: Mapping[str, tuple[float, ...]],

@@ -14,10 +14,10 @@ import pytest
 
 from consumers.postmatch_app import PostMatch, build_postmatch, reconcile, run_postmatch
 from mosaic.settings import Settings
-from streams.admin import apply
 from streams.events import DeadLettered, PairMatched, UserNotified, derive_event_id, pair_key
-from streams.kafka import make_admin, make_consumer, make_producer, produce_and_wait, read_to_end
+from streams.kafka import make_consumer, make_producer, produce_and_wait, read_to_end
 from streams.serde import decode
+from tests.support import own_topics
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +29,10 @@ def app(settings: Settings, kafka_stack: object, cassandra_stack: object,
         "kafka": settings.kafka.model_copy(update={"topic_prefix": f"t{unique}."}),
         "cassandra": settings.cassandra.model_copy(update={"keyspace": f"t_{unique}"}),
     })
-    built = build_postmatch(own)
-    admin = make_admin(own)
-    apply(built.catalog, admin)
-    yield built
-    built.close()
-    admin.delete_topics([t.name for t in built.catalog], operation_timeout=30)
+    with own_topics(own):
+        built = build_postmatch(own)
+        yield built
+        built.close()
 
 
 def _login(settings: Settings, custom_id: str) -> str:
