@@ -12,15 +12,24 @@ Scores are exact inner products; only which neighbours are found is approximate
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
-import faiss
 import numpy as np
 
 from matcher.core.candidates import block_top_k
 from matcher.core.model import FloatArray, IntArray
 
 _ASSIGN_CHUNK = 65_536
+
+
+def _faiss() -> Any:
+    """Import faiss on first use (quietly: its loader logs every fallback at INFO)."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
 _BLOCK_ELEMENTS = 16_000_000
 
 
@@ -57,7 +66,7 @@ class FaissIvfSearch:
         rng = np.random.default_rng(self.seed)
         size = min(len(x), nlist * self.train_per_list)
         sample = x[np.sort(rng.choice(len(x), size=size, replace=False))]
-        kmeans = faiss.Kmeans(
+        kmeans = _faiss().Kmeans(
             x.shape[1],
             nlist,
             niter=self.kmeans_iterations,
@@ -71,7 +80,7 @@ class FaissIvfSearch:
 
 
 def _assign(x: FloatArray, centroids: FloatArray) -> IntArray:
-    index = faiss.IndexFlatIP(centroids.shape[1])
+    index = _faiss().IndexFlatIP(centroids.shape[1])
     index.add(centroids)
     out = np.empty(len(x), dtype=np.int64)
     for start in range(0, len(x), _ASSIGN_CHUNK):
