@@ -1,5 +1,7 @@
-"""Shared fixtures. Integration fixtures bring up the REAL local stack once per session
-through the project's own scripts (``stack.services``); nothing is faked here."""
+"""Shared fixtures. Integration fixtures bring up the REAL servers once per session:
+by default through the project's own stack scripts (``stack.services``); with
+``MOSAIC_TEST_STACK=docker`` on a machine with a Docker engine, through testcontainers
+and docker-compose.kafka.yml (same services, same ports). Nothing is faked here."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from mosaic.settings import Settings
-from stack.base import Service
+from stack.base import Service, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +21,17 @@ def settings() -> Settings:
 
 
 _started: dict[str, Service] = {}
+DOCKER = os.environ.get("MOSAIC_TEST_STACK", "local") == "docker"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not DOCKER:
+        return
+    skip = pytest.mark.skip(reason="MOSAIC_TEST_STACK=docker: the servers run in Docker, "
+                                   "not under the project's stack scripts")
+    for item in items:
+        if item.get_closest_marker("stack_scripts"):
+            item.add_marker(skip)
 
 
 def _ensure(settings: Settings, name: str) -> Service:
@@ -26,9 +39,37 @@ def _ensure(settings: Settings, name: str) -> Service:
 
     if name not in _started:
         (service,) = build(settings, [name])
-        service.up()
+        if DOCKER:
+            _compose_up()
+            wait_until(service.healthy, what=f"{name} (docker)", timeout=300)
+        else:
+            service.up()
         _started[name] = service
     return _started[name]
+
+
+_compose: list[object] = []
+
+
+def _compose_up() -> None:
+    """Start docker-compose.kafka.yml once (testcontainers); stopped at session end."""
+    if _compose:
+        return
+    import atexit
+    import subprocess
+    from pathlib import Path
+
+    from testcontainers.compose import DockerCompose
+
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        pytest.exit("MOSAIC_TEST_STACK=docker, but no Docker engine answers `docker info`: "
+                    + (probe.stderr.strip().splitlines() or ["?"])[-1], returncode=3)
+    compose = DockerCompose(Path(__file__).resolve().parent.parent,
+                            compose_file_name="docker-compose.kafka.yml", wait=False)
+    compose.start()
+    _compose.append(compose)
+    atexit.register(compose.stop)
 
 
 @pytest.fixture(scope="session")

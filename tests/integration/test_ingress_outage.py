@@ -61,6 +61,7 @@ class Burst:
         client.close()
 
 
+@pytest.mark.stack_scripts
 def test_kafka_outage_during_burst_loses_and_duplicates_nothing(
         settings: Settings, kafka: Service) -> None:
     cfg = settings.ingress.model_copy(update={"state_store": "memory",

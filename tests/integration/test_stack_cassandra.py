@@ -67,6 +67,7 @@ def test_vector_sai_ann_query(session: Any) -> None:
     assert rows[0].score > rows[1].score
 
 
+@pytest.mark.stack_scripts
 def test_up_twice_reuses_running_node(cassandra_stack: Service) -> None:
     pid_before = cassandra_stack.pid()
     line = cassandra_stack.up()

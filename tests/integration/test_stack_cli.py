@@ -10,6 +10,7 @@ from stack.services import SERVICES
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.stack_scripts
 def test_up_twice_then_status_reports_every_service(
         kafka_stack: object, cassandra_stack: object, nakama_stack: object, s3_stack: object,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,6 +76,7 @@ def test_transactions_commit_and_abort(settings: Settings, kafka_stack: Service,
     assert seen == [b"committed-0", b"committed-1", b"committed-2"]
 
 
+@pytest.mark.stack_scripts
 def test_up_twice_reuses_running_broker(kafka_stack: Service) -> None:
     pid_before = kafka_stack.pid()
     line = kafka_stack.up()

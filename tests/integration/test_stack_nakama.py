@@ -88,6 +88,7 @@ def test_wrong_keys_are_refused(http: httpx.Client) -> None:
     assert auth.status_code == 401
 
 
+@pytest.mark.stack_scripts
 def test_up_twice_reuses_running_server(nakama_stack: Service) -> None:
     pid_before = nakama_stack.pid()
     line = nakama_stack.up()
@@ -96,6 +97,7 @@ def test_up_twice_reuses_running_server(nakama_stack: Service) -> None:
     assert nakama_stack.status().healthy
 
 
+@pytest.mark.stack_scripts
 def test_postgres_is_healthy_and_reused(settings: Settings, nakama_stack: Service) -> None:
     postgres = Postgres(settings)
     pid_before = postgres.pid()

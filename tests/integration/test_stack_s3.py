@@ -19,6 +19,7 @@ def test_put_and_get_object(settings: Settings, s3_stack: Service, unique: str) 
     assert body == b'{"ok": true}'
 
 
+@pytest.mark.stack_scripts
 def test_up_twice_reuses_running_server(s3_stack: Service) -> None:
     pid_before = s3_stack.pid()
     line = s3_stack.up()
