@@ -108,7 +108,7 @@ def _ingress(settings: Settings) -> Iterator[None]:
             yield
             return
     except httpx.HTTPError:
-        pass
+        pass  # nothing answers there: serve one in this process
     from producers.bootstrap import build_production_app, serve_in_thread
 
     server = serve_in_thread(build_production_app(settings), settings.ingress.host,
