@@ -70,6 +70,8 @@ def maximum_matching(ctx: Context, edges: Edges, active: BoolArray, counters: Co
     sub = Edges(edges.u[inside], edges.v[inside], edges.cos[inside])
     counters.greedy_pairs = greedy_match(mate, sub.u, sub.v, ctx.greedy_order(sub))
     _pair_leftovers(ctx, mate, core, counters)
+    if not _needs_search(ctx.prep, mate, core, active):
+        return mate
     graph = edges
     for extra in counters.extra_edges:
         graph = merge_edges(graph, extra, n)
@@ -78,6 +80,15 @@ def maximum_matching(ctx: Context, edges: Edges, active: BoolArray, counters: Co
     _augment_all(ctx, adj, mate_list, core.tolist(), counters)
     _prioritise(ctx, adj, mate_list, active.tolist(), counters)
     return np.asarray(mate_list, dtype=np.int64)
+
+
+def _needs_search(prep: Prepared, mate: IntArray, core: BoolArray, active: BoolArray) -> bool:
+    """Path searches are needed unless at most the one held-out, shortest-waiting user
+    is uncovered (then the matching is maximum and its uncovered set the best)."""
+    free = np.flatnonzero(active & (mate < 0))
+    if len(free) == 0:
+        return False
+    return len(free) > 1 or bool(core[free[0]])
 
 
 def _pair_leftovers(ctx: Context, mate: IntArray, core: BoolArray, counters: Counters) -> None:

@@ -29,7 +29,7 @@ _SMALL_K = 40
 _LARGE_K = 20
 _LARGE_DEPTH = 2
 _LARGE_BEAM = 3
-_LARGE_ROUNDS = 5
+_LARGE_ROUNDS = 3
 
 
 def match_pool(
@@ -59,7 +59,7 @@ def match_pool(
     ctx = Context(prep, scale, cos_min, k, finder, params.exact_max_users, params.augment_budget)
     counters = Counters()
     mate = maximum_matching(ctx, edges, reasons == "", counters)
-    moved = improve(prep, cands, cos_min, mate, edges, **_effort(params, small))
+    moved = improve(prep, cands, cos_min, mate, **_effort(params, small))
     run = _Run(finder.name, len(edges), cands.k, counters, moved)
     return _result(prep, scale, mate, reasons, run)
 

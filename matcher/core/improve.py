@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from matcher.core.candidates import CandidateGraph
-from matcher.core.graph import Edges
 from matcher.core.model import BoolArray, FloatArray, IntArray
 from matcher.core.prepare import Prepared
 from matcher.core.similarity import allowed_pairs, pair_cosines
@@ -45,7 +44,6 @@ class Improver:
     cands: CandidateGraph
     cos_min: float | None
     mate: IntArray
-    edges: Edges
     max_depth: int = 14
     beam: int = 16
     depth: int = 2
@@ -56,7 +54,6 @@ class Improver:
         self.pw[matched] = pair_cosines(self.prep.x, matched, self.mate[matched])
         self.top = np.fmax(self.cands.best_cos, self.pw)
         n = self.prep.n
-        self.keys = self.edges.u * n + self.edges.v
         full = self.cands.nbr[:, -1] >= 0 if self.cands.k else np.zeros(n, dtype=bool)
         last = self.cands.cos[:, -1] if self.cands.k else np.full(n, np.inf)
         self.kth = np.where(full, last, np.inf)
@@ -161,14 +158,14 @@ class Improver:
         return _Moves(gain[keep], verts[keep])
 
     def _lookup(self, u: IntArray, v: IntArray) -> tuple[BoolArray, FloatArray]:
-        n = self.prep.n
-        q = np.minimum(u, v) * n + np.maximum(u, v)
-        cos = np.full(len(q), -np.inf)
-        if len(self.keys) == 0:
-            return np.zeros(len(q), dtype=bool), cos
-        pos = np.minimum(np.searchsorted(self.keys, q), len(self.keys) - 1)
-        known = self.keys[pos] == q
-        cos[known] = self.edges.cos[pos[known]]
+        """Cosine of each pair when one is in the other's candidate list."""
+        cos = np.full(len(u), -np.inf)
+        known = np.zeros(len(u), dtype=bool)
+        for a, b in ((u, v), (v, u)):
+            hit = self.cands.nbr[a] == b[:, None]
+            row = np.flatnonzero(hit.any(axis=1) & ~known)
+            cos[row] = self.cands.cos[a[row], hit[row].argmax(axis=1)]
+            known[row] = True
         return known, cos
 
     def _allowed(self, u: IntArray, v: IntArray, cos: FloatArray) -> BoolArray:
@@ -243,14 +240,10 @@ def improve(
     cands: CandidateGraph,
     cos_min: float | None,
     mate: IntArray,
-    edges: Edges,
     *,
     rounds: int,
     depth: int,
     beam: int,
 ) -> ImproveStats:
-    """Raise the total similarity of ``mate`` (in place) without changing who is matched.
-
-    ``edges`` are the candidate edges (sorted by ``u * n + v``, as ``unique_edges`` makes).
-    """
-    return Improver(prep, cands, cos_min, mate, edges, depth, beam).run(rounds)
+    """Raise the total similarity of ``mate`` (in place) without changing who is matched."""
+    return Improver(prep, cands, cos_min, mate, depth, beam).run(rounds)
