@@ -7,7 +7,7 @@ optimum (n <= --optimum-max), quality and time ratios ours/baseline, and the ANN
 
     python bench/matcher_bench.py                # 1,000 (with optimum), 100,000 x 768,
                                                  # 1,000,000 x 256
-    python bench/matcher_bench.py --quick        # 1,000 and 30,000 x 256 (~10 min: optimum)
+    python bench/matcher_bench.py --quick        # 400 (with optimum) and 30,000 x 256
     python bench/matcher_bench.py --sizes 1000x64,50000x384
 """
 
@@ -32,7 +32,7 @@ from matcher.core.prepare import prepare
 from matcher.synthetic import clustered_pool
 
 DEFAULT_SIZES = "1000x64,100000x768,1000000x256"
-QUICK_SIZES = "1000x64,30000x256"
+QUICK_SIZES = "400x64,30000x256"
 
 
 def rss_bytes() -> int:
