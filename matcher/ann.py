@@ -30,6 +30,8 @@ def _faiss() -> Any:
     import faiss
 
     return faiss
+
+
 _BLOCK_ELEMENTS = 16_000_000
 
 

@@ -150,7 +150,9 @@ class MatchStats:
     improve_moves: int
     improve_gain: float
     similarity_mean: float
+    """Mean cosine over all pairs of the pool."""
     similarity_std: float
+    """Its standard deviation; NaN unless ``standardize`` (computing it costs n d^2)."""
     unmatched_again: int
     """Users left out who had already missed at least one cycle."""
 

@@ -106,8 +106,11 @@ def normalised(vectors: FloatArray, n: int) -> FloatArray:
 
 def _row_norms(x: FloatArray) -> FloatArray:
     norms = np.empty(x.shape[0], dtype=np.float64)
+    single = x.dtype == np.float32
     for start in range(0, x.shape[0], 65_536):
-        block = np.asarray(x[start : start + 65_536], dtype=np.float64)
+        block: FloatArray = np.asarray(
+            x[start : start + 65_536], dtype=np.float32 if single else np.float64
+        )
         norms[start : start + 65_536] = np.sqrt(np.einsum("ij,ij->i", block, block))
     return norms
 

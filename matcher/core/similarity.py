@@ -50,10 +50,22 @@ def pool_cosine_moments(x: FloatArray) -> tuple[float, float]:
     return mean, float(np.sqrt(max(second - mean * mean, 0.0)))
 
 
+def pool_cosine_mean(x: FloatArray) -> float:
+    """Exact mean of cos(u, v) over all pairs u != v (one pass, no Gram matrix)."""
+    n = x.shape[0]
+    if n < 2:
+        return 0.0
+    total = np.zeros(x.shape[1], dtype=np.float64)
+    for start in range(0, n, _BLOCK_ROWS):
+        total += x[start : start + _BLOCK_ROWS].sum(axis=0, dtype=np.float64)
+    return float((float(total @ total) - n) / (float(n) * (n - 1)))
+
+
 def similarity_scale(x: FloatArray, standardize: bool) -> SimilarityScale:
-    mean, std = pool_cosine_moments(x)
+    """The pool's cosine moments (the std only when standardising: it costs n d^2)."""
     if not standardize:
-        return SimilarityScale(0.0, 1.0, mean, std)
+        return SimilarityScale(0.0, 1.0, pool_cosine_mean(x), float("nan"))
+    mean, std = pool_cosine_moments(x)
     return SimilarityScale(mean, std if std > 1e-9 else 1.0, mean, std)
 
 
