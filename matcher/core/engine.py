@@ -30,6 +30,7 @@ _LARGE_K = 20
 _LARGE_DEPTH = 2
 _LARGE_BEAM = 3
 _LARGE_ROUNDS = 3
+_LARGE_WIDTH = 10
 
 
 def match_pool(
@@ -71,11 +72,13 @@ def _effort(params: MatchParams, small: bool) -> dict[str, int]:
             "rounds": params.max_improve_rounds,
             "depth": params.improve_depth,
             "beam": params.improve_beam,
+            "width": params.candidates_k or _SMALL_K,
         }
     return {
         "rounds": min(params.max_improve_rounds, _LARGE_ROUNDS),
         "depth": min(params.improve_depth, _LARGE_DEPTH),
         "beam": min(params.improve_beam, _LARGE_BEAM),
+        "width": _LARGE_WIDTH,
     }
 
 

@@ -46,6 +46,7 @@ class Improver:
     mate: IntArray
     max_depth: int = 14
     beam: int = 16
+    width: int = 1_000
     depth: int = 2
 
     def __post_init__(self) -> None:
@@ -88,17 +89,17 @@ class Improver:
         return np.flatnonzero(near & (self.mate >= 0))
 
     def _find(self, starts: IntArray) -> _Moves:
-        chunk = max(256, _CHUNK // (self.beam * self.cands.k))
+        chunk = max(256, _CHUNK // (self.beam * min(self.width, self.cands.k)))
         parts = [self._find_chunk(starts[i : i + chunk]) for i in range(0, len(starts), chunk)]
         return _Moves(
             np.concatenate([p.gain for p in parts]), np.concatenate([p.verts for p in parts])
         )
 
     def _find_chunk(self, starts: IntArray) -> _Moves:
-        k = self.cands.k
+        k = min(self.width, self.cands.k)
         a = np.repeat(starts, k)
-        c = self.cands.nbr[starts].reshape(-1)
-        cac = self.cands.cos[starts].reshape(-1)
+        c = self.cands.nbr[starts, :k].reshape(-1)
+        cac = self.cands.cos[starts, :k].reshape(-1)
         b = self.mate[a]
         ok = (c >= 0) & (self.mate[np.maximum(c, 0)] >= 0) & (c != b)
         ok &= cac - self.pw[a] > EPS
@@ -119,10 +120,10 @@ class Improver:
 
     def _extend(self, path: IntArray, gain: FloatArray, last: bool) -> tuple[IntArray, FloatArray]:
         """Open one more edge from each path's end (d -> e) and drop e's pair (e, f)."""
-        k = self.cands.k
+        k = min(self.width, self.cands.k)
         end = path[:, -1]
-        e = self.cands.nbr[end].reshape(-1)
-        cde = self.cands.cos[end].reshape(-1)
+        e = self.cands.nbr[end, :k].reshape(-1)
+        cde = self.cands.cos[end, :k].reshape(-1)
         rows = np.repeat(np.arange(len(path)), k)
         ok = (e >= 0) & (gain[rows] + cde > EPS)
         rows, e, cde = rows[ok], e[ok], cde[ok]
@@ -244,6 +245,10 @@ def improve(
     rounds: int,
     depth: int,
     beam: int,
+    width: int,
 ) -> ImproveStats:
-    """Raise the total similarity of ``mate`` (in place) without changing who is matched."""
-    return Improver(prep, cands, cos_min, mate, depth, beam).run(rounds)
+    """Raise the total similarity of ``mate`` (in place) without changing who is matched.
+
+    ``width`` limits how many of each user's candidates open a move (closings may use all).
+    """
+    return Improver(prep, cands, cos_min, mate, depth, beam, width).run(rounds)
