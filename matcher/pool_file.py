@@ -32,6 +32,8 @@ def load_pool(path: Path) -> tuple[PoolSnapshot, Constraints]:
     if ids.ndim != 1 or ids.dtype.kind not in "US":
         raise ValidationError(f"{path}: 'ids' must be a 1-d string array, got {ids.dtype}")
     vectors = _vectors(arrays["vectors"], path)
+    if ids.dtype.kind == "S":
+        ids = np.char.decode(ids, "utf-8", errors="replace")
     snapshot = PoolSnapshot(
         tuple(str(u) for u in ids.tolist()),
         vectors,
@@ -70,4 +72,7 @@ def pairs_csv(pairs: tuple[Pair, ...]) -> str:
 
 
 def write_pairs(path: Path, pairs: tuple[Pair, ...]) -> None:
-    path.write_text(pairs_csv(pairs), encoding="utf-8")
+    try:
+        path.write_text(pairs_csv(pairs), encoding="utf-8")
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot write ({exc.strerror or exc})") from exc

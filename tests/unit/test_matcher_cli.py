@@ -79,3 +79,10 @@ def test_unreadable_file_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[s
     path.write_bytes(b"not a zip")
     assert main(["match-file", str(path), "--out", str(tmp_path / "x.csv")]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_unwritable_output_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pool = write_pool(tmp_path / "pool.npz", n=10)
+    out = tmp_path / "missing-dir" / "pairs.csv"
+    assert main(["match-file", str(pool), "--out", str(out)]) == 1
+    assert "cannot write" in capsys.readouterr().err
