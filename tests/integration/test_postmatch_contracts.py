@@ -7,11 +7,11 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 
 from consumers.audit import AuditStore, CassandraAuditStore, MemoryAuditStore
 from consumers.chat import ChatServer, MemoryChat, NakamaChat
+from mosaic.nakama_client import NakamaClient, Session
 from mosaic.settings import Settings
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -58,16 +58,6 @@ def test_steps_complete_a_row(audit: AuditStore) -> None:
     assert audit.get("c2", "a|b") is None
 
 
-def _nakama_user(settings: Settings, custom_id: str) -> str:
-    resp = httpx.post(
-        f"{settings.nakama.url}/v2/account/authenticate/custom",
-        params={"create": "true"}, json={"id": custom_id},
-        auth=(settings.nakama.server_key.get_secret_value(), ""), timeout=10,
-    )
-    resp.raise_for_status()
-    return str(resp.json()["token"])
-
-
 @pytest.fixture(params=[
     pytest.param("memory", marks=pytest.mark.unit),
     pytest.param("nakama", marks=pytest.mark.integration),
@@ -79,12 +69,13 @@ def chat(request: pytest.FixtureRequest, settings: Settings) -> ChatServer:
     return NakamaChat(settings.nakama)
 
 
-def _users(chat: ChatServer, settings: Settings) -> tuple[str, str, dict[str, str]]:
+def _users(chat: ChatServer, settings: Settings) -> tuple[str, str, dict[str, Session]]:
     a, b = f"sub-{uuid.uuid4()}", f"sub-{uuid.uuid4()}"
-    tokens = {}
+    sessions = {}
     if isinstance(chat, NakamaChat):
-        tokens = {a: _nakama_user(settings, a), b: _nakama_user(settings, b)}
-    return a, b, tokens
+        client = NakamaClient(settings.nakama)
+        sessions = {a: client.login(a), b: client.login(b)}
+    return a, b, sessions
 
 
 def test_room_is_created_once(chat: ChatServer, settings: Settings) -> None:
@@ -103,26 +94,13 @@ def test_notification_sent_exactly_once(chat: ChatServer, settings: Settings) ->
     sent = [chat.notify_match(cycle, f"{a}|{b}", a, b, room.group_id) for _ in range(3)]
     assert sent == [True, False, False]
     if tokens:  # what the user's client really sees on Nakama
-        resp = httpx.get(f"{settings.nakama.url}/v2/notification", params={"limit": 100},
-                         headers={"Authorization": f"Bearer {tokens[a]}"}, timeout=10)
-        resp.raise_for_status()
-        notes = resp.json().get("notifications", [])
+        client = NakamaClient(settings.nakama)
+        notes = client.notifications(tokens[a])
         assert len(notes) == 1, notes  # no system "added to group" notice either
         assert notes[0]["code"] == 101
-        groups = httpx.get(f"{settings.nakama.url}/v2/user/{_me(settings, tokens[b])}/group",
-                           params={"limit": 100},
-                           headers={"Authorization": f"Bearer {tokens[b]}"}, timeout=10)
-        groups.raise_for_status()
-        listed = [g["group"] for g in groups.json().get("user_groups", [])]
+        listed = client.groups(tokens[b])
         assert [g["id"] for g in listed] == [room.group_id]
         assert listed[0]["open"] is False and listed[0]["edge_count"] == 2
-
-
-def _me(settings: Settings, token: str) -> str:
-    resp = httpx.get(f"{settings.nakama.url}/v2/account",
-                     headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    resp.raise_for_status()
-    return str(resp.json()["user"]["id"])
 
 
 @pytest.mark.integration

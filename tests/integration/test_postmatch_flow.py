@@ -9,10 +9,10 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 
 from consumers.postmatch_app import PostMatch, build_postmatch, reconcile, run_postmatch
+from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings
 from streams.events import DeadLettered, PairMatched, UserNotified, derive_event_id, pair_key
 from streams.kafka import make_consumer, make_producer, produce_and_wait, read_to_end
@@ -35,21 +35,6 @@ def app(settings: Settings, kafka_stack: object, cassandra_stack: object,
         built.close()
 
 
-def _login(settings: Settings, custom_id: str) -> str:
-    resp = httpx.post(f"{settings.nakama.url}/v2/account/authenticate/custom",
-                      params={"create": "true"}, json={"id": custom_id},
-                      auth=(settings.nakama.server_key.get_secret_value(), ""), timeout=10)
-    resp.raise_for_status()
-    return str(resp.json()["token"])
-
-
-def _notifications(settings: Settings, token: str) -> list[dict[str, object]]:
-    resp = httpx.get(f"{settings.nakama.url}/v2/notification", params={"limit": 100},
-                     headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    resp.raise_for_status()
-    return list(resp.json().get("notifications", []))
-
-
 def _pair(cycle: str, a: str, b: str) -> PairMatched:
     key = pair_key(a, b)
     ua, ub = key.split("|")
@@ -61,7 +46,8 @@ def _pair(cycle: str, a: str, b: str) -> PairMatched:
 def test_pairs_become_rooms_and_single_notifications(app: PostMatch) -> None:
     settings = app.settings
     users = [str(uuid.uuid4()) for _ in range(4)]
-    tokens = {u: _login(settings, u) for u in users}
+    nakama = NakamaClient(settings.nakama)
+    sessions = {u: nakama.login(u) for u in users}
     cycle = f"default:{uuid.uuid4().hex[:8]}"
     producer = make_producer(settings)
     first, second = _pair(cycle, users[0], users[1]), _pair(cycle, users[2], users[3])
@@ -75,7 +61,7 @@ def test_pairs_become_rooms_and_single_notifications(app: PostMatch) -> None:
 
     assert stats["rooms"].dead_lettered == 1 and stats["rooms"].handled == 3
     for user in users:
-        notes = _notifications(settings, tokens[user])
+        notes = nakama.notifications(sessions[user])
         assert len(notes) == 1, (user, notes)
     rows = app.audit.rows(cycle)
     assert [r.pair_key for r in rows] == sorted([first.pair_key, second.pair_key])
@@ -91,7 +77,8 @@ def test_pairs_become_rooms_and_single_notifications(app: PostMatch) -> None:
 def test_reconcile_finishes_an_interrupted_pair(app: PostMatch) -> None:
     settings = app.settings
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
-    tokens = {u: _login(settings, u) for u in (a, b)}
+    nakama = NakamaClient(settings.nakama)
+    sessions = {u: nakama.login(u) for u in (a, b)}
     cycle = f"default:{uuid.uuid4().hex[:8]}"
     pair = _pair(cycle, a, b)
     produce_and_wait(make_producer(settings), app.catalog.pairs, pair)
@@ -108,7 +95,7 @@ def test_reconcile_finishes_an_interrupted_pair(app: PostMatch) -> None:
     assert (first.pairs, first.finished, again.already_complete) == (1, 1, 1)
     done = app.audit.get(cycle, pair.pair_key)
     assert done is not None and done.complete and done.nakama_group_id == room.group_id
-    assert [len(_notifications(settings, tokens[u])) for u in (a, b)] == [1, 1]
+    assert [len(nakama.notifications(sessions[u])) for u in (a, b)] == [1, 1]
 
 
 def _read(app: PostMatch, topic: str) -> list[object]:
