@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -39,6 +39,15 @@ class KafkaSettings(BaseModel):
     controller_port: int = 9093
     topic_prefix: str = "mosaic."
     replication_factor: int = 1
+    # TLS / SASL, passed to every client (librdkafka names; docs/security.md). Local: plain.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr = SecretStr("")
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr = SecretStr("")
 
 
 class CassandraSettings(BaseModel):
@@ -47,6 +56,13 @@ class CassandraSettings(BaseModel):
     port: int = 9042
     keyspace: str = "mosaic"
     replication_factor: int = 1
+    # Password authentication and TLS (docs/security.md). Local: neither.
+    username: str | None = None
+    password: SecretStr = SecretStr("")
+    ssl_ca_file: Path | None = None
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    ssl_check_hostname: bool = True
 
 
 class PostgresSettings(BaseModel):
@@ -102,6 +118,29 @@ class IngressSettings(BaseModel):
     delivery_timeout_seconds: float = 10.0
     retry_after_seconds: int = 5
     state_store: Literal["cassandra", "memory"] = "cassandra"
+
+
+class IdentitySettings(BaseModel):
+    """Cognito ID tokens checked before every Nakama custom-id login (docs/security.md).
+
+    Local default: the OIDC issuer stand-in (standins/oidc.py) that the stack starts.
+    Cognito: issuer ``https://cognito-idp.<region>.amazonaws.com/<user pool id>``,
+    audience = the app client id.
+    """
+
+    model_config = _FROZEN
+    issuer: str = "http://127.0.0.1:8090"
+    jwks_url: str | None = None  # default: <issuer>/.well-known/jwks.json
+    audience: str = "mosaic-local-client"
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: float = Field(default=3600.0, gt=0)
+    jwks_min_refetch_seconds: float = Field(default=30.0, ge=0)
+    jwks_max_stale_seconds: float = Field(default=24 * 3600.0, ge=0)
+    jwks_timeout_seconds: float = Field(default=3.0, gt=0)
+    # The verifier Nakama's before-authenticate hook calls (producers/authhook.py).
+    hook_host: str = "127.0.0.1"
+    hook_port: int = 8089
+    hook_hmac_key: SecretStr = SecretStr("mosaic-local-auth-hook-hmac")
 
 
 class EmbeddingSettings(BaseModel):
@@ -185,8 +224,17 @@ class Settings(BaseSettings):
     nakama: NakamaSettings = NakamaSettings()
     s3: S3Settings = S3Settings()
     ingress: IngressSettings = IngressSettings()
+    identity: IdentitySettings = IdentitySettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     embedding_agent: EmbeddingAgentSettings = EmbeddingAgentSettings()
     traits: TraitsSettings = TraitsSettings()
     vector_index: VectorIndexSettings = VectorIndexSettings()
     matcher: MatcherSettings = MatcherSettings()
+
+    @model_validator(mode="after")
+    def _production_safe(self) -> Settings:
+        if self.environment == "production":
+            from mosaic.production import refuse_unsafe
+
+            refuse_unsafe(self)  # no default/local secret, no local stand-in
+        return self
