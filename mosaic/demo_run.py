@@ -15,7 +15,7 @@ from tqdm import tqdm
 from mosaic.demo import Timings, cluster_purity, demo_pool, now_utc
 from mosaic.demo_data import Persona, make_personas, write_insights
 from mosaic.errors import MosaicError
-from mosaic.nakama_client import NakamaClient, Session
+from mosaic.nakama_client import LocalIssuer, NakamaClient, Session
 from mosaic.settings import Settings
 
 NOTIFY_CODE = 101  # nakama/modules/mosaic_rooms.lua
@@ -63,7 +63,7 @@ def run_demo(settings: Settings, *, users: int, seed: int,
         _apply_topics(settings)
     with stage(report, "insights to S3"):
         _write_insights(settings, report, seed)
-    client = NakamaClient(settings.nakama)
+    client = NakamaClient(settings.nakama, id_tokens=LocalIssuer(settings.identity))
     with stage(report, "Nakama logins"):
         sessions = {p.user_id: client.login(p.user_id)
                     for p in tqdm(report.personas, unit="user", leave=False)}

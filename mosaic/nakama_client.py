@@ -1,16 +1,49 @@
-"""A minimal Nakama game-client over HTTP: what a user's app does (custom-id login, RPCs,
-notifications, groups). Used by the demo and by end-to-end checks."""
+"""A minimal Nakama game-client over HTTP: what a user's app does (custom-id login with a
+Cognito ID token, RPCs, notifications, groups). Used by the demo and by end-to-end checks.
+
+Logins carry an ID token in ``vars.id_token`` (nakama/modules/mosaic_auth.lua verifies it).
+Locally the token comes from the OIDC issuer stand-in's ``/mint`` (standins/oidc.py); a
+real app gets it from Cognito's sign-in.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from mosaic.errors import ExternalServiceError
-from mosaic.settings import NakamaSettings
+from mosaic.settings import IdentitySettings, NakamaSettings
+
+IdTokenSource = Callable[[str], str]  # Cognito sub -> ID token
+
+
+class LocalIssuer:
+    """ID tokens from the local OIDC issuer stand-in (``POST <issuer>/mint``)."""
+
+    def __init__(self, identity: IdentitySettings, client: httpx.Client | None = None) -> None:
+        self._issuer = identity.issuer.rstrip("/")
+        self._http = client or httpx.Client(timeout=10.0, trust_env=False)
+
+    def mint(self, sub: str, **fields: Any) -> str:
+        """An ID token for ``sub``; ``fields`` go to /mint (aud, ttl_seconds, claims)."""
+        resp = self._http.post(f"{self._issuer}/mint", json={"sub": sub, **fields})
+        if resp.status_code != 200:
+            raise ExternalServiceError(f"OIDC stand-in /mint answered {resp.status_code}",
+                                       retryable=resp.status_code >= 500)
+        return str(resp.json()["id_token"])
+
+    def rotate(self, *, retire_old: bool = False) -> str:
+        resp = self._http.post(f"{self._issuer}/rotate", json={"retire_old": retire_old})
+        if resp.status_code != 200:
+            raise ExternalServiceError(f"OIDC stand-in /rotate answered {resp.status_code}")
+        return str(resp.json()["kid"])
+
+    def __call__(self, sub: str) -> str:
+        return self.mint(sub)
 
 
 @dataclass(frozen=True)
@@ -21,19 +54,38 @@ class Session:
 
 
 class NakamaClient:
-    def __init__(self, settings: NakamaSettings, client: httpx.Client | None = None) -> None:
+    """``id_tokens`` maps a sub to its ID token; by default the local issuer stand-in of
+    ``Settings().identity`` mints one."""
+
+    def __init__(self, settings: NakamaSettings, client: httpx.Client | None = None, *,
+                 id_tokens: IdTokenSource | None = None) -> None:
         self._server_key = settings.server_key.get_secret_value()
         self._http = client or httpx.Client(base_url=settings.url, timeout=15.0,
                                             trust_env=False)
+        self._id_tokens = id_tokens
 
-    def login(self, custom_id: str) -> Session:
-        """Authenticate by custom id (the Cognito sub), creating the account if needed."""
-        resp = self._http.post("/v2/account/authenticate/custom", params={"create": "true"},
-                               json={"id": custom_id}, auth=(self._server_key, ""))
+    def login(self, custom_id: str, id_token: str | None = None) -> Session:
+        """Authenticate by custom id (the Cognito sub) with its ID token, creating the
+        account if needed."""
+        if id_token is None:
+            if self._id_tokens is None:
+                from mosaic.settings import Settings
+
+                self._id_tokens = LocalIssuer(Settings().identity)
+            id_token = self._id_tokens(custom_id)
+        resp = self.authenticate(custom_id, id_token)
         body = self._check(resp, "login")
         token = str(body["token"])
         account = self._check(self._http.get("/v2/account", headers=_bearer(token)), "account")
         return Session(custom_id, str(account["user"]["id"]), token)
+
+    def authenticate(self, custom_id: str, id_token: str | None) -> httpx.Response:
+        """The raw AuthenticateCustom call (tests look at refusals)."""
+        account: dict[str, Any] = {"id": custom_id}
+        if id_token is not None:
+            account["vars"] = {"id_token": id_token}
+        return self._http.post("/v2/account/authenticate/custom", params={"create": "true"},
+                               json=account, auth=(self._server_key, ""))
 
     def rpc(self, session: Session, rpc_id: str, payload: dict[str, Any] | None = None
             ) -> dict[str, Any]:

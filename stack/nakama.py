@@ -4,7 +4,8 @@
 fails where that is refused, so the source comes from ``go mod download -json`` and is
 built in place; the binary is cached per version in the cache dir. Lua modules are read
 from ``<repo>/nakama/modules``; their configuration arrives as runtime env values
-(``ctx.env`` in Lua), never as literals in code.
+(``ctx.env`` in Lua), never as literals in code. Secrets reach Nakama through a 0600
+config file (``--config``), never through its command line (``ps`` shows that).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlparse
 
 from mosaic.errors import StackError
@@ -50,7 +52,10 @@ class Nakama(Service):
 
     # -- configure / run ----------------------------------------------------------------------
     def up(self) -> str:
+        from stack.authhook import AuthHook
+
         Postgres(self.settings).up()  # Nakama cannot start (nor migrate) without it
+        AuthHook(self.settings).up()  # custom-id logins are verified there (mosaic_auth.lua)
         return super().up()
 
     def database_address(self) -> str:
@@ -58,11 +63,53 @@ class Nakama(Service):
         user, password = quote(pg.user, safe=""), quote(pg.password.get_secret_value(), safe="")
         return f"{user}:{password}@{pg.host}:{pg.port}/{pg.database}"
 
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "config.yml"
+
     def prepare(self) -> None:
         if not MODULES_DIR.is_dir():
             raise StackError(f"Nakama runtime modules folder {MODULES_DIR} is missing")
-        run([str(self.binary), "migrate", "up", "--database.address", self.database_address()],
+        write_private(self.config_file, json.dumps(self.config(), indent=2) + "\n")
+        run([str(self.binary), "migrate", "up", "--config", str(self.config_file)],
             what="nakama migrate up", timeout=300)
+
+    def config(self) -> dict[str, Any]:
+        """Nakama's YAML config (written as JSON, a subset of YAML), secrets included.
+
+        It goes to a 0600 file passed with ``--config``, never onto the command line, where
+        every local user could read it through ``ps``.
+        """
+        nk, ingress, identity = self.settings.nakama, self.settings.ingress, self.settings.identity
+        host, port = self._checked_host_port()
+        return {
+            "name": nk.node_name,
+            "data_dir": str(self.data_dir / "data"),
+            "logger": {"level": "INFO"},
+            "database": {"address": [self.database_address()], "max_open_conns": 50},
+            "runtime": {
+                "path": str(MODULES_DIR),
+                "http_key": nk.http_key.get_secret_value(),
+                "env": [
+                    f"mosaic_ingress_url=http://{ingress.host}:{ingress.port}",
+                    f"mosaic_ingress_hmac_key={ingress.hmac_key.get_secret_value()}",
+                    f"mosaic_auth_url=http://{identity.hook_host}:{identity.hook_port}",
+                    f"mosaic_auth_hmac_key={identity.hook_hmac_key.get_secret_value()}",
+                ],
+            },
+            "socket": {"address": host, "port": port,
+                       "server_key": nk.server_key.get_secret_value()},
+            "session": {
+                "token_expiry_sec": nk.session_token_expiry_seconds,
+                "encryption_key": nk.session_encryption_key.get_secret_value(),
+                "refresh_encryption_key": nk.session_refresh_encryption_key.get_secret_value(),
+            },
+            "console": {
+                "address": host, "port": nk.console_port, "username": nk.console_username,
+                "password": nk.console_password.get_secret_value(),
+                "signing_key": nk.console_signing_key.get_secret_value(),
+            },
+        }
 
     def _api_host_port(self) -> tuple[str, int]:
         parsed = urlparse(self.settings.nakama.url)
@@ -76,32 +123,8 @@ class Nakama(Service):
         return host, port
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        nk, ingress = self.settings.nakama, self.settings.ingress
-        host, port = self._checked_host_port()
-        return [
-            str(self.binary),
-            "--name", nk.node_name,
-            "--data_dir", str(self.data_dir / "data"),
-            "--logger.level", "INFO",
-            "--database.address", self.database_address(),
-            "--database.max_open_conns", "50",
-            "--runtime.path", str(MODULES_DIR),
-            "--runtime.http_key", nk.http_key.get_secret_value(),
-            "--runtime.env", f"mosaic_ingress_url=http://{ingress.host}:{ingress.port}",
-            "--runtime.env", f"mosaic_ingress_hmac_key={ingress.hmac_key.get_secret_value()}",
-            "--socket.address", host,
-            "--socket.port", str(port),
-            "--socket.server_key", nk.server_key.get_secret_value(),
-            "--session.token_expiry_sec", str(nk.session_token_expiry_seconds),
-            "--session.encryption_key", nk.session_encryption_key.get_secret_value(),
-            "--session.refresh_encryption_key",
-            nk.session_refresh_encryption_key.get_secret_value(),
-            "--console.address", host,
-            "--console.port", str(nk.console_port),
-            "--console.username", nk.console_username,
-            "--console.password", nk.console_password.get_secret_value(),
-            "--console.signing_key", nk.console_signing_key.get_secret_value(),
-        ], {}
+        # Everything, secrets included, comes from the 0600 config file written by prepare.
+        return [str(self.binary), "--config", str(self.config_file)], {}
 
     # -- health -----------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -122,6 +145,17 @@ class Nakama(Service):
         host, _ = self._api_host_port()
         return (f"{nk.url} (gRPC {host}:{nk.grpc_port}, "
                 f"console http://{host}:{nk.console_port})")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (0600), atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def http_call(base_url: str, method: str, path: str,

@@ -13,6 +13,8 @@ SERVICES: dict[str, str] = {
     "kafka": "stack.kafka:Kafka",
     "cassandra": "stack.cassandra:Cassandra",
     "postgres": "stack.postgres:Postgres",
+    "oidc": "stack.oidc:OidcIssuer",
+    "authhook": "stack.authhook:AuthHook",
     "nakama": "stack.nakama:Nakama",
     "s3": "stack.s3:S3",
 }
