@@ -101,18 +101,23 @@ class Ingress:
         # Millisecond precision: the event schema stores timestamp-millis.
         return datetime.fromtimestamp(round(self.clock(), 3), UTC)
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> None:
+    def authenticate(self, method: str, path: str, headers: Mapping[str, str],
+                     body: bytes) -> Callable[[], None]:
+        """Check the signature; returns the step that stores the nonce, which the service
+        runs only after the rate limits let the request through."""
         if len(body) > self.max_body_bytes:
             raise PayloadTooLarge(f"body over {self.max_body_bytes} bytes")
-        self.verifier.verify(method, path, headers, body)
+        signed = self.verifier.authenticate(method, path, headers, body)
+        return lambda: self.verifier.remember(signed)
 
     async def command(self, route: CommandRoute, user_id: str, path: str,
                       headers: Mapping[str, str], body: bytes) -> Accepted:
         if not valid_user_id(user_id):
             raise InvalidRequest("user_id: malformed")
-        self.verify("POST", path, headers, body)
+        admit = self.authenticate("POST", path, headers, body)
         try:
             decoded = route.model.model_validate_json(body or b"{}")
         except pydantic.ValidationError as exc:
             raise InvalidRequest(describe(exc.errors())) from exc
-        return await self.service.handle(route.build(user_id, decoded, self.received_at()))
+        return await self.service.handle(route.build(user_id, decoded, self.received_at()),
+                                         admit=admit)

@@ -22,7 +22,7 @@ _USER_ID_RE = re.compile(USER_ID_PATTERN)
 
 
 def valid_user_id(value: str) -> bool:
-    return bool(_USER_ID_RE.match(value))
+    return _USER_ID_RE.fullmatch(value) is not None  # not .match: "$" allows a final "\n"
 
 
 def event_id_for(kind: str, user_id: str, request_id: str) -> str:

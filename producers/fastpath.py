@@ -36,7 +36,7 @@ class CommandFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = None
         if scope["type"] == "http" and scope["method"] == "POST":
-            match = _COMMAND_PATH.match(scope["path"])
+            match = _COMMAND_PATH.fullmatch(scope["path"])  # "$" would allow a final "\n"
         if match is None:
             await self._app(scope, receive, send)
             return

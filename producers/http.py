@@ -71,7 +71,7 @@ def create_app(ingress: Ingress, *, fast_path: bool = True) -> FastAPI:
     # Served in front of FastAPI (not as its middleware) so a command skips FastAPI's
     # per-request wrappers entirely; lifespan and other routes pass through.
     inner: ASGIApp = CommandFastPath(app, ingress) if fast_path else app
-    app.state.front = _MetricsMiddleware(inner, ingress.metrics)
+    app.state.front = _MetricsMiddleware(_CanonicalPaths(inner), ingress.metrics)
     for route in COMMAND_ROUTES:
         _command_route(app, route, ingress)
     _install_read_routes(app, ingress)
@@ -90,6 +90,28 @@ def _install_error_handlers(app: FastAPI, ingress: Ingress) -> None:
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
         ingress.metrics.rejections.labels("invalid").inc()
         return _error_response(InvalidRequest(describe(list(exc.errors()))))
+
+
+class _CanonicalPaths:
+    """Signed routes answer only their canonical spelling: the signature covers the raw
+    path while routing sees the decoded one, so any percent-encoding (``%0A``, ``%2F``,
+    ``%41``) under ``/user/`` is refused with 404 before routing on either path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/user/"):
+            raw = raw_path(scope)
+            if raw != scope["path"] or not raw.isascii() or not raw.isprintable():
+                scope["mosaic.route"] = "non_canonical"
+                body = b'{"error": "not_found", "message": "no such route"}'
+                await send({"type": "http.response.start", "status": 404, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self._app(scope, receive, send)
 
 
 class _MetricsMiddleware:
@@ -152,8 +174,8 @@ def _install_read_routes(app: FastAPI, ingress: Ingress) -> None:
              responses=_ERRORS, openapi_extra={"security": _SECURITY})
     async def status(user_id: UserId, request: Request) -> JSONResponse:
         body = await read_body(request, ingress.max_body_bytes)
-        ingress.verify("GET", raw_path(request.scope), request.headers, body)
-        state = await ingress.service.status(GetStatus(user_id))
+        admit = ingress.authenticate("GET", raw_path(request.scope), request.headers, body)
+        state = await ingress.service.status(GetStatus(user_id), admit=admit)
         return JSONResponse(StatusBody.from_state(state).model_dump(mode="json"))
 
     @app.get("/health", name="health")

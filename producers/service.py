@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 RequestKey = tuple[str, str, str]
 Fingerprint = tuple[object, ...]
 Outcome = asyncio.Future[Accepted] | tuple[str, str]  # in flight | (event_id, request_id)
+Admit = Callable[[], None]
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,9 @@ class IngressService:
         self._retry_after = retry_after_seconds
         self._projector = projector or StateProjector(store)
 
-    async def handle(self, command: Command) -> Accepted:
+    async def handle(self, command: Command, *, admit: Admit = _nothing) -> Accepted:
+        """``admit`` (store the request's nonce) runs only once the rate limits let the
+        request through; a retry answered from memory changes nothing and runs neither."""
         key: RequestKey = (command.kind, command.user_id, command.request_id)
         seen = self._recent.get(key)
         if seen is not None:
@@ -85,6 +92,7 @@ class IngressService:
         if not self._limiters.global_.try_take():
             raise RateLimited("global rate limit",
                               retry_after_seconds=self._limiters.global_.retry_after_seconds())
+        admit()
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._recent.put(key, command.fingerprint(), future)
         try:
@@ -139,8 +147,9 @@ class IngressService:
             return  # a block never shows in anyone's status
         self._projector.submit(state)
 
-    async def status(self, query: GetStatus) -> UserState:
+    async def status(self, query: GetStatus, *, admit: Admit = _nothing) -> UserState:
         self._take(self._limiters.status_per_user, query.user_id)
+        admit()
         try:
             found = await self._store.get(query.user_id)
         except Exception as exc:

@@ -78,6 +78,11 @@ class NonceCache:
     def __len__(self) -> int:
         return self._size
 
+    def seen(self, timestamp: int, nonce: str) -> bool:
+        """True if remembered (read only: stores nothing)."""
+        bucket = self._buckets.get(timestamp)
+        return bucket is not None and nonce in bucket
+
     def add(self, timestamp: int, nonce: str) -> bool:
         """True if new (and now remembered); False if seen before or the cache is full."""
         self._expire()
@@ -109,12 +114,16 @@ class Verifier:
         self._skew = skew_seconds
         self._clock = clock
 
-    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> None:
+    def authenticate(self, method: str, path: str, headers: Mapping[str, str],
+                     body: bytes) -> SignedRequest:
+        """Check the headers, the window, the signature and that the nonce is unused,
+        storing nothing: the caller applies its rate limits, then calls :meth:`remember`,
+        so a flood of signed requests cannot fill the nonce cache past the limits."""
         ts_raw = headers.get(TIMESTAMP_HEADER, "")
         nonce = headers.get(NONCE_HEADER, "")
         given = headers.get(SIGNATURE_HEADER, "")
-        if not (_TIMESTAMP_RE.match(ts_raw) and _NONCE_RE.match(nonce)
-                and _SIGNATURE_RE.match(given)):
+        if not (_TIMESTAMP_RE.fullmatch(ts_raw) and _NONCE_RE.fullmatch(nonce)
+                and _SIGNATURE_RE.fullmatch(given)):
             raise AuthError("missing or malformed signature headers")
         timestamp = int(ts_raw)
         if abs(self._clock() - timestamp) > self._skew:
@@ -122,6 +131,15 @@ class Verifier:
         expected = sign(self._key, method, path, timestamp, nonce, body)
         if not hmac.compare_digest(expected, given):
             raise AuthError("bad signature")
-        # Only a correctly signed request may occupy the nonce cache.
-        if not self._nonces.add(timestamp, nonce):
+        if self._nonces.seen(timestamp, nonce):
             raise AuthError("replayed nonce")
+        return SignedRequest(timestamp, nonce)
+
+    def remember(self, signed: SignedRequest) -> None:
+        """Store the nonce (single use); a concurrent twin that got here first wins."""
+        if not self._nonces.add(signed.timestamp, signed.nonce):
+            raise AuthError("replayed nonce")
+
+    def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> None:
+        """authenticate + remember, for callers without rate limits of their own."""
+        self.remember(self.authenticate(method, path, headers, body))
