@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 
 from consumers.audit import AuditRow, AuditStore
 from consumers.chat import ChatServer
-from consumers.user_state import UserStateWriter
 from mosaic.errors import ValidationError
+from mosaic.user_state import UserStateWriter
 from profiles.index import VectorIndex
 from streams.deadletter import RawRecord
 from streams.events import (

@@ -17,8 +17,8 @@ from consumers.audit import AuditStore, CassandraAuditStore
 from consumers.chat import ChatServer, NakamaChat
 from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
 from consumers.runner import AgentRunner, RunStats
-from consumers.user_state import CassandraUserStateWriter, UserStateWriter
 from mosaic.settings import Settings
+from mosaic.user_state import CassandraUserStateWriter, UserStateWriter
 from profiles.index import VectorIndex
 from streams.deadletter import Handler
 from streams.events import Event, PairMatched

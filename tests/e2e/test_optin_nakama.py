@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mosaic.nakama_client import LocalIssuer
 from mosaic.settings import Settings
 from producers.bootstrap import (
     RunningServer,
@@ -48,7 +49,8 @@ class Player:
             f"{settings.nakama.server_key.get_secret_value()}:".encode()).decode()
         auth = self.http.post("/v2/account/authenticate/custom?create=true",
                               headers={"Authorization": f"Basic {basic}"},
-                              json={"id": custom_id})
+                              json={"id": custom_id, "vars": {
+                                  "id_token": LocalIssuer(settings.identity).mint(custom_id)}})
         auth.raise_for_status()
         self.http.headers["Authorization"] = f"Bearer {auth.json()['token']}"
         self.user_id = self.http.get("/v2/account").json()["user"]["id"]

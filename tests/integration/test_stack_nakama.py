@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mosaic.nakama_client import LocalIssuer
 from mosaic.settings import Settings
 from stack.base import Service
 from stack.postgres import Postgres
@@ -25,7 +26,9 @@ def http(settings: Settings, nakama_stack: Service) -> Iterator[httpx.Client]:
 def _authenticate(http: httpx.Client, settings: Settings, custom_id: str) -> str:
     reply = http.post(
         "/v2/account/authenticate/custom", params={"create": "true"},
-        auth=(settings.nakama.server_key.get_secret_value(), ""), json={"id": custom_id},
+        auth=(settings.nakama.server_key.get_secret_value(), ""),
+        json={"id": custom_id,
+              "vars": {"id_token": LocalIssuer(settings.identity).mint(custom_id)}},
     )
     assert reply.status_code == 200, reply.text
     token = reply.json()["token"]

@@ -11,7 +11,6 @@ import pytest
 from consumers.audit import MemoryAuditStore
 from consumers.chat import MemoryChat, Room
 from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
-from consumers.user_state import MemoryUserStateWriter
 from mosaic.errors import ValidationError
 from profiles.index import InMemoryVectorIndex, VectorRecord
 from streams.deadletter import RawRecord
@@ -23,6 +22,7 @@ from streams.events import (
     derive_event_id,
     pair_key,
 )
+from tests.fakes import MemoryUserStateWriter
 
 pytestmark = pytest.mark.unit
 
