@@ -1,33 +1,66 @@
-"""The cycle audit: one row per (cycle, pair) with a flag per post-match step.
+"""The cycle audit: one row per (cycle, pair) with a flag per post-match step, plus one
+status row per cycle.
 
-It is the record of what is done, so at-least-once consumers can skip finished steps and
-the reconciler can find unfinished ones. Columns follow the seed plan's cycle audit
-table; ``index_metadata_updated`` is its ``pinecone_metadata_updated`` (the index may be
-Cassandra) and ``nakama_group_id`` holds the room (group) id.
+It is the record of what is done, so the reconciler can find unfinished pairs and an
+operator can see a cycle's progress. Column names are the seed plan's cycle audit table
+(``pinecone_metadata_updated`` is set by whichever vector index is configured); the
+extra columns say why a pair is stuck (``status`` = ``parked`` / ``dead_lettered`` with
+``last_error``) and hold the Nakama group id next to the chat channel id clients open.
+
+Writes never read first and never use lightweight transactions: the pair's identity
+columns are plain upserts of the same values, and flags only ever go from null/false to
+true, so any number of replays in any order converge on the same row. A cycle's rows are
+spread over ``BUCKETS`` partitions (a 1M-user cycle holds 500k pairs: ~8k rows, about
+2 MB, per partition) so no partition grows with the cycle.
 """
 
 from __future__ import annotations
 
-import threading
+import zlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-SCHEMA = """
+from mosaic.errors import ConfigError, ExternalServiceError
+
+BUCKETS = 64
+
+AUDIT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS cycle_audit (
     cycle_id text,
+    bucket int,
     pair_key text,
     user1_id text,
     user2_id text,
-    index_metadata_updated boolean,
+    pinecone_metadata_updated boolean,
     nakama_group_created boolean,
     nakama_group_id text,
+    nakama_channel_id text,
     user1_notified boolean,
     user2_notified boolean,
     last_attempt_timestamp timestamp,
-    PRIMARY KEY ((cycle_id), pair_key)
+    matched_at timestamp,
+    status text,
+    last_error text,
+    PRIMARY KEY ((cycle_id, bucket), pair_key)
 )"""
+
+CYCLE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cycle_status (
+    cycle_id text PRIMARY KEY,
+    pairs int,
+    seekers int,
+    committed_at timestamp,
+    finished_at timestamp
+)"""
+
+PARKED, DEAD_LETTERED = "parked", "dead_lettered"
+
+
+def bucket_of(pair_key: str) -> int:
+    return zlib.crc32(pair_key.encode()) % BUCKETS
 
 
 @dataclass(frozen=True)
@@ -36,156 +69,276 @@ class AuditRow:
     pair_key: str
     user1_id: str
     user2_id: str
-    index_metadata_updated: bool = False
+    pinecone_metadata_updated: bool = False
     nakama_group_created: bool = False
     nakama_group_id: str | None = None
+    nakama_channel_id: str | None = None
     user1_notified: bool = False
     user2_notified: bool = False
     last_attempt_timestamp: datetime | None = None
+    matched_at: datetime | None = None
+    status: str | None = None
+    last_error: str | None = None
 
     @property
     def complete(self) -> bool:
-        return (self.index_metadata_updated and self.nakama_group_created
+        return (self.pinecone_metadata_updated and self.nakama_group_created
                 and self.user1_notified and self.user2_notified)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left to do: complete, or dead-lettered (it can never succeed)."""
+        return self.complete or self.status == DEAD_LETTERED
 
     def notified(self, user_id: str) -> bool:
         return self.user1_notified if user_id == self.user1_id else self.user2_notified
 
 
+@dataclass(frozen=True)
+class PairRef:
+    """What every write needs: which row, and who is in it (written by every step so a
+    row is whole whichever agent gets there first)."""
+
+    cycle_id: str
+    pair_key: str
+    user1_id: str
+    user2_id: str
+
+
+@dataclass(frozen=True)
+class CycleRow:
+    cycle_id: str
+    pairs: int
+    seekers: int
+    committed_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class CycleStatus:
+    """A cycle's post-match progress, counted from its audit rows."""
+
+    cycle_id: str
+    pairs: int | None  # from CycleCompleted; None when that event was not seen yet
+    rows: int
+    completed: int
+    dead_lettered: int
+    parked: int
+    committed_at: datetime | None
+    finished_at: datetime | None
+    last_attempt: datetime | None
+
+    @property
+    def pending(self) -> int:
+        expected = self.pairs if self.pairs is not None else self.rows
+        return max(0, expected - self.completed - self.dead_lettered)
+
+    @property
+    def finished(self) -> bool:
+        return self.pairs is not None and self.pending == 0
+
+
 class AuditStore(ABC):
+    """Batch-first: every method takes many pairs so agents pay one round trip's latency
+    per batch, not per pair."""
+
     @abstractmethod
-    def record_pair(self, cycle_id: str, pair_key: str, user1: str, user2: str,
-                    at: datetime) -> AuditRow:
-        """Create the row if absent (first writer wins) and return the stored row."""
+    def mark_rooms(self, rooms: Sequence[tuple[PairRef, str, str]], at: datetime,
+                   matched_at: datetime | None = None) -> None:
+        """(pair, group_id, channel_id) per room created."""
+
+    @abstractmethod
+    def mark_notified(self, pairs: Sequence[tuple[PairRef, str]], at: datetime) -> None:
+        """(pair, user_id) per notification delivered."""
+
+    @abstractmethod
+    def mark_index_updated(self, pairs: Sequence[PairRef], at: datetime,
+                           matched_at: datetime | None = None) -> None: ...
+
+    @abstractmethod
+    def mark_status(self, pair: PairRef, status: str, error: str, at: datetime) -> None:
+        """``parked`` (retries exhausted, the reconciler tries again) or
+        ``dead_lettered`` (can never succeed). A parked pair that completes later
+        counts as complete: the flags win over the status."""
 
     @abstractmethod
     def get(self, cycle_id: str, pair_key: str) -> AuditRow | None: ...
 
     @abstractmethod
-    def mark_room(self, cycle_id: str, pair_key: str, group_id: str, at: datetime) -> None: ...
-
-    @abstractmethod
-    def mark_notified(self, cycle_id: str, pair_key: str, user_id: str, at: datetime) -> None:
-        ...
-
-    @abstractmethod
-    def mark_index_updated(self, cycle_id: str, pair_key: str, at: datetime) -> None: ...
-
-    @abstractmethod
     def rows(self, cycle_id: str) -> list[AuditRow]: ...
 
+    @abstractmethod
+    def record_cycle(self, cycle_id: str, pairs: int, seekers: int,
+                     committed_at: datetime) -> None: ...
+
+    @abstractmethod
+    def mark_cycle_finished(self, cycle_id: str, at: datetime) -> None: ...
+
+    @abstractmethod
+    def cycles(self) -> list[CycleRow]: ...
+
     def incomplete(self, cycle_id: str) -> list[AuditRow]:
-        return [r for r in self.rows(cycle_id) if not r.complete]
+        return [r for r in self.rows(cycle_id) if not r.settled]
+
+    def cycle_status(self, cycle_id: str) -> CycleStatus:
+        meta = next((c for c in self.cycles() if c.cycle_id == cycle_id), None)
+        return summarize(cycle_id, self.rows(cycle_id), meta)
 
 
-class MemoryAuditStore(AuditStore):
-    """For unit tests of consumer logic."""
-
-    def __init__(self) -> None:
-        self._rows: dict[tuple[str, str], AuditRow] = {}
-        self._lock = threading.Lock()
-
-    def record_pair(self, cycle_id: str, pair_key: str, user1: str, user2: str,
-                    at: datetime) -> AuditRow:
-        with self._lock:
-            key = (cycle_id, pair_key)
-            if key not in self._rows:
-                self._rows[key] = AuditRow(cycle_id, pair_key, user1, user2,
-                                           last_attempt_timestamp=at)
-            return self._rows[key]
-
-    def get(self, cycle_id: str, pair_key: str) -> AuditRow | None:
-        return self._rows.get((cycle_id, pair_key))
-
-    def _update(self, cycle_id: str, pair_key: str, **fields: Any) -> None:
-        with self._lock:
-            key = (cycle_id, pair_key)
-            self._rows[key] = replace(self._rows[key], **fields)
-
-    def mark_room(self, cycle_id: str, pair_key: str, group_id: str, at: datetime) -> None:
-        self._update(cycle_id, pair_key, nakama_group_created=True, nakama_group_id=group_id,
-                     last_attempt_timestamp=at)
-
-    def mark_notified(self, cycle_id: str, pair_key: str, user_id: str, at: datetime) -> None:
-        row = self._rows[(cycle_id, pair_key)]
-        field = "user1_notified" if user_id == row.user1_id else "user2_notified"
-        self._update(cycle_id, pair_key, **{field: True, "last_attempt_timestamp": at})
-
-    def mark_index_updated(self, cycle_id: str, pair_key: str, at: datetime) -> None:
-        self._update(cycle_id, pair_key, index_metadata_updated=True, last_attempt_timestamp=at)
-
-    def rows(self, cycle_id: str) -> list[AuditRow]:
-        return sorted((r for (c, _), r in self._rows.items() if c == cycle_id),
-                      key=lambda r: r.pair_key)
+def summarize(cycle_id: str, rows: Iterable[AuditRow], meta: CycleRow | None) -> CycleStatus:
+    rows = list(rows)
+    stamps = [r.last_attempt_timestamp for r in rows if r.last_attempt_timestamp]
+    return CycleStatus(
+        cycle_id=cycle_id, pairs=meta.pairs if meta else None, rows=len(rows),
+        completed=sum(r.complete for r in rows),
+        dead_lettered=sum(r.status == DEAD_LETTERED and not r.complete for r in rows),
+        parked=sum(r.status == PARKED and not r.complete for r in rows),
+        committed_at=meta.committed_at if meta else None,
+        finished_at=meta.finished_at if meta else None,
+        last_attempt=max(stamps) if stamps else None,
+    )
 
 
-_COLUMNS = ("cycle_id, pair_key, user1_id, user2_id, index_metadata_updated, "
-            "nakama_group_created, nakama_group_id, user1_notified, user2_notified, "
-            "last_attempt_timestamp")
+_COLUMNS = ("cycle_id, pair_key, user1_id, user2_id, pinecone_metadata_updated, "
+            "nakama_group_created, nakama_group_id, nakama_channel_id, user1_notified, "
+            "user2_notified, last_attempt_timestamp, matched_at, status, last_error")
+_IDENTITY = "user1_id = ?, user2_id = ?, last_attempt_timestamp = ?"
+_WHERE = "WHERE cycle_id = ? AND bucket = ? AND pair_key = ?"
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    from cassandra import DriverException
+    from cassandra.cluster import NoHostAvailable
+
+    return (DriverException, NoHostAvailable, OSError)
 
 
 class CassandraAuditStore(AuditStore):
-    """Cassandra adapter. Creation uses a lightweight transaction so replays agree."""
+    """Cassandra adapter: prepared statements run concurrently per batch. Driver errors
+    (a node down, a timeout) surface as retryable :class:`ExternalServiceError`."""
+
+    CONCURRENCY = 64
 
     def __init__(self, session: Any) -> None:
         self._session = session
-        session.execute(SCHEMA)
-        self._insert = session.prepare(
-            "INSERT INTO cycle_audit (cycle_id, pair_key, user1_id, user2_id, "
-            "index_metadata_updated, nakama_group_created, user1_notified, user2_notified, "
-            "last_attempt_timestamp) VALUES (?, ?, ?, ?, false, false, false, false, ?) "
-            "IF NOT EXISTS")
-        self._select = session.prepare(
-            f"SELECT {_COLUMNS} FROM cycle_audit WHERE cycle_id = ? AND pair_key = ?")
-        self._select_cycle = session.prepare(
-            f"SELECT {_COLUMNS} FROM cycle_audit WHERE cycle_id = ?")
-        self._room = session.prepare(
-            "UPDATE cycle_audit SET nakama_group_created = true, nakama_group_id = ?, "
-            "last_attempt_timestamp = ? WHERE cycle_id = ? AND pair_key = ?")
-        self._index = session.prepare(
-            "UPDATE cycle_audit SET index_metadata_updated = true, last_attempt_timestamp = ? "
-            "WHERE cycle_id = ? AND pair_key = ?")
+        session.execute(AUDIT_SCHEMA)
+        session.execute(CYCLE_SCHEMA)
+        columns = {c.column_name for c in session.execute(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
+            "AND table_name = 'cycle_audit'", (session.keyspace,))}
+        if "bucket" not in columns:
+            raise ConfigError(
+                f"{session.keyspace}.cycle_audit has the old layout (no bucket column); "
+                "drop it or wipe the local stack (`mosaic stack down --wipe cassandra`)")
+        p = session.prepare
+        self._room = p(f"UPDATE cycle_audit SET {_IDENTITY}, nakama_group_created = true, "
+                       f"nakama_group_id = ?, nakama_channel_id = ? {_WHERE}")
+        self._room_at = p(f"UPDATE cycle_audit SET {_IDENTITY}, nakama_group_created = true, "
+                          f"nakama_group_id = ?, nakama_channel_id = ?, matched_at = ? {_WHERE}")
         self._notified = {
-            field: session.prepare(
-                f"UPDATE cycle_audit SET {field} = true, last_attempt_timestamp = ? "
-                "WHERE cycle_id = ? AND pair_key = ?")
-            for field in ("user1_notified", "user2_notified")
-        }
+            f: p(f"UPDATE cycle_audit SET {_IDENTITY}, {f} = true {_WHERE}")
+            for f in ("user1_notified", "user2_notified")}
+        self._index = p(f"UPDATE cycle_audit SET {_IDENTITY}, pinecone_metadata_updated = true "
+                        f"{_WHERE}")
+        self._index_at = p(f"UPDATE cycle_audit SET {_IDENTITY}, "
+                           f"pinecone_metadata_updated = true, matched_at = ? {_WHERE}")
+        self._status = p(f"UPDATE cycle_audit SET {_IDENTITY}, status = ?, last_error = ? "
+                         f"{_WHERE}")
+        self._select = p(f"SELECT {_COLUMNS} FROM cycle_audit {_WHERE}")
+        self._select_bucket = p(f"SELECT {_COLUMNS} FROM cycle_audit "
+                                "WHERE cycle_id = ? AND bucket = ?")
+        self._cycle = p("INSERT INTO cycle_status (cycle_id, pairs, seekers, committed_at) "
+                        "VALUES (?, ?, ?, ?)")
+        self._cycle_done = p("UPDATE cycle_status SET finished_at = ? WHERE cycle_id = ?")
+        self._cycles = p("SELECT cycle_id, pairs, seekers, committed_at, finished_at "
+                         "FROM cycle_status")
 
-    def record_pair(self, cycle_id: str, pair_key: str, user1: str, user2: str,
-                    at: datetime) -> AuditRow:
-        self._session.execute(self._insert, (cycle_id, pair_key, user1, user2, at))
-        row = self.get(cycle_id, pair_key)
-        if row is None:
-            raise KeyError(f"audit row {cycle_id}/{pair_key} vanished after insert")
-        return row
+    def _run(self, statement: Any, params: list[tuple[Any, ...]]) -> list[Any]:
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        if not params:
+            return []
+        try:
+            results = execute_concurrent_with_args(self._session, statement, params,
+                                                   concurrency=self.CONCURRENCY,
+                                                   raise_on_first_error=True)
+        except _driver_errors() as exc:
+            raise ExternalServiceError(f"Cassandra audit write failed: {exc}") from exc
+        return [r.result_or_exc for r in results]
+
+    @staticmethod
+    def _ids(pair: PairRef, at: datetime) -> tuple[Any, ...]:
+        return (pair.user1_id, pair.user2_id, at)
+
+    @staticmethod
+    def _key(pair: PairRef) -> tuple[Any, ...]:
+        return (pair.cycle_id, bucket_of(pair.pair_key), pair.pair_key)
+
+    def mark_rooms(self, rooms: Sequence[tuple[PairRef, str, str]], at: datetime,
+                   matched_at: datetime | None = None) -> None:
+        if matched_at is None:
+            self._run(self._room, [(*self._ids(p, at), g, c, *self._key(p))
+                                   for p, g, c in rooms])
+        else:
+            self._run(self._room_at, [(*self._ids(p, at), g, c, matched_at, *self._key(p))
+                                      for p, g, c in rooms])
+
+    def mark_notified(self, pairs: Sequence[tuple[PairRef, str]], at: datetime) -> None:
+        for field in ("user1_notified", "user2_notified"):
+            self._run(self._notified[field], [
+                (*self._ids(p, at), *self._key(p)) for p, user in pairs
+                if (user == p.user1_id) == (field == "user1_notified")])
+
+    def mark_index_updated(self, pairs: Sequence[PairRef], at: datetime,
+                           matched_at: datetime | None = None) -> None:
+        if matched_at is None:
+            self._run(self._index, [(*self._ids(p, at), *self._key(p)) for p in pairs])
+        else:
+            self._run(self._index_at, [(*self._ids(p, at), matched_at, *self._key(p))
+                                       for p in pairs])
+
+    def mark_status(self, pair: PairRef, status: str, error: str, at: datetime) -> None:
+        self._run(self._status, [(*self._ids(pair, at), status, error[:500], *self._key(pair))])
 
     def get(self, cycle_id: str, pair_key: str) -> AuditRow | None:
-        found = self._session.execute(self._select, (cycle_id, pair_key)).one()
+        try:
+            found = self._session.execute(self._select,
+                                          (cycle_id, bucket_of(pair_key), pair_key)).one()
+        except _driver_errors() as exc:
+            raise ExternalServiceError(f"Cassandra audit read failed: {exc}") from exc
         return _row(found) if found is not None else None
 
-    def mark_room(self, cycle_id: str, pair_key: str, group_id: str, at: datetime) -> None:
-        self._session.execute(self._room, (group_id, at, cycle_id, pair_key))
-
-    def mark_notified(self, cycle_id: str, pair_key: str, user_id: str, at: datetime) -> None:
-        row = self.get(cycle_id, pair_key)
-        if row is None:
-            raise KeyError(f"no audit row for {cycle_id}/{pair_key}")
-        field = "user1_notified" if user_id == row.user1_id else "user2_notified"
-        self._session.execute(self._notified[field], (at, cycle_id, pair_key))
-
-    def mark_index_updated(self, cycle_id: str, pair_key: str, at: datetime) -> None:
-        self._session.execute(self._index, (at, cycle_id, pair_key))
-
     def rows(self, cycle_id: str) -> list[AuditRow]:
-        return [_row(r) for r in self._session.execute(self._select_cycle, (cycle_id,))]
+        results = self._run(self._select_bucket, [(cycle_id, b) for b in range(BUCKETS)])
+        rows = [_row(r) for result in results for r in result]
+        return sorted(rows, key=lambda r: r.pair_key)
+
+    def record_cycle(self, cycle_id: str, pairs: int, seekers: int,
+                     committed_at: datetime) -> None:
+        self._run(self._cycle, [(cycle_id, pairs, seekers, committed_at)])
+
+    def mark_cycle_finished(self, cycle_id: str, at: datetime) -> None:
+        self._run(self._cycle_done, [(at, cycle_id)])
+
+    def cycles(self) -> list[CycleRow]:
+        try:
+            found = list(self._session.execute(self._cycles))
+        except _driver_errors() as exc:
+            raise ExternalServiceError(f"Cassandra cycle status read failed: {exc}") from exc
+        return sorted((CycleRow(r.cycle_id, r.pairs or 0, r.seekers or 0, r.committed_at,
+                                r.finished_at) for r in found),
+                      key=lambda c: (c.committed_at.timestamp() if c.committed_at else 0.0,
+                                     c.cycle_id))
 
 
 def _row(r: Any) -> AuditRow:
     return AuditRow(
-        cycle_id=r.cycle_id, pair_key=r.pair_key, user1_id=r.user1_id, user2_id=r.user2_id,
-        index_metadata_updated=bool(r.index_metadata_updated),
+        cycle_id=r.cycle_id, pair_key=r.pair_key, user1_id=r.user1_id or "",
+        user2_id=r.user2_id or "",
+        pinecone_metadata_updated=bool(r.pinecone_metadata_updated),
         nakama_group_created=bool(r.nakama_group_created), nakama_group_id=r.nakama_group_id,
+        nakama_channel_id=r.nakama_channel_id,
         user1_notified=bool(r.user1_notified), user2_notified=bool(r.user2_notified),
-        last_attempt_timestamp=r.last_attempt_timestamp,
+        last_attempt_timestamp=r.last_attempt_timestamp, matched_at=r.matched_at,
+        status=r.status, last_error=r.last_error,
     )

@@ -1,34 +1,60 @@
 """Wiring for the post-match agents and the reconciler: the one place that builds them.
 
-``run_postmatch`` runs the rooms, notifier and index-state agents (one thread each, each
-its own consumer group); ``reconcile`` finishes every incomplete pair of a cycle by
-replaying the cycle's PairMatched events from the pairs topic through the same handlers.
+``run_postmatch`` runs the rooms, notifier and index-state agents (one batch runner
+thread each, each its own consumer group and producer) and, optionally, the reconciler
+loop. If any of them dies the others are stopped and the error re-raised, so the process
+exits non-zero instead of running half-alive. ``reconcile`` finishes every unsettled pair
+of a cycle; ``Reconciler`` finds such cycles by itself on a schedule.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from consumers.audit import AuditStore, CassandraAuditStore
-from consumers.chat import ChatServer, NakamaChat
-from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
-from consumers.runner import AgentRunner, RunStats
+from prometheus_client import Counter, Gauge
+
+from consumers.audit import (
+    DEAD_LETTERED,
+    PARKED,
+    AuditRow,
+    AuditStore,
+    CassandraAuditStore,
+    CycleStatus,
+    summarize,
+)
+from consumers.chat import ChatServer, NakamaChat, RoomRequest
+from consumers.postmatch import (
+    IndexStateHandler,
+    NotifierHandler,
+    RoomsHandler,
+    pair_ref,
+    room_created,
+)
+from consumers.runner import BatchHandler, BatchRunner, RunStats, run_threads
 from mosaic.settings import Settings
 from mosaic.user_state import CassandraUserStateWriter, UserStateWriter
 from profiles.index import VectorIndex
-from streams.deadletter import Handler
-from streams.events import Event, PairMatched
-from streams.kafka import make_consumer, make_producer, produce_and_wait, read_to_end
+from streams.events import Event, PairMatched, RoomCreated, derive_event_id
+from streams.kafka import BatchPublisher, make_consumer, make_producer, read_to_end
 from streams.serde import default_serde
-from streams.topics import TopicCatalog, build_catalog
+from streams.topics import Topic, TopicCatalog, build_catalog
 
 log = logging.getLogger(__name__)
 
 AGENTS = ("rooms", "notifier", "index-state")
+
+CYCLE_PAIRS = Gauge("mosaic_postmatch_cycle_pairs",
+                    "Pairs of the latest cycles by post-match state.", ["cycle_id", "state"])
+RECONCILED = Counter("mosaic_postmatch_reconciled_pairs",
+                     "Pairs the reconciler finished (or found settled) by outcome.", ["outcome"])
+LAST_FINISHED = Gauge("mosaic_postmatch_last_cycle_finished_timestamp_seconds",
+                      "When the reconciler last saw a cycle with every pair settled.")
 
 
 @dataclass
@@ -41,19 +67,33 @@ class PostMatch:
     chat: ChatServer
     states: UserStateWriter
     index: VectorIndex
-    publish: Callable[[Event], None]
     close: Callable[[], None]
+    _producers: list[Any] = field(default_factory=list)
 
-    def handler(self, agent: str) -> Handler:
+    def publisher(self) -> BatchPublisher:
+        """A producer of its own per agent: one agent's flush never waits on another's."""
+        producer = make_producer(self.settings)
+        self._producers.append(producer)
+        return BatchPublisher(producer)
+
+    def handler(self, agent: str, publisher: BatchPublisher) -> BatchHandler:
+        def publish(event: Event) -> None:
+            publisher.publish(self.catalog.for_event(event), event)
+
         if agent == "rooms":
-            return RoomsHandler(self.audit, self.chat, self.states, self.publish)
+            return RoomsHandler(self.audit, self.chat, self.states, publish)
         if agent == "notifier":
-            return NotifierHandler(self.audit, self.chat, self.publish)
+            return NotifierHandler(self.audit, self.chat, publish)
         return IndexStateHandler(self.audit, self.index, self.states)
 
-    def topics(self, agent: str) -> list[Any]:
+    def topics(self, agent: str) -> list[Topic]:
         return {"rooms": [self.catalog.pairs], "notifier": [self.catalog.rooms],
-                "index-state": [self.catalog.pairs]}[agent]
+                "index-state": [self.catalog.pairs, self.catalog.cycles]}[agent]
+
+    def runner(self, agent: str, **kwargs: Any) -> BatchRunner:
+        publisher = self.publisher()
+        return BatchRunner(self.settings, agent, self.topics(agent),
+                           self.handler(agent, publisher), publisher, **kwargs)
 
 
 def build_postmatch(settings: Settings) -> PostMatch:
@@ -61,50 +101,52 @@ def build_postmatch(settings: Settings) -> PostMatch:
     from profiles.bootstrap import build_embedder, build_vector_index
 
     session = connect(settings.cassandra)
-    catalog = build_catalog(settings)
-    producer = make_producer(settings)
-
-    def publish(event: Event) -> None:
-        produce_and_wait(producer, catalog.for_event(event), event)
+    chat = NakamaChat(settings.nakama)
+    app: PostMatch
 
     def close() -> None:
-        producer.flush(10)
+        for producer in app._producers:
+            producer.flush(10)
+        chat.close()
         session.cluster.shutdown()
 
     dim = build_embedder(settings).dim  # the index table is typed by the embedder's size
-    return PostMatch(
-        settings=settings, catalog=catalog, audit=CassandraAuditStore(session),
-        chat=NakamaChat(settings.nakama),
+    app = PostMatch(
+        settings=settings, catalog=build_catalog(settings),
+        audit=CassandraAuditStore(session), chat=chat,
         states=CassandraUserStateWriter(session, settings.cassandra.keyspace),
-        index=build_vector_index(settings, dim=dim, session=session),
-        publish=publish, close=close,
+        index=build_vector_index(settings, dim=dim, session=session), close=close,
     )
+    return app
 
 
 def run_postmatch(app: PostMatch, agents: Iterable[str] = AGENTS, *,
                   stop: Callable[[], bool] = lambda: False,
-                  idle_seconds: float | None = None,
-                  max_seconds: float | None = None) -> dict[str, RunStats]:
-    """Run the chosen agents concurrently until each stops; returns their stats."""
-    results: dict[str, RunStats] = {}
-    errors: list[BaseException] = []
+                  idle_seconds: float | None = None, max_seconds: float | None = None,
+                  reconcile_every: float | None = None,
+                  max_batch: int = 500) -> dict[str, RunStats]:
+    """Run the chosen agents (and the reconciler every ``reconcile_every`` seconds) until
+    ``stop()``, idleness or ``max_seconds``; re-raises the first agent's death."""
+    halt = threading.Event()
 
-    def work(agent: str) -> None:
-        runner = AgentRunner(app.settings, agent, app.topics(agent), app.handler(agent))
-        try:
-            results[agent] = runner.run(stop=stop, idle_seconds=idle_seconds,
-                                        max_seconds=max_seconds)
-        except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread below
-            errors.append(exc)
+    def stopped() -> bool:
+        return halt.is_set() or stop()
 
-    threads = [threading.Thread(target=work, args=(a,), name=f"agent-{a}") for a in agents]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
+    def agent_loop(runner: BatchRunner) -> Callable[[], object]:
+        return lambda: runner.run(stop=stopped, idle_seconds=idle_seconds,
+                                  max_seconds=max_seconds)
+
+    targets: dict[str, Callable[[], object]] = {
+        agent: agent_loop(app.runner(agent, max_batch=max_batch)) for agent in agents}
+    if reconcile_every:
+        reconciler = Reconciler(app)
+        targets["reconciler"] = lambda: reconciler.run(stopped, every=reconcile_every,
+                                                       max_seconds=max_seconds)
+    results = run_threads(targets, halt)
+    return {k: v for k, v in results.items() if isinstance(v, RunStats)}
+
+
+# -- reconciliation ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -113,24 +155,71 @@ class Reconciled:
     pairs: int
     already_complete: int
     finished: int
+    failed: int = 0
 
 
 def reconcile(app: PostMatch, cycle_id: str) -> Reconciled:
-    """Finish every incomplete pair of ``cycle_id`` (idempotent; safe to run any time)."""
-    pairs = cycle_pairs(app, cycle_id)
-    rooms = RoomsHandler(app.audit, app.chat, app.states, app.publish)
-    notifier = NotifierHandler(app.audit, app.chat, app.publish)
+    """Finish every unsettled pair of ``cycle_id`` (idempotent; safe to run any time).
+
+    Pairs come from the audit rows when the cycle's row count matches its
+    CycleCompleted; otherwise (a pair the agents never saw) from the pairs topic."""
+    rows = {r.pair_key: r for r in app.audit.rows(cycle_id)}
+    expected = next((c.pairs for c in app.audit.cycles() if c.cycle_id == cycle_id), None)
+    if expected is not None and len(rows) >= expected:
+        pairs = [_pair_of(r) for r in rows.values()]
+    else:
+        pairs = cycle_pairs(app, cycle_id)
+    todo = [p for p in pairs if p.pair_key not in rows or not rows[p.pair_key].settled]
+    done = len(pairs) - len(todo)
+    failed = _finish(app, todo, rows)
+    RECONCILED.labels("already_settled").inc(done)
+    RECONCILED.labels("finished").inc(len(todo) - failed)
+    RECONCILED.labels("failed").inc(failed)
+    return Reconciled(cycle_id, len(pairs), done, len(todo) - failed, failed)
+
+
+def _finish(app: PostMatch, todo: Sequence[PairMatched], rows: dict[str, AuditRow]) -> int:
+    """Run every missing step of ``todo``; the number of pairs that still failed."""
+    if not todo:
+        return 0
+    publisher = app.publisher()
+
+    def publish(event: Event) -> None:
+        publisher.publish(app.catalog.for_event(event), event)
+
+    rooms = RoomsHandler(app.audit, app.chat, app.states, publish)
+    notifier = NotifierHandler(app.audit, app.chat, publish)
     index = IndexStateHandler(app.audit, app.index, app.states)
-    done = finished = 0
-    for pair in pairs:
-        row = app.audit.get(pair.cycle_id, pair.pair_key)
-        if row is not None and row.complete:
-            done += 1
-            continue
-        index.on_pair(pair)
-        notifier.handle(rooms.handle(pair))
-        finished += 1
-    return Reconciled(cycle_id, len(pairs), done, finished)
+    now = datetime.now(UTC)
+    index.on_pairs([p for p in todo if p.pair_key not in rows
+                    or not rows[p.pair_key].pinecone_metadata_updated])
+    results = app.chat.create_rooms([RoomRequest(p.cycle_id, p.pair_key, p.user_a, p.user_b)
+                                     for p in todo])
+    outcomes = rooms.finish(todo, results)
+    failed = 0
+    created: list[RoomCreated] = []
+    for (pair, failure), room in zip(outcomes, results, strict=True):
+        if failure is None:
+            created.append(room_created(pair, room))
+        else:
+            failed += 1
+            app.audit.mark_status(pair_ref(pair), DEAD_LETTERED if failure.permanent
+                                  else PARKED, failure.error, now)
+    by_key = {(p.cycle_id, p.pair_key): p for p in todo}
+    for key, failure in notifier.notify(created).items():
+        failed += 1
+        app.audit.mark_status(pair_ref(by_key[key]), DEAD_LETTERED if failure.permanent
+                              else PARKED, failure.error, now)
+    publisher.confirm()
+    return failed
+
+
+def _pair_of(row: AuditRow) -> PairMatched:
+    return PairMatched(
+        event_id=derive_event_id("pair", row.cycle_id, row.pair_key),
+        occurred_at=row.matched_at or row.last_attempt_timestamp or datetime.now(UTC),
+        cycle_id=row.cycle_id, pair_key=row.pair_key, user_a=row.user1_id,
+        user_b=row.user2_id, score=0.0, similarity=0.0)
 
 
 def cycle_pairs(app: PostMatch, cycle_id: str) -> list[PairMatched]:
@@ -142,7 +231,81 @@ def cycle_pairs(app: PostMatch, cycle_id: str) -> list[PairMatched]:
     serde = default_serde()
     seen: dict[str, PairMatched] = {}
     for message in snapshot.messages:
-        event = serde.decode(message.value())
+        try:
+            event = serde.decode(message.value())
+        except Exception:  # noqa: BLE001, S112 - poison records were dead-lettered already
+            continue
         if isinstance(event, PairMatched) and event.cycle_id == cycle_id:
             seen.setdefault(event.pair_key, event)
     return [seen[k] for k in sorted(seen)]
+
+
+def cycle_status(app: PostMatch, cycle_id: str) -> CycleStatus:
+    meta = next((c for c in app.audit.cycles() if c.cycle_id == cycle_id), None)
+    return summarize(cycle_id, app.audit.rows(cycle_id), meta)
+
+
+class Reconciler:
+    """Finds cycles whose post-match work is unsettled and finishes them by replay.
+
+    A cycle is left to the agents for ``grace`` after its commit (and while any of its
+    rows was touched within ``grace``); after that its unsettled pairs, parked ones
+    included, are replayed. A cycle whose every pair is settled is marked finished and
+    never looked at again."""
+
+    def __init__(self, app: PostMatch, *, grace: timedelta = timedelta(seconds=30),
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._app, self._grace, self._clock = app, grace, clock
+
+    def sweep(self) -> list[Reconciled]:
+        done: list[Reconciled] = []
+        now = self._clock()
+        for cycle in self._app.audit.cycles():
+            if cycle.finished_at is not None:
+                continue
+            status = cycle_status(self._app, cycle.cycle_id)
+            self._export(status)
+            if status.finished:
+                self._app.audit.mark_cycle_finished(cycle.cycle_id, now)
+                LAST_FINISHED.set(time.time())
+                log.info("cycle %s: all %d pairs settled (%d dead-lettered)",
+                         cycle.cycle_id, status.pairs, status.dead_lettered)
+                continue
+            recent = [t for t in (cycle.committed_at, status.last_attempt) if t is not None]
+            if any(now - _aware(t) < self._grace for t in recent) and not status.parked:
+                continue  # the agents are still on it
+            result = reconcile(self._app, cycle.cycle_id)
+            log.info("reconciled cycle %s: %d pairs, %d finished now, %d still failing",
+                     cycle.cycle_id, result.pairs, result.finished, result.failed)
+            done.append(result)
+        return done
+
+    @staticmethod
+    def _export(status: CycleStatus) -> None:
+        for state, value in (("completed", status.completed), ("pending", status.pending),
+                             ("parked", status.parked),
+                             ("dead_lettered", status.dead_lettered)):
+            CYCLE_PAIRS.labels(status.cycle_id, state).set(value)
+
+    def run(self, stop: Callable[[], bool], *, every: float = 30.0,
+            max_seconds: float | None = None) -> None:
+        started = time.monotonic()
+        next_sweep = started
+        while not stop():
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                return
+            if time.monotonic() >= next_sweep:
+                try:
+                    self.sweep()
+                except Exception as exc:
+                    from consumers.runner import is_transient
+
+                    if not is_transient(exc):
+                        raise
+                    log.warning("reconciler: %s; next sweep in %.0f s", exc, every)
+                next_sweep = time.monotonic() + every
+            time.sleep(0.5)
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)

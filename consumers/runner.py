@@ -1,72 +1,144 @@
-"""An at-least-once consumer loop on confluent-kafka for the post-match agents.
+"""An at-least-once batch consumer loop on confluent-kafka for the post-match agents.
 
-Per record: decode, hand to the handler, commit. Bad records go to the dead-letter topic
-(then commit: they can never succeed); outages are retried by the injected policy and,
-when they outlast it, the loop seeks back and tries again later without committing past
-the record, so nothing is lost. Any other error is a bug: the loop stops and raises.
-Handlers must be idempotent (replays happen after a crash between handle and commit).
+Per poll (up to ``max_batch`` records): decode every record (undecodable or invalid ones
+go to the dead-letter topic with the reason), hand the decoded ones to the handler as
+one batch, retry the items that failed, confirm every output with one producer flush,
+then commit each partition's highest offset once. Cost per record is a share of a few
+round trips instead of a synchronous produce and commit each.
+
+What a failure does:
+- the whole batch failed with a retryable error (Nakama, Cassandra or Kafka down): back
+  off with jitter and retry the same batch, never committing past it, until it works or
+  the runner is stopped (then the records are replayed after a restart);
+- one item failed for good (``permanent``: a deleted or banned user): dead-letter it,
+  let the handler note it in the audit, go on;
+- one item keeps failing while the others succeed: after ``max_item_attempts`` park it
+  (the handler records it for the reconciler) so it never stalls its partition;
+- anything else is a bug: raise; the process exits non-zero rather than run half-alive.
+
+Handlers must be idempotent: a crash between a side effect and the commit replays it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
-from prometheus_client import Counter, Histogram
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from prometheus_client import Counter, Gauge, Histogram
 
-from mosaic.errors import ExternalServiceError, RecordError
+from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
 from mosaic.settings import Settings
-from streams.deadletter import (
-    DeadLetterPublisher,
-    ErrorAction,
-    ErrorPolicy,
-    Handler,
-    process_record,
-)
-from streams.kafka import commit, make_consumer, make_producer
+from streams.deadletter import DeadLetterPublisher, RawRecord
+from streams.events import Event
+from streams.kafka import BatchPublisher, make_consumer, next_offsets
+from streams.serde import AvroSerde, default_serde
 from streams.topics import Topic, build_catalog
 
 log = logging.getLogger(__name__)
 
 RECORDS = Counter("mosaic_agent_records", "Records processed by agent and outcome.",
                   ["agent", "outcome"])
-HANDLE_SECONDS = Histogram("mosaic_agent_handle_seconds", "Time to handle one record.",
-                           ["agent"])
+BATCH_SECONDS = Histogram("mosaic_agent_batch_seconds",
+                          "Time to handle one batch, from poll to commit.", ["agent"],
+                          buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+IN_FLIGHT = Gauge("mosaic_agent_in_flight_records", "Records polled but not committed yet.",
+                  ["agent"])
+RETRIES = Counter("mosaic_agent_retries", "Batch or item retries after a transient failure.",
+                  ["agent", "scope"])
+LAG = Gauge("mosaic_agent_lag_records", "Records between the committed offset and the end "
+            "of each assigned partition, per agent.", ["agent"])
 
-# Retry outages a few times in place, then back off through the loop (never skip them).
-DEFAULT_POLICY = ErrorPolicy(when_exhausted=ErrorAction.RAISE, max_attempts=4)
+
+@dataclass(frozen=True)
+class Item:
+    event: Event
+    record: RawRecord
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: str
+    permanent: bool = False
+
+
+class BatchHandler(Protocol):
+    def handle(self, items: Sequence[Item]) -> list[Failure | None]:
+        """Do the work for every item; per item None (done) or why it failed. Raise
+        only when the whole batch failed (an outage) or on a bug."""
+        ...
+
+    def park(self, item: Item, error: str) -> None:
+        """Retries exhausted: record the item so the reconciler finishes it later."""
+        ...
+
+    def gave_up(self, item: Item, error: str) -> None:
+        """The item was dead-lettered (it can never succeed): record that."""
+        ...
 
 
 @dataclass
 class RunStats:
     handled: int = 0
     dead_lettered: int = 0
+    parked: int = 0
+    batches: int = 0
     stalls: int = 0
     by_topic: dict[str, int] = field(default_factory=dict)
 
 
-class AgentRunner:
-    """Runs one handler over ``topics`` in consumer group ``group_id``."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter (retries of many agents do not line up)."""
 
-    def __init__(self, settings: Settings, name: str, topics: list[Topic], handler: Handler,
-                 *, policy: ErrorPolicy = DEFAULT_POLICY, stall_seconds: float = 2.0,
-                 consumer: Consumer | None = None) -> None:
+    base_seconds: float = 0.2
+    max_seconds: float = 5.0
+    max_item_attempts: int = 5
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** attempt))
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, ExternalServiceError):
+        return exc.retryable
+    if isinstance(exc, KafkaException):
+        err = exc.args[0] if exc.args else None
+        return isinstance(err, KafkaError) and (err.retriable() or not err.fatal())
+    return False
+
+
+class BatchRunner:
+    """Runs one batch handler over ``topics`` in consumer group ``mosaic-<name>``."""
+
+    def __init__(self, settings: Settings, name: str, topics: list[Topic],
+                 handler: BatchHandler, publisher: BatchPublisher, *,
+                 max_batch: int = 500, retry: RetryPolicy | None = None,
+                 consumer: Consumer | None = None, serde: AvroSerde | None = None) -> None:
         self.name = name
         self._handler = handler
-        self._policy = policy
-        self._stall_seconds = stall_seconds
+        self._publisher = publisher
+        self._max_batch = max_batch
+        self._retry = retry or RetryPolicy()
+        self._serde = serde or default_serde()
         self._consumer = consumer or make_consumer(settings, f"mosaic-{name}", topics)
         self._dead_letters = DeadLetterPublisher(
-            make_producer(settings), build_catalog(settings).deadletter,
-            consumer_group=f"mosaic-{name}")
+            publisher.producer, build_catalog(settings).deadletter,
+            consumer_group=f"mosaic-{name}", wait=False)
         self.stats = RunStats()
+        self._last_lag = 0.0
 
     def run(self, *, stop: Callable[[], bool] = lambda: False,
             idle_seconds: float | None = None, max_seconds: float | None = None) -> RunStats:
-        """Consume until ``stop()``, ``idle_seconds`` without records, or ``max_seconds``."""
+        """Consume until ``stop()``, ``idle_seconds`` without records, or ``max_seconds``.
+        A stop lets the current batch finish and commit (or, during an outage, leaves it
+        uncommitted for the next run), then closes the consumer."""
         started = last_record = time.monotonic()
         try:
             while not stop():
@@ -75,11 +147,16 @@ class AgentRunner:
                     break
                 if idle_seconds is not None and now - last_record > idle_seconds:
                     break
-                message = self._consumer.poll(0.2)
-                if message is None or self._skip(message):
+                messages = self._consumer.consume(self._max_batch, 0.2)
+                batch = [m for m in messages if not self._skip(m)]
+                self._report_lag()
+                if not batch:
                     continue
                 last_record = time.monotonic()
-                self._one(message)
+                IN_FLIGHT.labels(self.name).set(len(batch))
+                with BATCH_SECONDS.labels(self.name).time():
+                    self._batch(batch, stop)
+                IN_FLIGHT.labels(self.name).set(0)
         finally:
             self._consumer.close()
         return self.stats
@@ -92,28 +169,142 @@ class AgentRunner:
             log.warning("%s: consumer error %s", self.name, error.str())
         return True
 
-    def _one(self, message: Message) -> None:
-        with HANDLE_SECONDS.labels(self.name).time():
+    def _batch(self, messages: list[Message], stop: Callable[[], bool]) -> None:
+        items: list[Item] = []
+        undecodable: list[tuple[RawRecord, str]] = []
+        for message in messages:
+            record = RawRecord.from_message(message)
             try:
-                outcome = process_record(message, self._handler, policy=self._policy,
-                                         dead_letters=self._dead_letters)
-            except RecordError as exc:
-                if not (isinstance(exc.cause, ExternalServiceError) and exc.cause.retryable):
-                    raise
-                self._stall(message, exc)
+                items.append(Item(self._serde.decode(record.value), record))
+            except (SerializationError, ValidationError) as exc:
+                self._dead_letters.publish(record, exc)
+                undecodable.append((record, "dead_lettered"))
+        attempt = 0
+        while True:
+            try:
+                outcomes = undecodable + self._items(items)
+                self._publisher.confirm()
+                self._commit(messages)
+                self.stats.batches += 1
+                for record, outcome in outcomes:
+                    self._count(record, outcome)
                 return
-        commit(self._consumer, [message])
-        RECORDS.labels(self.name, outcome).inc()
-        self.stats.handled += outcome == "handled"
-        self.stats.dead_lettered += outcome == "dead_lettered"
-        topic = message.topic() or ""
-        self.stats.by_topic[topic] = self.stats.by_topic.get(topic, 0) + 1
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                attempt += 1
+                self.stats.stalls += 1
+                RETRIES.labels(self.name, "batch").inc()
+                RECORDS.labels(self.name, "stalled").inc(len(messages))
+                log.warning("%s: batch of %d failed (%s); retry %d", self.name,
+                            len(messages), exc, attempt)
+                if stop():
+                    self._rewind(messages)
+                    return
+                time.sleep(self._retry.delay(attempt))
 
-    def _stall(self, message: Message, exc: RecordError) -> None:
-        """An outage outlasted the policy: rewind to this record and try again later."""
-        RECORDS.labels(self.name, "stalled").inc()
-        self.stats.stalls += 1
-        log.warning("%s: %s; will retry from offset %d", self.name, exc, exc.offset)
-        self._consumer.seek(TopicPartition(message.topic() or "", message.partition() or 0,
-                                           message.offset() or 0))
-        time.sleep(self._stall_seconds)
+    def _items(self, items: list[Item]) -> list[tuple[RawRecord, str]]:
+        """Handle, retry and settle every item; what happened to each record."""
+        outcomes: list[tuple[RawRecord, str]] = []
+        pending = items
+        for attempt in range(1, self._retry.max_item_attempts + 1):
+            if not pending:
+                break
+            failures = self._handler.handle(pending)
+            retry: list[Item] = []
+            for item, failure in zip(pending, failures, strict=True):
+                if failure is None:
+                    outcomes.append((item.record, "handled"))
+                elif failure.permanent:
+                    self._dead_letters.publish(
+                        item.record, ExternalServiceError(failure.error, retryable=False))
+                    self._handler.gave_up(item, failure.error)
+                    outcomes.append((item.record, "dead_lettered"))
+                elif attempt == self._retry.max_item_attempts:
+                    self._handler.park(item, failure.error)
+                    log.warning("%s: parked %s[%d]@%d after %d attempts: %s", self.name,
+                                item.record.topic, item.record.partition, item.record.offset,
+                                attempt, failure.error)
+                    outcomes.append((item.record, "parked"))
+                else:
+                    retry.append(item)
+            if retry:
+                RETRIES.labels(self.name, "item").inc(len(retry))
+                time.sleep(self._retry.delay(attempt))
+            pending = retry
+        return outcomes
+
+    def _count(self, record: RawRecord, outcome: str) -> None:
+        RECORDS.labels(self.name, outcome).inc()
+        if outcome == "handled":
+            self.stats.handled += 1
+        elif outcome == "dead_lettered":
+            self.stats.dead_lettered += 1
+        elif outcome == "parked":
+            self.stats.parked += 1
+        self.stats.by_topic[record.topic] = self.stats.by_topic.get(record.topic, 0) + 1
+
+    def _commit(self, messages: list[Message]) -> None:
+        offsets = next_offsets(messages)
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            # The group moved on (a rebalance): the new owner replays; handlers are
+            # idempotent, so nothing is lost or doubled.
+            if isinstance(err, KafkaError) and err.code() in (
+                    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
+                    KafkaError.UNKNOWN_MEMBER_ID):
+                log.info("%s: commit skipped after a rebalance: %s", self.name, err)
+                return
+            raise
+
+    def _rewind(self, messages: list[Message]) -> None:
+        for tp in next_offsets(messages):
+            first = min(m.offset() or 0 for m in messages
+                        if m.topic() == tp.topic and m.partition() == tp.partition)
+            # Closing anyway if this fails: the committed offset is still before the batch.
+            with contextlib.suppress(KafkaException):
+                self._consumer.seek(TopicPartition(tp.topic, tp.partition, first))
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < 5:
+            return
+        self._last_lag = now
+        try:
+            assigned = self._consumer.assignment()
+            committed = self._consumer.committed(assigned, timeout=2)
+            lag = 0
+            for tp in committed:
+                _, high = self._consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+                lag += max(0, high - max(tp.offset, 0))
+            LAG.labels(self.name).set(lag)
+        except KafkaException as exc:
+            log.debug("%s: lag unavailable: %s", self.name, exc)
+
+
+def run_threads(targets: dict[str, Callable[[], object]], stop: threading.Event
+                ) -> dict[str, object]:
+    """Run each target in its own thread. If one dies, log why, stop the others and
+    re-raise: a process with a dead agent must not keep running half-alive."""
+    results: dict[str, object] = {}
+    errors: list[tuple[str, BaseException]] = []
+
+    def work(name: str, target: Callable[[], object]) -> None:
+        try:
+            results[name] = target()
+        except BaseException as exc:
+            log.exception("%s died: %s", name, exc)
+            errors.append((name, exc))
+            stop.set()
+
+    threads = [threading.Thread(target=work, args=(n, t), name=f"agent-{n}", daemon=True)
+               for n, t in targets.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0][1]
+    return results

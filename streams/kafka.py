@@ -369,3 +369,35 @@ def _caught_up(consumer: Consumer, name: str, ends: Mapping[int, int]) -> bool:
     # A position of OFFSET_INVALID (<0) means nothing fetched yet: fine only if empty.
     return all(tp.offset >= ends[tp.partition] or ends[tp.partition] == 0
                for tp in positions)
+
+
+class BatchPublisher:
+    """Queues many events without waiting, then confirms them all with one ``flush``:
+    a consumer that commits only after :meth:`confirm` returns never commits past a
+    record whose output the broker does not have."""
+
+    def __init__(self, producer: Producer, *, serde: AvroSerde | None = None) -> None:
+        self.producer = producer
+        self._serde = serde or default_serde()
+        self._failed: list[KafkaError] = []
+
+    def _on_delivery(self, error: KafkaError | None, _message: Message | None) -> None:
+        if error is not None:
+            self._failed.append(error)
+
+    def publish(self, topic: str | Topic, event: Event) -> None:
+        produce_event(self.producer, topic, event, serde=self._serde,
+                      on_delivery=self._on_delivery)
+
+    def confirm(self, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        """Block until every queued event is acknowledged; raise if any was not."""
+        left = self.producer.flush(timeout_seconds)
+        failed, self._failed = self._failed, []
+        if left:
+            raise KafkaOperationError(f"{left} events not acknowledged after "
+                                      f"{timeout_seconds:.0f}s", retryable=True)
+        if failed:
+            raise KafkaOperationError(
+                f"{len(failed)} events not delivered: {failed[0]}",
+                retryable=all(e.retriable() for e in failed),
+                fatal=any(e.fatal() for e in failed))

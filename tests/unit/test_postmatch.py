@@ -1,39 +1,52 @@
-"""Post-match handlers on fakes: every step once, replays change nothing, a crash between
-a side effect and its audit flag is healed without doing the side effect twice."""
+"""Post-match batch handlers and the runner's item policy on in-memory fakes: every step
+once, replays change nothing, one bad pair never holds up the others, a pair that keeps
+failing is parked and one that can never succeed is dead-lettered."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
+from tests.fakes import MemoryUserStateWriter
 
-from consumers.audit import MemoryAuditStore
-from consumers.chat import MemoryChat, Room
+from consumers.audit import DEAD_LETTERED, PARKED, CycleRow, summarize
 from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
-from mosaic.errors import ValidationError
+from consumers.runner import BatchRunner, Failure, Item, RetryPolicy
+from mosaic.settings import Settings
 from profiles.index import InMemoryVectorIndex, VectorRecord
 from streams.deadletter import RawRecord
 from streams.events import (
+    CycleCompleted,
+    DeadLettered,
     Event,
     PairMatched,
     RoomCreated,
     SeekerUnmatched,
+    UserNotified,
     derive_event_id,
     pair_key,
 )
-from tests.fakes import MemoryUserStateWriter
+from streams.kafka import BatchPublisher
+from streams.serde import decode
+from tests.postmatch_fakes import MemoryAuditStore, MemoryChat
 
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-RAW = RawRecord("t", 0, 0, None, b"")
+CYCLE = "default:c1"
 
 
-def _pair(a: str = "alice", b: str = "bob", cycle: str = "default:c1") -> PairMatched:
+def _pair(a: str, b: str, cycle: str = CYCLE) -> PairMatched:
     return PairMatched(event_id=derive_event_id("t", a, b), occurred_at=T0, cycle_id=cycle,
                        pair_key=pair_key(a, b), user_a=min(a, b), user_b=max(a, b),
                        score=0.9, similarity=0.85)
+
+
+def _items(events: Sequence[Event]) -> list[Item]:
+    return [Item(e, RawRecord("t", 0, i, None, b"")) for i, e in enumerate(events)]
 
 
 class World:
@@ -42,95 +55,182 @@ class World:
         self.chat = MemoryChat()
         self.states = MemoryUserStateWriter()
         self.published: list[Event] = []
-        self.clock_ticks = 0
         self.rooms = RoomsHandler(self.audit, self.chat, self.states, self.published.append,
                                   clock=self.clock)
         self.notifier = NotifierHandler(self.audit, self.chat, self.published.append,
                                         clock=self.clock)
+        self.ticks = 0
 
     def clock(self) -> datetime:
-        self.clock_ticks += 1
-        return T0 + timedelta(seconds=self.clock_ticks)
+        self.ticks += 1
+        return T0 + timedelta(seconds=self.ticks)
 
-    def of(self, kind: type[Event]) -> list[Event]:
+    def of(self, kind: type[Event]) -> list[Any]:
         return [e for e in self.published if isinstance(e, kind)]
 
+    def cycle(self, pairs: Sequence[PairMatched]) -> tuple[list[Failure | None],
+                                                            list[Failure | None]]:
+        """Rooms for ``pairs``, then notifications for the rooms published."""
+        before = len(self.of(RoomCreated))
+        room_failures = self.rooms.handle(_items(pairs))
+        rooms = self.of(RoomCreated)[before:]
+        return room_failures, self.notifier.handle(_items(rooms))
 
-def test_pair_gets_one_room_and_two_notifications() -> None:
+
+def test_batch_gets_one_room_and_two_notifications_per_pair() -> None:
     w = World()
-    room = w.rooms.handle(_pair())
-    sent = w.notifier.handle(room)
-    assert len(w.chat.rooms) == 1
-    assert sorted(u for u, _, _ in w.chat.notifications) == ["alice", "bob"]
-    assert [(n.user_id, n.partner_id) for n in sent] == [("alice", "bob"), ("bob", "alice")]
-    row = w.audit.get("default:c1", "alice|bob")
-    assert row is not None and row.nakama_group_created and row.user1_notified
-    assert row.user2_notified and not row.complete  # index step is another consumer's
-    assert w.states.rows["alice"]["state"] == "matched"
-    assert w.states.rows["bob"]["room_id"] == room.group_id
+    pairs = [_pair(f"u{i}a", f"u{i}b") for i in range(5)]
+    room_failures, note_failures = w.cycle(pairs)
+    assert room_failures == [None] * 5 and note_failures == [None] * 5
+    assert len(w.chat.rooms) == 5
+    assert sorted(u for u, _, _ in w.chat.notifications) == sorted(
+        u for p in pairs for u in (p.user_a, p.user_b))
+    for p in pairs:
+        row = w.audit.get(CYCLE, p.pair_key)
+        assert row is not None and row.nakama_group_created and row.nakama_channel_id
+        assert row.user1_notified and row.user2_notified and not row.complete  # index: other agent
+        assert w.states.rows[p.user_a]["state"] == "matched"
+        assert w.states.rows[p.user_b]["room_id"] == row.nakama_group_id
+    assert {(n.user_id, n.partner_id) for n in w.of(UserNotified)} == {
+        (p.user_a, p.user_b) for p in pairs} | {(p.user_b, p.user_a) for p in pairs}
 
 
 def test_replaying_everything_changes_nothing() -> None:
     w = World()
+    pairs = [_pair("alice", "bob"), _pair("carol", "dave")]
     for _ in range(3):
-        room = w.rooms.handle(_pair())
-        w.notifier.handle(room)
-    assert len(w.chat.rooms) == 1
-    assert len(w.chat.notifications) == 2
-    assert len(w.of(RoomCreated)) == 3  # republished, with one stable event id
-    assert len({e.event_id for e in w.of(RoomCreated)}) == 1
+        w.cycle(pairs)
+    assert len(w.chat.rooms) == 2
+    assert len(w.chat.notifications) == 4
+    assert len(w.of(RoomCreated)) == 6  # republished, each with one stable event id
+    assert len({e.event_id for e in w.of(RoomCreated)}) == 2
+    assert len({e.event_id for e in w.of(UserNotified)}) == 4
 
 
-def test_crash_after_notify_before_audit_flag_sends_no_second_notification() -> None:
+def test_a_duplicate_inside_one_batch_is_done_once_and_both_records_succeed() -> None:
     w = World()
-    room = w.rooms.handle(_pair())
-    # The chat server already delivered to alice, but the audit never heard of it.
-    w.chat.notify_match(room.cycle_id, room.pair_key, "alice", "bob", room.group_id)
-    w.notifier.handle(room)
-    assert sorted(u for u, _, _ in w.chat.notifications) == ["alice", "bob"]
-    row = w.audit.get(room.cycle_id, room.pair_key)
-    assert row is not None and row.user1_notified and row.user2_notified
-
-
-def test_crash_after_room_before_audit_flag_reuses_the_room() -> None:
-    w = World()
-    pair = _pair()
-    first: Room = w.chat.create_room(pair.cycle_id, pair.pair_key, pair.user_a, pair.user_b)
-    room = w.rooms.handle(pair)
-    assert room.group_id == first.group_id
+    pair = _pair("alice", "bob")
+    assert w.rooms.handle(_items([pair, pair])) == [None, None]
+    assert len(w.of(RoomCreated)) == 1
     assert len(w.chat.rooms) == 1
 
 
-def test_room_without_audit_row_still_notifies() -> None:
+def test_a_deleted_user_fails_only_their_pair_and_permanently() -> None:
     w = World()
-    room = RoomCreated(event_id=derive_event_id("r"), occurred_at=T0, cycle_id="c9", pair_key="a|b",
-                       group_id="g", user_a="a", user_b="b")
-    assert len(w.notifier.handle(room)) == 2
+    w.chat.gone.add("ghost")
+    good, bad = _pair("alice", "bob"), _pair("carol", "ghost")
+    failures = w.rooms.handle(_items([good, bad]))
+    assert failures[0] is None
+    assert failures[1] is not None and failures[1].permanent
+    assert "ghost" in failures[1].error
+    assert [r.pair_key for r in w.of(RoomCreated)] == [good.pair_key]
 
 
-def test_wrong_event_type_is_a_validation_error() -> None:
+def test_a_notification_failure_fails_the_pair_and_a_permanent_one_wins() -> None:
     w = World()
-    with pytest.raises(ValidationError):
-        w.notifier(_pair(), RAW)
-    with pytest.raises(ValidationError):
-        w.rooms(RoomCreated(event_id=derive_event_id("r"), occurred_at=T0, cycle_id="c",
-                            pair_key="a|b", group_id="g", user_a="a", user_b="b"), RAW)
+    pair = _pair("alice", "bob")
+    w.rooms.handle(_items([pair]))
+    w.chat.flaky["alice"] = 1
+    w.chat.gone.add("bob")
+    (failure,) = w.notifier.handle(_items(w.of(RoomCreated)))
+    assert failure is not None and failure.permanent
+    row = w.audit.get(CYCLE, pair.pair_key)
+    assert row is not None and not row.user1_notified and not row.user2_notified
 
 
-def test_index_state_marks_pairs_and_missed_cycles_once() -> None:
+def test_index_state_marks_pairs_missed_cycles_and_records_the_cycle() -> None:
     audit, states, index = MemoryAuditStore(), MemoryUserStateWriter(), InMemoryVectorIndex(3)
     index.upsert([VectorRecord(u, np.array([1.0, 0.0, 0.0]),
                                {"status": "waiting", "missed_cycles": 0})
                   for u in ("alice", "bob", "carol")])
     handler = IndexStateHandler(audit, index, states, clock=lambda: T0)
-    handler(_pair(), RAW)
-    handler(_pair(), RAW)
-    handler(SeekerUnmatched(event_id=derive_event_id("u"), occurred_at=T0, cycle_id="default:c1",
-                            user_id="carol", reason="odd_one_out", missed_cycles=2), RAW)
+    events: list[Event] = [
+        _pair("alice", "bob"), _pair("alice", "bob"),
+        SeekerUnmatched(event_id=derive_event_id("u"), occurred_at=T0, cycle_id=CYCLE,
+                        user_id="carol", reason="odd_one_out", missed_cycles=2),
+        CycleCompleted(event_id=derive_event_id("c"), occurred_at=T0, cycle_id=CYCLE,
+                       pairs=1, seekers=3),
+    ]
+    assert handler.handle(_items(events)) == [None] * 4
     got = index.fetch(["alice", "bob", "carol"])
     assert got["alice"].metadata["status"] == "matched"
     assert got["carol"].metadata["missed_cycles"] == 2
     assert got["carol"].metadata["status"] == "waiting"
-    row = audit.get("default:c1", "alice|bob")
-    assert row is not None and row.index_metadata_updated
+    row = audit.get(CYCLE, "alice|bob")
+    assert row is not None and row.pinecone_metadata_updated and row.matched_at == T0
     assert states.rows["carol"]["missed_cycles"] == 2
+    assert [(c.cycle_id, c.pairs, c.seekers) for c in audit.cycles()] == [(CYCLE, 1, 3)]
+
+
+def test_wrong_event_type_is_a_permanent_failure() -> None:
+    w = World()
+    room = RoomCreated(event_id=derive_event_id("r"), occurred_at=T0, cycle_id="c",
+                       pair_key="a|b", group_id="g", user_a="a", user_b="b")
+    (failure,) = w.rooms.handle(_items([room]))
+    assert failure is not None and failure.permanent
+    (failure,) = w.notifier.handle(_items([_pair("a", "b")]))
+    assert failure is not None and failure.permanent
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes]] = []
+
+    def produce(self, topic: str, value: bytes, key: Any = None, on_delivery: Any = None
+                ) -> None:
+        self.records.append((topic, value))
+
+    def poll(self, _timeout: float) -> int:
+        return 0
+
+    def flush(self, _timeout: float) -> int:
+        return 0
+
+
+def _runner(w: World, attempts: int = 3) -> tuple[BatchRunner, _Producer]:
+    producer = _Producer()
+    runner = BatchRunner(Settings(), "rooms", [], w.rooms,
+                         BatchPublisher(producer),  # type: ignore[arg-type]
+                         retry=RetryPolicy(base_seconds=0.0, max_item_attempts=attempts),
+                         consumer=object())  # type: ignore[arg-type]
+    return runner, producer
+
+
+def test_runner_retries_a_flaky_item_parks_a_stuck_one_and_dead_letters_a_lost_one() -> None:
+    w = World()
+    w.chat.flaky.update({"flaky": 2, "stuck": 99})
+    w.chat.gone.add("ghost")
+    ok, flaky, stuck, lost = (_pair("alice", "bob"), _pair("flaky", "x1"),
+                              _pair("stuck", "x2"), _pair("ghost", "x3"))
+    runner, producer = _runner(w)
+
+    outcomes = runner._items(_items([ok, flaky, stuck, lost]))
+
+    assert [o for _, o in outcomes].count("handled") == 2
+    assert [o for _, o in outcomes].count("parked") == 1
+    assert [o for _, o in outcomes].count("dead_lettered") == 1
+    stuck_row = w.audit.get(CYCLE, stuck.pair_key)
+    assert stuck_row is not None and stuck_row.status == PARKED
+    lost_row = w.audit.get(CYCLE, lost.pair_key)
+    assert lost_row is not None and lost_row.status == DEAD_LETTERED
+    assert "ghost" in (lost_row.last_error or "")
+    letters = [decode(v) for t, v in producer.records if t.endswith("deadletter")]
+    assert len(letters) == 1 and isinstance(letters[0], DeadLettered)
+    assert "ghost" in letters[0].reason
+    assert {r.pair_key for r in w.of(RoomCreated)} == {ok.pair_key, flaky.pair_key}
+
+
+def test_cycle_summary_counts_settled_parked_and_pending() -> None:
+    w = World()
+    w.chat.flaky["stuck"] = 99
+    w.chat.gone.add("ghost")
+    pairs = [_pair("alice", "bob"), _pair("stuck", "x2"), _pair("ghost", "x3")]
+    runner, _ = _runner(w, attempts=1)
+    runner._items(_items(pairs))
+    w.notifier.handle(_items(w.of(RoomCreated)))
+    IndexStateHandler(w.audit, InMemoryVectorIndex(3), w.states,
+                      clock=lambda: T0).on_pairs(pairs)
+    meta = CycleRow(CYCLE, 3, 6, T0, None)
+    status = summarize(CYCLE, w.audit.rows(CYCLE), meta)
+    assert (status.completed, status.parked, status.dead_lettered, status.pending) == (1, 1, 1, 1)
+    assert not status.finished
