@@ -30,8 +30,8 @@ from consumers.blocks import BlockStore, sorted_pair
 from consumers.embedding_io import DeadLetters, SeekerSink, StageRetry
 from consumers.embedding_metrics import BATCH_SIZE, count_events, timed
 from consumers.embedding_traits import PrefetchingTraitsService
-from consumers.user_state import UserStateWriter
 from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
+from mosaic.user_state import UserStateWriter
 from profiles.errors import MalformedInsightError, NoInsightsError
 from profiles.index import check_id
 from profiles.insights import check_user_id

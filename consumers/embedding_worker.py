@@ -29,8 +29,8 @@ from consumers.embedding_agent import BatchHandler, attach_agent, build_app
 from consumers.embedding_io import KafkaSeekerSink, StageRetry
 from consumers.embedding_metrics import TimedEmbedder, TimedVectorIndex
 from consumers.embedding_traits import PrefetchingTraitsService
-from consumers.user_state import CassandraUserStateWriter, UserStateWriter
 from mosaic.settings import Settings
+from mosaic.user_state import CassandraUserStateWriter, UserStateWriter
 from profiles.embedders import Embedder, LocalE5Embedder, build_embedder
 from profiles.insights import S3InsightStore
 from profiles.pipeline import ProfileIndexer

@@ -133,14 +133,6 @@ def _opt_in(client: NakamaClient, sessions: dict[str, Session], report: DemoRepo
             raise MosaicError(f"opt-in of {persona.name} was not accepted: {answer}")
 
 
-def _states(session: Any, user_ids: list[str]) -> dict[str, str]:
-    from cassandra.query import ValueSequence
-
-    rows = session.execute("SELECT user_id, state FROM user_state WHERE user_id IN %s",
-                           (ValueSequence(user_ids),))
-    return {r.user_id: r.state for r in rows}
-
-
 def _watch(what: str, total: int, progress: Callable[[], int], worker: threading.Thread,
            timeout_seconds: float) -> int:
     """Show a progress bar until ``progress()`` reaches ``total`` or the worker ends."""
@@ -159,8 +151,10 @@ def _watch(what: str, total: int, progress: Callable[[], int], worker: threading
 def _embed(settings: Settings, report: DemoReport, timeout_seconds: float) -> None:
     from consumers.embedding_worker import run_embedding_worker
     from mosaic.cassandra import connect
+    from mosaic.user_state import read_states
 
     session = connect(settings.cassandra)
+    keyspace = settings.cassandra.keyspace
     stop = threading.Event()
     result: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: result.update(report=run_embedding_worker(
@@ -168,10 +162,11 @@ def _embed(settings: Settings, report: DemoReport, timeout_seconds: float) -> No
     worker.start()
     ids = [p.user_id for p in report.personas]
     done = _watch("profile", len(ids), lambda: sum(
-        s == "waiting" for s in _states(session, ids).values()), worker, timeout_seconds)
+        s == "waiting" for s in read_states(session, keyspace, ids).values()),
+        worker, timeout_seconds)
     stop.set()
     worker.join(60)
-    states = _states(session, ids)
+    states = read_states(session, keyspace, ids)
     session.cluster.shutdown()
     failed = sorted(u for u, s in states.items() if s != "waiting")
     print(f"   {done}/{len(ids)} profiles embedded and waiting")

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from mosaic.settings import IngressSettings, Settings
+from mosaic.user_state import InMemoryUserStateStore, UserStateStore
 from producers.api import Ingress
 from producers.http import create_app
 from producers.metrics import IngressMetrics, MeteredPublisher
@@ -22,7 +23,6 @@ from producers.publisher import EventPublisher
 from producers.ratelimit import KeyedRateLimiter, TokenBucket
 from producers.service import IngressService, Limiters
 from producers.signing import NonceCache, Verifier
-from producers.state import InMemoryUserStateStore, UserStateStore
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _state_store(settings: Settings) -> tuple[UserStateStore, Callable[[], None]
     if settings.ingress.state_store == "memory":
         return InMemoryUserStateStore(), None
     from mosaic.cassandra import connect
-    from producers.state import CassandraUserStateStore
+    from mosaic.user_state import CassandraUserStateStore
 
     store = CassandraUserStateStore(connect(settings.cassandra), settings.cassandra.keyspace)
     return store, store.close

@@ -32,9 +32,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _openapi(_: argparse.Namespace) -> int:
     from mosaic.settings import Settings
+    from mosaic.user_state import InMemoryUserStateStore
     from producers.bootstrap import build_app
     from producers.publisher import InMemoryPublisher
-    from producers.state import InMemoryUserStateStore
 
     app = build_app(Settings(), publisher=InMemoryPublisher(), store=InMemoryUserStateStore())
     print(json.dumps(app.openapi(), indent=2))

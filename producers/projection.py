@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from producers.state import UserState, UserStateStore
+from mosaic.user_state import UserState, UserStateStore
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mosaic.user_state import State, UserState
 from producers.domain import (
     MAX_TOP_CHATS,
     POOL_PATTERN,
@@ -15,7 +16,6 @@ from producers.domain import (
     USER_ID_PATTERN,
 )
 from producers.errors import InvalidRequest
-from producers.state import State, UserState
 from streams.events import DEFAULT_POOL, DEFAULT_TOP_CHATS
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -77,10 +77,12 @@ class StatusBody(BaseModel):
     room_id: str | None = None
     pool: str | None = None
     updated_at: datetime | None = None
+    detail: str | None = Field(default=None,
+                               description="Why, for profile_failed (e.g. no analysed chats).")
 
     @classmethod
     def from_state(cls, state: UserState) -> StatusBody:
         return cls(user_id=state.user_id, state=state.state, opted_in_at=state.opted_in_at,
                    waiting_since=state.waiting_since, missed_cycles=state.missed_cycles,
                    cycle_id=state.cycle_id, room_id=state.room_id, pool=state.pool,
-                   updated_at=state.updated_at)
+                   updated_at=state.updated_at, detail=state.detail)

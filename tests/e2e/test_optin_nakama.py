@@ -17,28 +17,11 @@ import pytest
 
 from mosaic.nakama_client import LocalIssuer
 from mosaic.settings import Settings
-from producers.bootstrap import (
-    RunningServer,
-    build_production_app,
-    optin_topic,
-    serve_in_thread,
-)
+from producers.bootstrap import RunningServer, optin_topic
 from producers.testkit import TopicReader
-from stack.base import Service, port_open
 from streams.events import BlockRequested, OptInRequested, OptOutRequested
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def ingress(settings: Settings, kafka_stack: Service, cassandra_stack: Service,
-            nakama_stack: Service) -> Iterator[RunningServer]:
-    host, port = settings.ingress.host, settings.ingress.port
-    if port_open(host, port):
-        pytest.fail(f"{host}:{port} is taken; Nakama's runtime env sends RPCs there")
-    server = serve_in_thread(build_production_app(settings), host, port)
-    yield server
-    server.stop()
 
 
 class Player:

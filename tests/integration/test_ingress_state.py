@@ -11,7 +11,7 @@ import pytest
 
 from mosaic.cassandra import connect
 from mosaic.settings import Settings
-from producers.state import CassandraUserStateStore, InMemoryUserStateStore, UserState
+from mosaic.user_state import CassandraUserStateStore, InMemoryUserStateStore, UserState
 from stack.base import Service
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,6 @@ from consumers.embedding_io import (
     StopRequested,
 )
 from consumers.embedding_traits import PrefetchingTraitsService
-from consumers.user_state import MemoryUserStateWriter
 from mosaic.errors import ExternalServiceError, ValidationError
 from profiles.embedders import FakeEmbedder
 from profiles.index import InMemoryVectorIndex
@@ -37,6 +36,7 @@ from streams.events import (
     derive_event_id,
 )
 from streams.serde import encode
+from tests.fakes import MemoryUserStateWriter
 
 pytestmark = pytest.mark.unit
 

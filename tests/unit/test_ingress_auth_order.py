@@ -10,11 +10,11 @@ import httpx
 import pytest
 
 from mosaic.settings import IngressSettings, Settings
+from mosaic.user_state import InMemoryUserStateStore
 from producers.bootstrap import build_app
 from producers.domain import valid_user_id
 from producers.publisher import InMemoryPublisher
 from producers.signing import signed_headers
-from producers.state import InMemoryUserStateStore
 from tests.unit.test_ingress_http import ALICE, BOB, KEY, Clock, Harness
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]

@@ -11,10 +11,10 @@ import pytest
 from fastapi import FastAPI
 
 from mosaic.settings import IngressSettings, Settings
+from mosaic.user_state import InMemoryUserStateStore
 from producers.bootstrap import build_app
 from producers.publisher import InMemoryPublisher, PublishFailed
 from producers.signing import signed_headers
-from producers.state import InMemoryUserStateStore
 from streams.events import BlockRequested, OptInRequested, OptOutRequested
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]

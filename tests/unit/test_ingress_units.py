@@ -135,8 +135,8 @@ def test_projector_keeps_the_newest_state_per_user_and_sheds_when_full() -> None
     import asyncio
     from datetime import UTC, datetime, timedelta
 
+    from mosaic.user_state import InMemoryUserStateStore, UserState
     from producers.projection import StateProjector
-    from producers.state import InMemoryUserStateStore, UserState
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     store, dropped = InMemoryUserStateStore(), []

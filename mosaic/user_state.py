@@ -1,0 +1,263 @@
+"""The ``user_state`` table: where a user stands in matching. This module is its one owner.
+
+Schema, vocabulary, reads and writes live here; every stage calls it, nobody else writes CQL
+for this table:
+
+- the ingress (producers/) records ``preparing_profile`` / ``opted_out`` after the broker
+  confirmed an opt-in / opt-out, and reads the row for ``GET /user/{id}/status``
+  (``UserStateStore``, asynchronous);
+- the embedding agent records ``waiting`` or ``profile_failed`` (with why, in ``detail``);
+- post-match records ``matched`` (and the room) or another missed cycle
+  (``UserStateWriter``, synchronous);
+- the demo and tools read states with ``read_states``.
+
+Every write uses the event's time as the Cassandra write timestamp (``USING TIMESTAMP``), so
+the newest event wins whatever order the writes arrive in; replays change nothing. No row
+means ``not_opted_in``. A new state is added to ``State`` (the status endpoint answers every
+member; tests/e2e/test_user_state_contract.py walks each one through the ingress and Nakama).
+
+It sits in ``mosaic/`` (the bottom layer) because both producers/ and consumers/ use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol, get_args
+
+State = Literal["not_opted_in", "preparing_profile", "waiting", "profile_failed", "matched",
+                "opted_out"]
+STATES: tuple[State, ...] = get_args(State)
+
+TABLE_CQL = """
+CREATE TABLE IF NOT EXISTS {keyspace}.user_state (
+    user_id text PRIMARY KEY,
+    state text,
+    detail text,
+    opted_in_at timestamp,
+    waiting_since timestamp,
+    missed_cycles int,
+    cycle_id text,
+    room_id text,
+    pool text,
+    updated_at timestamp
+)"""
+
+_SELECT = (
+    "SELECT user_id, state, detail, opted_in_at, waiting_since, missed_cycles, cycle_id,"
+    " room_id, pool, updated_at FROM {keyspace}.user_state WHERE user_id = ?"
+)
+_UPDATE = "UPDATE {keyspace}.user_state USING TIMESTAMP ? SET "
+# The ingress' write resets the later stages' columns: an opt-in or opt-out starts an episode.
+_RECORD = (
+    "state = ?, opted_in_at = ?, detail = null, waiting_since = null, missed_cycles = null,"
+    " cycle_id = null, room_id = null, pool = ?, updated_at = ? WHERE user_id = ?"
+)
+_WAITING = ("state = 'waiting', pool = ?, waiting_since = ?, missed_cycles = ?, detail = null,"
+            " updated_at = ? WHERE user_id = ?")
+_FAILED = "state = 'profile_failed', detail = ?, updated_at = ? WHERE user_id = ?"
+_MISSED = "state = 'waiting', missed_cycles = ?, updated_at = ? WHERE user_id = ?"
+_MATCHED = "state = 'matched', cycle_id = ?, updated_at = ? WHERE user_id = ?"
+_MATCHED_ROOM = "state = 'matched', cycle_id = ?, room_id = ?, updated_at = ? WHERE user_id = ?"
+
+
+@dataclass(frozen=True)
+class UserState:
+    user_id: str
+    state: State = "not_opted_in"
+    opted_in_at: datetime | None = None
+    waiting_since: datetime | None = None
+    missed_cycles: int | None = None
+    cycle_id: str | None = None
+    room_id: str | None = None
+    pool: str | None = None
+    updated_at: datetime | None = None
+    detail: str | None = None
+
+
+class UserStateStore(Protocol):
+    """The ingress' side: read a user's row; record what the ingress knows."""
+
+    async def get(self, user_id: str) -> UserState | None: ...
+
+    async def record(self, state: UserState) -> None:
+        """Write ``state`` as of ``state.updated_at``; a newer stored state wins."""
+
+    async def record_many(self, states: Sequence[UserState]) -> None:
+        """``record`` for several users at once (one round trip where the store allows)."""
+
+
+class UserStateWriter(ABC):
+    """The later stages' side: each method writes one state as of the event time ``at``."""
+
+    @abstractmethod
+    def waiting(self, user_id: str, *, pool: str, waiting_since: datetime,
+                missed_cycles: int, at: datetime) -> None: ...
+
+    @abstractmethod
+    def profile_failed(self, user_id: str, *, reason: str, at: datetime) -> None: ...
+
+    @abstractmethod
+    def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
+                     at: datetime) -> None: ...
+
+    @abstractmethod
+    def matched(self, user_id: str, *, cycle_id: str, room_id: str | None,
+                at: datetime) -> None: ...
+
+
+class InMemoryUserStateStore:
+    """The ingress' store when ``ingress.state_store = memory`` (one process, no Cassandra)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, UserState] = {}
+
+    async def get(self, user_id: str) -> UserState | None:
+        return self.rows.get(user_id)
+
+    async def record(self, state: UserState) -> None:
+        old = self.rows.get(state.user_id)
+        if old and old.updated_at and state.updated_at and old.updated_at > state.updated_at:
+            return
+        self.rows[state.user_id] = state
+
+    async def record_many(self, states: Sequence[UserState]) -> None:
+        for state in states:
+            await self.record(state)
+
+
+def ensure_table(session: Any, keyspace: str) -> None:
+    """Create the table, or add ``detail`` to one made before it existed (idempotent)."""
+    from cassandra import InvalidRequest
+
+    session.execute(TABLE_CQL.format(keyspace=keyspace))
+    try:
+        session.execute(f"ALTER TABLE {keyspace}.user_state ADD detail text")
+    except InvalidRequest as exc:
+        if "already exist" not in str(exc):
+            raise
+
+
+def read_states(session: Any, keyspace: str, user_ids: Iterable[str]) -> dict[str, State]:
+    """The state of each user that has a row (no row: ``not_opted_in``)."""
+    from cassandra.query import ValueSequence
+
+    rows = session.execute(
+        f"SELECT user_id, state FROM {keyspace}.user_state WHERE user_id IN %s",
+        (ValueSequence(list(user_ids)),))
+    return {r.user_id: _state(r.state) for r in rows}
+
+
+def _state(value: str | None) -> State:
+    if value is None:
+        return "not_opted_in"
+    if value not in STATES:
+        raise ValueError(f"user_state holds {value!r}, which is not in the vocabulary {STATES}")
+    return value  # narrowed to State by the membership test
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # The driver returns naive UTC datetimes.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _micros(value: datetime) -> int:
+    return int(value.timestamp() * 1_000_000)
+
+
+class CassandraUserStateStore:
+    """``UserStateStore`` on ``<keyspace>.user_state``, asynchronous (the ingress' event loop)."""
+
+    def __init__(self, session: Any, keyspace: str) -> None:
+        self._session = session
+        ensure_table(session, keyspace)
+        self._select = session.prepare(_SELECT.format(keyspace=keyspace))
+        self._record = session.prepare(_UPDATE.format(keyspace=keyspace) + _RECORD)
+
+    async def _execute(self, statement: Any, params: tuple[Any, ...]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def done(rows: Any) -> None:
+            loop.call_soon_threadsafe(_settle, future, rows, None)
+
+        def failed(exc: BaseException) -> None:
+            loop.call_soon_threadsafe(_settle, future, None, exc)
+
+        self._session.execute_async(statement, params or None).add_callbacks(done, failed)
+        return await future
+
+    async def get(self, user_id: str) -> UserState | None:
+        rows = await self._execute(self._select, (user_id,))
+        row = rows[0] if rows else None  # the callback receives the first page as a list
+        if row is None:
+            return None
+        state = UserState(user_id=row.user_id, state=_state(row.state), detail=row.detail,
+                          missed_cycles=row.missed_cycles, cycle_id=row.cycle_id,
+                          room_id=row.room_id, pool=row.pool)
+        return replace(state, opted_in_at=_utc(row.opted_in_at),
+                       waiting_since=_utc(row.waiting_since), updated_at=_utc(row.updated_at))
+
+    def _bind(self, state: UserState) -> tuple[Any, ...]:
+        at = state.updated_at or datetime.now(UTC)
+        return (_micros(at), state.state, state.opted_in_at, state.pool, at, state.user_id)
+
+    async def record(self, state: UserState) -> None:
+        await self._execute(self._record, self._bind(state))
+
+    async def record_many(self, states: Sequence[UserState]) -> None:
+        from cassandra.query import BatchStatement, BatchType
+
+        # Unlogged: no atomicity needed, just one request for many single-row writes.
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+        for state in states:
+            batch.add(self._record, self._bind(state))
+        await self._execute(batch, ())
+
+    def close(self) -> None:
+        self._session.cluster.shutdown()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
+
+
+class CassandraUserStateWriter(UserStateWriter):
+    """``UserStateWriter`` on ``<keyspace>.user_state``, synchronous (stream agents)."""
+
+    def __init__(self, session: Any, keyspace: str) -> None:
+        self._session = session
+        ensure_table(session, keyspace)
+        prefix = _UPDATE.format(keyspace=keyspace)
+        self._waiting = session.prepare(prefix + _WAITING)
+        self._failed = session.prepare(prefix + _FAILED)
+        self._missed = session.prepare(prefix + _MISSED)
+        self._matched = session.prepare(prefix + _MATCHED)
+        self._room = session.prepare(prefix + _MATCHED_ROOM)
+
+    def waiting(self, user_id: str, *, pool: str, waiting_since: datetime,
+                missed_cycles: int, at: datetime) -> None:
+        self._session.execute(self._waiting, (_micros(at), pool, waiting_since, missed_cycles,
+                                              at, user_id))
+
+    def profile_failed(self, user_id: str, *, reason: str, at: datetime) -> None:
+        self._session.execute(self._failed, (_micros(at), reason, at, user_id))
+
+    def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
+                     at: datetime) -> None:
+        self._session.execute(self._missed, (_micros(at), missed_cycles, at, user_id))
+
+    def matched(self, user_id: str, *, cycle_id: str, room_id: str | None,
+                at: datetime) -> None:
+        if room_id is None:
+            self._session.execute(self._matched, (_micros(at), cycle_id, at, user_id))
+        else:
+            self._session.execute(self._room, (_micros(at), cycle_id, room_id, at, user_id))
