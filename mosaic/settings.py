@@ -134,7 +134,7 @@ class IdentitySettings(BaseModel):
     audience: str = "mosaic-local-client"
     leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwks_cache_seconds: float = Field(default=3600.0, gt=0)
-    jwks_min_refetch_seconds: float = Field(default=5.0, ge=0)
+    jwks_min_refetch_seconds: float = Field(default=1.0, ge=0)
     jwks_max_stale_seconds: float = Field(default=24 * 3600.0, ge=0)
     jwks_timeout_seconds: float = Field(default=3.0, gt=0)
     # The verifier Nakama's before-authenticate hook calls (producers/authhook.py).

@@ -68,7 +68,7 @@ def parse_jwks(document: Any) -> dict[str, Any]:
 
 class JwksCache:
     def __init__(self, url: str, fetch: FetchJson, *, clock: Clock = time.monotonic,
-                 cache_seconds: float = 3600.0, min_refetch_seconds: float = 5.0,
+                 cache_seconds: float = 3600.0, min_refetch_seconds: float = 1.0,
                  max_stale_seconds: float = 86400.0) -> None:
         self._url = url
         self._fetch = fetch
