@@ -22,8 +22,10 @@ PG_USER = "postgres"
 PG_LIB = Path("/usr/lib/postgresql")
 LOOPBACK = "127.0.0.1"
 
-# Runs as the superuser through psql, with -v role/db/password (quoted by psql itself).
+# Runs as the superuser through psql, with -v role/db (quoted by psql itself); the password
+# comes from the environment (\getenv, psql 15+), never from the command line.
 _ENSURE_SQL = """\
+\\getenv password MOSAIC_POSTGRES_PASSWORD
 SELECT format('CREATE ROLE %I LOGIN', :'role')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec
 ALTER ROLE :"role" WITH LOGIN NOSUPERUSER PASSWORD :'password';
@@ -167,10 +169,10 @@ class Postgres(Service):
         """Create the application role and database (idempotent; resets the password)."""
         pg = self.settings.postgres
         cmd = [*self._superuser_psql(), "-v", "ON_ERROR_STOP=1", "-q",
-               "-v", f"role={pg.user}", "-v", f"db={pg.database}",
-               "-v", f"password={pg.password.get_secret_value()}"]
+               "-v", f"role={pg.user}", "-v", f"db={pg.database}"]
+        env = {**os.environ, "MOSAIC_POSTGRES_PASSWORD": pg.password.get_secret_value()}
         proc = subprocess.run(cmd, input=_ENSURE_SQL, capture_output=True, text=True,
-                              timeout=60, check=False)
+                              timeout=60, check=False, env=env)
         if proc.returncode != 0:
             raise StackError(f"creating role '{pg.user}' / database '{pg.database}' failed:\n"
                              + (proc.stdout + proc.stderr).strip())
