@@ -36,6 +36,7 @@ from consumers.embedding_io import StopRequested
 from consumers.embedding_metrics import FATAL, record_lag
 from mosaic.settings import Settings
 from streams.deadletter import RawRecord
+from streams.kafka import faust_credentials
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ def build_app(settings: Settings, datadir: str) -> faust.App:
     agent = settings.embedding_agent
     app = faust.App(
         agent.group_id, broker=broker_url(settings.kafka.bootstrap_servers),
+        broker_credentials=faust_credentials(settings),
         datadir=datadir, web_enabled=False, topic_allow_declare=False,
         topic_disable_leader=True, processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest", broker_commit_every=1,

@@ -15,6 +15,27 @@ from mosaic.settings import CassandraSettings
 log = logging.getLogger(__name__)
 
 
+def security_options(settings: CassandraSettings) -> dict[str, Any]:
+    """Password authentication and TLS for the driver (none for the local stack)."""
+    options: dict[str, Any] = {}
+    if settings.username:
+        from cassandra.auth import PlainTextAuthProvider
+
+        options["auth_provider"] = PlainTextAuthProvider(
+            username=settings.username, password=settings.password.get_secret_value())
+    if settings.ssl_ca_file is not None or settings.ssl_cert_file is not None:
+        import ssl
+
+        context = ssl.create_default_context(
+            cafile=str(settings.ssl_ca_file) if settings.ssl_ca_file else None)
+        context.check_hostname = settings.ssl_check_hostname
+        if settings.ssl_cert_file is not None:
+            context.load_cert_chain(str(settings.ssl_cert_file),
+                                    str(settings.ssl_key_file) if settings.ssl_key_file else None)
+        options["ssl_context"] = context  # the driver checks each node's own host name
+    return options
+
+
 def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
     """Open a session and make sure the keyspace exists (idempotent)."""
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
@@ -27,6 +48,7 @@ def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
         list(settings.hosts), port=settings.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=5, control_connection_timeout=5, protocol_version=5,
+        **security_options(settings),
     )
     try:
         session = cluster.connect()

@@ -76,6 +76,55 @@ def wrap_kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
 # -- configuration -------------------------------------------------------------------
 
 
+def security_config(settings: Settings) -> dict[str, Any]:
+    """TLS / SASL settings for librdkafka (empty for the local plaintext stack)."""
+    k = settings.kafka
+    config: dict[str, Any] = {}
+    if k.security_protocol != "PLAINTEXT":
+        config["security.protocol"] = k.security_protocol
+    if k.security_protocol.startswith("SASL_"):
+        if k.sasl_mechanism is None or not k.sasl_username:
+            raise ConfigError(f"kafka.security_protocol={k.security_protocol} needs "
+                              "kafka.sasl_mechanism and kafka.sasl_username")
+        config.update({"sasl.mechanism": k.sasl_mechanism, "sasl.username": k.sasl_username,
+                       "sasl.password": k.sasl_password.get_secret_value()})
+    if k.security_protocol.endswith("SSL"):
+        for key, path in (("ssl.ca.location", k.ssl_ca_location),
+                          ("ssl.certificate.location", k.ssl_certificate_location),
+                          ("ssl.key.location", k.ssl_key_location)):
+            if path is not None:
+                config[key] = str(path)
+        if k.ssl_key_password.get_secret_value():
+            config["ssl.key.password"] = k.ssl_key_password.get_secret_value()
+    return config
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The same TLS / SASL settings for faust's aiokafka driver (None when plaintext)."""
+    import ssl
+
+    import faust
+
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if k.security_protocol.endswith("SSL"):
+        context = ssl.create_default_context(
+            cafile=str(k.ssl_ca_location) if k.ssl_ca_location else None)
+        if k.ssl_certificate_location is not None:
+            context.load_cert_chain(
+                str(k.ssl_certificate_location),
+                str(k.ssl_key_location) if k.ssl_key_location else None,
+                k.ssl_key_password.get_secret_value() or None)
+    if k.security_protocol.startswith("SASL_"):
+        security_config(settings)  # same completeness checks
+        return faust.SASLCredentials(username=k.sasl_username,
+                                     password=k.sasl_password.get_secret_value(),
+                                     mechanism=k.sasl_mechanism, ssl_context=context)
+    return faust.SSLCredentials(context)
+
+
 def producer_config(settings: Settings, overrides: Mapping[str, Any] | None = None
                     ) -> dict[str, Any]:
     config: dict[str, Any] = {
@@ -86,6 +135,7 @@ def producer_config(settings: Settings, overrides: Mapping[str, Any] | None = No
         "delivery.timeout.ms": 60_000,
         # Same key -> same partition as Java/aiokafka clients (librdkafka defaults to crc32).
         "partitioner": "murmur2_random",
+        **security_config(settings),
     }
     config.update(overrides or {})
     return config
@@ -101,6 +151,7 @@ def consumer_config(settings: Settings, group_id: str,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
+        **security_config(settings),
     }
     config.update(overrides or {})
     return config
@@ -148,7 +199,8 @@ def make_consumer(
 
 
 def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                        **security_config(settings)})
 
 
 # -- producing -------------------------------------------------------------------------
