@@ -20,7 +20,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from mosaic.errors import ConfigError, ExternalServiceError
@@ -325,10 +325,15 @@ class CassandraAuditStore(AuditStore):
             found = list(self._session.execute(self._cycles))
         except _driver_errors() as exc:
             raise ExternalServiceError(f"Cassandra cycle status read failed: {exc}") from exc
-        return sorted((CycleRow(r.cycle_id, r.pairs or 0, r.seekers or 0, r.committed_at,
-                                r.finished_at) for r in found),
+        return sorted((CycleRow(r.cycle_id, r.pairs or 0, r.seekers or 0,
+                                _utc(r.committed_at), _utc(r.finished_at)) for r in found),
                       key=lambda c: (c.committed_at.timestamp() if c.committed_at else 0.0,
                                      c.cycle_id))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """The driver returns naive UTC datetimes."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _row(r: Any) -> AuditRow:
@@ -339,6 +344,6 @@ def _row(r: Any) -> AuditRow:
         nakama_group_created=bool(r.nakama_group_created), nakama_group_id=r.nakama_group_id,
         nakama_channel_id=r.nakama_channel_id,
         user1_notified=bool(r.user1_notified), user2_notified=bool(r.user2_notified),
-        last_attempt_timestamp=r.last_attempt_timestamp, matched_at=r.matched_at,
+        last_attempt_timestamp=_utc(r.last_attempt_timestamp), matched_at=_utc(r.matched_at),
         status=r.status, last_error=r.last_error,
     )

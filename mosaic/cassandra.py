@@ -39,7 +39,7 @@ def security_options(settings: CassandraSettings) -> dict[str, Any]:
 def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
     """Open a session and make sure the keyspace exists (idempotent)."""
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
-    from cassandra.policies import RoundRobinPolicy
+    from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
 
     # Silence the driver's per-connection warnings about protocol negotiation.
     logging.getLogger("cassandra").setLevel(logging.ERROR)
@@ -48,6 +48,9 @@ def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
         list(settings.hosts), port=settings.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         connect_timeout=5, control_connection_timeout=5, protocol_version=5,
+        # The driver's default waits up to 10 minutes between reconnects to a node that
+        # went away; a restarted node should be back in use within seconds.
+        reconnection_policy=ExponentialReconnectionPolicy(0.5, 5.0),
         **security_options(settings),
     )
     try:

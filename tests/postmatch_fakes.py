@@ -39,8 +39,9 @@ class MemoryAuditStore(AuditStore):
 
     def mark_index_updated(self, pairs: Sequence[PairRef], at: datetime,
                            matched_at: datetime | None = None) -> None:
+        extra = {} if matched_at is None else {"matched_at": matched_at}
         for pair in pairs:
-            self._set(pair, at, pinecone_metadata_updated=True, matched_at=matched_at)
+            self._set(pair, at, pinecone_metadata_updated=True, **extra)
 
     def mark_status(self, pair: PairRef, status: str, error: str, at: datetime) -> None:
         self._set(pair, at, status=status, last_error=error)

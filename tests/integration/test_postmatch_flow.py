@@ -1,20 +1,37 @@
 """Post-match agents on the real stack: PairMatched on Kafka -> a private Nakama room and
-exactly one notification per user, audit rows complete in Cassandra, a poison record on
-the dead-letter topic while the next good one is processed, and the reconciler finishing a
-pair whose notification step never ran."""
+exactly one notification per user, audit rows complete in Cassandra, a poison record and
+a pair with a deleted user on the dead-letter topic while the others are processed, the
+cycle's status, and the reconciler finishing a pair whose notification step never ran."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumers.postmatch_app import PostMatch, build_postmatch, reconcile, run_postmatch
+from consumers.audit import DEAD_LETTERED
+from consumers.chat import RoomRequest
+from consumers.postmatch import pair_ref
+from consumers.postmatch_app import (
+    PostMatch,
+    Reconciler,
+    build_postmatch,
+    cycle_status,
+    reconcile,
+    run_postmatch,
+)
 from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings
-from streams.events import DeadLettered, PairMatched, UserNotified, derive_event_id, pair_key
+from streams.events import (
+    CycleCompleted,
+    DeadLettered,
+    PairMatched,
+    UserNotified,
+    derive_event_id,
+    pair_key,
+)
 from streams.kafka import make_consumer, make_producer, produce_and_wait, read_to_end
 from streams.serde import decode
 from tests.support import own_topics
@@ -46,32 +63,49 @@ def _pair(cycle: str, a: str, b: str) -> PairMatched:
 def test_pairs_become_rooms_and_single_notifications(app: PostMatch) -> None:
     settings = app.settings
     users = [str(uuid.uuid4()) for _ in range(4)]
+    ghost = str(uuid.uuid4())  # never logged in: no Nakama account (a deleted user)
     nakama = NakamaClient(settings.nakama)
     sessions = {u: nakama.login(u) for u in users}
     cycle = f"default:{uuid.uuid4().hex[:8]}"
     producer = make_producer(settings)
     first, second = _pair(cycle, users[0], users[1]), _pair(cycle, users[2], users[3])
+    lost = _pair(cycle, users[0], ghost)
     produce_and_wait(producer, app.catalog.pairs, first)
     producer.produce(app.catalog.pairs.name, key=b"junk", value=b"\x00not avro")
     producer.flush(10)
+    produce_and_wait(producer, app.catalog.pairs, lost)
     produce_and_wait(producer, app.catalog.pairs, second)
     produce_and_wait(producer, app.catalog.pairs, first)  # a duplicate delivery
+    produce_and_wait(producer, app.catalog.cycles, CycleCompleted(
+        event_id=derive_event_id("c", cycle), occurred_at=datetime.now(UTC), cycle_id=cycle,
+        pairs=3, seekers=5))
 
     stats = run_postmatch(app, idle_seconds=6, max_seconds=90)
 
-    assert stats["rooms"].dead_lettered == 1 and stats["rooms"].handled == 3
+    assert stats["rooms"].dead_lettered == 2 and stats["rooms"].handled == 3
     for user in users:
         notes = nakama.notifications(sessions[user])
         assert len(notes) == 1, (user, notes)
-    rows = app.audit.rows(cycle)
-    assert [r.pair_key for r in rows] == sorted([first.pair_key, second.pair_key])
-    assert all(r.complete for r in rows), rows
+    rows = {r.pair_key: r for r in app.audit.rows(cycle)}
+    assert sorted(rows) == sorted([first.pair_key, second.pair_key, lost.pair_key])
+    assert rows[first.pair_key].complete and rows[second.pair_key].complete
+    assert rows[first.pair_key].nakama_channel_id
+    assert rows[lost.pair_key].status == DEAD_LETTERED
+    assert ghost in (rows[lost.pair_key].last_error or "")
     notified = _read(app, app.catalog.notifications.name)
     assert sorted({e.user_id for e in notified if isinstance(e, UserNotified)}) == sorted(users)
     letters = [e for e in _read(app, app.catalog.deadletter.name)
                if isinstance(e, DeadLettered)]
-    assert {(d.source_topic, d.source_value) for d in letters} == {
-        (app.catalog.pairs.name, b"\x00not avro")}
+    assert {d.source_value for d in letters if d.source_key == b"junk"} == {b"\x00not avro"}
+    assert any(ghost in d.reason for d in letters)
+    status = cycle_status(app, cycle)
+    assert (status.pairs, status.completed, status.dead_lettered, status.finished) == (
+        3, 2, 1, True)
+    (swept,) = [c for c in app.audit.cycles() if c.cycle_id == cycle]
+    assert swept.finished_at is None
+    Reconciler(app).sweep()
+    (swept,) = [c for c in app.audit.cycles() if c.cycle_id == cycle]
+    assert swept.finished_at is not None
 
 
 def test_reconcile_finishes_an_interrupted_pair(app: PostMatch) -> None:
@@ -83,11 +117,11 @@ def test_reconcile_finishes_an_interrupted_pair(app: PostMatch) -> None:
     pair = _pair(cycle, a, b)
     produce_and_wait(make_producer(settings), app.catalog.pairs, pair)
     # Interrupted cycle: the room exists, nobody was notified, the index never updated.
-    row = app.audit.record_pair(cycle, pair.pair_key, pair.user_a, pair.user_b,
-                                datetime.now(UTC))
-    room = app.chat.create_room(cycle, pair.pair_key, pair.user_a, pair.user_b)
-    app.audit.mark_room(cycle, pair.pair_key, room.group_id, datetime.now(UTC))
-    assert not row.complete
+    (room,) = app.chat.create_rooms([RoomRequest(cycle, pair.pair_key, pair.user_a,
+                                                 pair.user_b)])
+    app.audit.mark_rooms([(pair_ref(pair), room.group_id, room.channel_id)],
+                         datetime.now(UTC))
+    app.audit.record_cycle(cycle, 1, 2, datetime.now(UTC) - timedelta(minutes=5))
 
     first = reconcile(app, cycle)
     again = reconcile(app, cycle)
@@ -96,6 +130,26 @@ def test_reconcile_finishes_an_interrupted_pair(app: PostMatch) -> None:
     done = app.audit.get(cycle, pair.pair_key)
     assert done is not None and done.complete and done.nakama_group_id == room.group_id
     assert [len(nakama.notifications(sessions[u])) for u in (a, b)] == [1, 1]
+
+
+def test_the_reconciler_finds_a_stale_cycle_by_itself(app: PostMatch) -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    nakama = NakamaClient(app.settings.nakama)
+    sessions = {u: nakama.login(u) for u in (a, b)}
+    cycle = f"default:{uuid.uuid4().hex[:8]}"
+    pair = _pair(cycle, a, b)
+    # The agents never ran: only the topic and the cycle's status row know the pair.
+    produce_and_wait(make_producer(app.settings), app.catalog.pairs, pair)
+    app.audit.record_cycle(cycle, 1, 2, datetime.now(UTC) - timedelta(minutes=5))
+
+    results = Reconciler(app, grace=timedelta(seconds=30)).sweep()
+
+    assert [(r.cycle_id, r.finished) for r in results] == [(cycle, 1)]
+    row = app.audit.get(cycle, pair.pair_key)
+    assert row is not None and row.complete
+    assert [len(nakama.notifications(sessions[u])) for u in (a, b)] == [1, 1]
+    Reconciler(app).sweep()  # settles it
+    assert cycle_status(app, cycle).finished_at is not None
 
 
 def _read(app: PostMatch, topic: str) -> list[object]:

@@ -1,0 +1,260 @@
+"""Post-match guarantees under the faults a production cluster sees, on the real stack.
+
+A cycle of ``USERS`` users (``USERS / 2`` pairs committed in one Kafka transaction, as the
+matcher does) is processed while something breaks: the post-match process is killed
+with SIGKILL at random points several times; Nakama is stopped for 30 s; Cassandra is
+restarted; the Kafka broker is restarted. Afterwards, what users see through Nakama's
+client API must be exact: each user is in exactly one group, shared with exactly their
+partner (two members, closed), holds exactly one match notification naming that group,
+and every pair's audit row has every flag set. Also: SIGTERM drains and exits 0 in a
+bounded time, and an agent that dies takes the process down with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
+from mosaic.nakama_client import NakamaClient, Session
+from mosaic.settings import Settings
+from streams.events import CycleCompleted, PairMatched, derive_event_id, pair_key
+from streams.kafka import make_transactional_producer, produce_event, transaction
+from tests.support import own_topics
+
+pytestmark = [pytest.mark.integration, pytest.mark.fault]
+
+USERS = 1000
+MOSAIC = str(Path(sys.executable).parent / "mosaic")
+
+
+class Cycle:
+    def __init__(self, app: PostMatch, sessions: dict[str, Session]) -> None:
+        self.app = app
+        self.sessions = sessions
+        users = sorted(sessions)
+        self.id = f"default:fault-{uuid.uuid4().hex[:8]}"
+        self.pairs = [(a, b) for a, b in zip(users[::2], users[1::2], strict=True)]
+
+    def commit(self) -> None:
+        now = datetime.now(UTC)
+        producer = make_transactional_producer(self.app.settings, f"t-{uuid.uuid4().hex}")
+        with transaction(producer):
+            for a, b in self.pairs:
+                key = pair_key(a, b)
+                produce_event(producer, self.app.catalog.pairs, PairMatched(
+                    event_id=derive_event_id("fault", self.id, key), occurred_at=now,
+                    cycle_id=self.id, pair_key=key, user_a=a, user_b=b, score=0.9,
+                    similarity=0.8))
+            produce_event(producer, self.app.catalog.cycles, CycleCompleted(
+                event_id=derive_event_id("fault-cycle", self.id), occurred_at=now,
+                cycle_id=self.id, pairs=len(self.pairs), seekers=len(self.sessions)))
+
+    def complete(self) -> int:
+        return sum(r.complete for r in self.app.audit.rows(self.id))
+
+    def wait_complete(self, timeout: float, *, alive: Callable[[], bool] = lambda: True
+                      ) -> None:
+        deadline = time.monotonic() + timeout
+        done = 0
+        while time.monotonic() < deadline and alive():
+            done = self.complete()
+            if done == len(self.pairs):
+                return
+            time.sleep(1)
+        raise AssertionError(f"{done}/{len(self.pairs)} pairs complete after {timeout:.0f} s")
+
+    def wait_progress(self, at_least: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while self.complete() < at_least:
+            assert time.monotonic() < deadline, "no progress before the fault"
+            time.sleep(0.3)
+
+    def verify(self) -> None:
+        """Exactly one room and one notification per user, as users see them."""
+        rows = {r.pair_key: r for r in self.app.audit.rows(self.id)}
+        assert len(rows) == len(self.pairs)
+        assert all(r.complete for r in rows.values()), [r for r in rows.values()
+                                                         if not r.complete][:3]
+        client = NakamaClient(self.app.settings.nakama)
+
+        def seen(user: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+            session = self.sessions[user]
+            notes = [n for n in client.notifications(session) if n.get("code") == 101]
+            return user, notes, client.groups(session)
+
+        with ThreadPoolExecutor(8) as pool:
+            views = {u: (n, g) for u, n, g in pool.map(seen, list(self.sessions))}
+        for a, b in self.pairs:
+            row = rows[pair_key(a, b)]
+            for user in (a, b):
+                notes, groups = views[user]
+                assert len(notes) == 1, (user, notes)
+                assert json.loads(notes[0]["content"])["group_id"] == row.nakama_group_id
+                assert [g["id"] for g in groups] == [row.nakama_group_id], (user, groups)
+                assert groups[0]["edge_count"] == 2 and groups[0]["open"] is False
+
+
+@pytest.fixture(scope="module")
+def fault_settings(settings: Settings, kafka_stack: object, cassandra_stack: object,
+                   nakama_stack: object) -> Iterator[Settings]:
+    run = uuid.uuid4().hex[:8]
+    own = settings.model_copy(update={
+        "kafka": settings.kafka.model_copy(update={"topic_prefix": f"fault{run}."}),
+        "cassandra": settings.cassandra.model_copy(update={"keyspace": f"fault_{run}"}),
+    })
+    with own_topics(own):
+        yield own
+
+
+@pytest.fixture
+def cycle(fault_settings: Settings) -> Iterator[Cycle]:
+    client = NakamaClient(fault_settings.nakama)
+    users = [f"fault-{uuid.uuid4()}" for _ in range(USERS)]
+    with ThreadPoolExecutor(8) as pool:
+        sessions = dict(zip(users, pool.map(client.login, users), strict=True))
+    app = build_postmatch(fault_settings)
+    yield Cycle(app, sessions)
+    app.close()
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {**os.environ,
+            "MOSAIC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+            "MOSAIC_CASSANDRA__KEYSPACE": settings.cassandra.keyspace}
+
+
+def _postmatch(settings: Settings, *args: str, env: dict[str, str] | None = None
+               ) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [MOSAIC, "postmatch", "--port", "0", "--max-batch", "50", "--reconcile-every", "0",
+         *args], env=env or _env(settings), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_kill_9_at_random_points_still_gives_exactly_one_room_and_notification(
+        cycle: Cycle) -> None:
+    rng = random.Random(20261201)
+    cycle.commit()
+    kills = 0
+    for _ in range(4):
+        proc = _postmatch(cycle.app.settings)
+        time.sleep(rng.uniform(2.5, 6.0))
+        if proc.poll() is not None:
+            pytest.fail(f"post-match exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        kills += 1
+    done_before_last_run = cycle.complete()
+    proc = _postmatch(cycle.app.settings)
+    try:
+        cycle.wait_complete(240, alive=lambda: proc.poll() is None)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    assert kills == 4 and done_before_last_run < len(cycle.pairs)
+    cycle.verify()
+
+
+def _in_process(cycle: Cycle) -> tuple[threading.Thread, threading.Event, list[BaseException]]:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            run_postmatch(cycle.app, stop=stop.is_set, max_batch=50)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread, stop, errors
+
+
+def _service(settings: Settings, name: str) -> Any:
+    from stack.services import build
+
+    (service,) = build(settings, [name])
+    return service
+
+
+@pytest.mark.parametrize("server,down_seconds", [
+    ("nakama", 30.0), ("cassandra", 0.0), ("kafka", 0.0)])
+def test_a_server_outage_mid_cycle_still_completes_exactly_once(
+        cycle: Cycle, server: str, down_seconds: float) -> None:
+    thread, stop, errors = _in_process(cycle)
+    try:
+        cycle.commit()
+        cycle.wait_progress(20)
+        service = _service(cycle.app.settings, server)
+        service.down()
+        time.sleep(down_seconds)
+        service.up()
+        cycle.wait_complete(300, alive=lambda: not errors)
+    finally:
+        stop.set()
+        thread.join(90)
+    assert not errors, errors
+    cycle.verify()
+
+
+def test_sigterm_drains_commits_and_exits_zero(cycle: Cycle) -> None:
+    cycle.commit()
+    proc = _postmatch(cycle.app.settings)
+    cycle.wait_progress(10)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert time.monotonic() - started < 30
+    assert "rooms        handled=" in out
+    # Whatever it committed is not redone: the rest finishes in a second run.
+    proc = _postmatch(cycle.app.settings, "--idle-seconds", "10")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    cycle.verify()
+
+
+class _Garbage(BaseHTTPRequestHandler):
+    """A broken chat server: answers every RPC 200 with a body that is not the contract."""
+
+    def do_POST(self) -> None:
+        body = b'{"unexpected": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_dead_agent_takes_the_process_down_with_the_cause(cycle: Cycle) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Garbage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cycle.commit()
+        env = {**_env(cycle.app.settings),
+               "MOSAIC_NAKAMA__URL": f"http://127.0.0.1:{server.server_address[1]}"}
+        proc = _postmatch(cycle.app.settings, env=env)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        server.shutdown()
+    assert proc.returncode != 0, out
+    assert "rooms died" in out and "malformed answer" in out
