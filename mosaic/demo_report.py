@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,13 @@ if TYPE_CHECKING:
 NOTIFY_CODE = 101  # nakama/modules/mosaic_rooms.lua
 
 
+def _names_partner(content: dict[str, object], sessions: dict[str, Session],
+                   partner: str) -> bool:
+    """The partner by Nakama user id; their sub (custom id) appears nowhere."""
+    return (content.get("partner_user_id") == sessions[partner].user_id
+            and partner not in json.dumps(content))
+
+
 def verify(client: NakamaClient, sessions: dict[str, Session], report: DemoReport,
            purity: Callable[[list[tuple[str, str]], dict[str, str]], float]) -> None:
     partner = {a: b for a, b, _, _ in report.pairs} | {b: a for a, b, _, _ in report.pairs}
@@ -21,17 +29,20 @@ def verify(client: NakamaClient, sessions: dict[str, Session], report: DemoRepor
                  f"{len(report.pairs)}/{report.expected_pairs} pairs complete in the audit")
     wrong_notes, wrong_rooms = [], []
     for user_id, session in sessions.items():
-        notes = [n for n in client.notifications(session) if n.get("code") == NOTIFY_CODE
-                 and report.cycle_id in str(n.get("content", ""))]
-        rooms = [g for g in client.groups(session)
-                 if str(g.get("name", "")).startswith(f"mm:{report.cycle_id}:")]
+        notes = [json.loads(n.get("content") or "{}") for n in client.notifications(session)
+                 if n.get("code") == NOTIFY_CODE]
+        notes = [n for n in notes if n.get("cycle_id") == report.cycle_id]
         want = 1 if user_id in partner else 0
-        if len(notes) != want or (want and partner[user_id] not in str(notes[0]["content"])):
+        if len(notes) != want or (want and not _names_partner(notes[0], sessions,
+                                                                partner[user_id])):
             wrong_notes.append((user_id, len(notes)))
+        rooms = [g for g in client.groups(session)
+                 if notes and g.get("id") == notes[0].get("group_id")]
         if len(rooms) != want or (want and (rooms[0].get("open") or
                                             rooms[0].get("edge_count") != 2)):
             wrong_rooms.append((user_id, len(rooms)))
-    report.check("each matched user got exactly one match notification, naming the partner",
+    report.check("each matched user got exactly one match notification, naming the partner "
+                 "by Nakama id (never by Cognito sub)",
                  not wrong_notes, f"wrong: {wrong_notes}" if wrong_notes else
                  f"{len(partner)} users, 1 each; unmatched users got none")
     report.check("each pair has one private (closed, 2-member) Nakama group", not wrong_rooms,
