@@ -1,135 +1,510 @@
 --[[
-Server-to-server RPCs for post-match side effects (called with the runtime http_key,
-never by a game client):
+Post-match side effects in batches: server-to-server RPCs (runtime http_key only; a call
+with a user session is refused with PERMISSION_DENIED) plus client-API hooks that keep
+the rooms private. User ids in payloads are custom ids (Cognito subs); they never leave
+this module: not in group names, metadata, descriptions or notification content.
 
-  mosaic_create_room   {cycle_id, pair_key, user_a, user_b} -> {group_id, created}
-  mosaic_notify_match  {cycle_id, pair_key, user, partner, group_id} -> {sent, duplicate}
+  mosaic_create_rooms   {"rooms": [{cycle_id, pair_key, user_a, user_b}, ...1..500]}
+    -> {"results": [{pair_key, cycle_id, ok=true, group_id, channel_id, created}
+                    | {pair_key, cycle_id, ok=false, permanent, error}, ...]}
+  mosaic_notify_matches {"notifications": [{cycle_id, pair_key, user, partner, group_id,
+                                            channel_id}, ...1..1000]}
+    -> {"results": [{pair_key, user, ok=true, sent} | {pair_key, user, ok=false,
+                    permanent, error}, ...]}
 
-User ids in payloads are custom ids (the Cognito sub). Both RPCs are idempotent:
-- the group name is built from the cycle and the pair, and Nakama group names are unique;
-  the partner joins an open group that is then closed, so Nakama sends no system
-  "added to group" notification (group_users_add would) and the match notification
-  stays the only one;
-- a notification is claimed by a create-only storage write (version "*") before it is
-  sent, so a retried call never sends a second one.
+Results are in input order; each item runs under its own pcall, so one bad item never
+fails the others. permanent=true: the user (or partner) does not exist or is banned
+(users.disable_time is set), or the item can never succeed; everything else is
+retryable. A malformed payload as a whole fails the call with INVALID_ARGUMENT (3).
+
+Rooms. The group name is "mm-" .. sha256(cycle_id \n pair_key)[1..40]: opaque, unique
+per pair and cycle, 43 chars. Nakama group names are unique (groups_name_key), so a
+retry finds the group (one query for the whole batch, members included) and only does
+what is missing. user_a creates the group open with max_count=2, user_b joins through
+the runtime (group_user_join: no "added to group" notification, which
+group_users_add would send), then the group is closed. The window while it is open is
+covered by the before-hooks below, which refuse every client request that could add a
+member, open the group, or squat an "mm-" name (runtime calls are not hooked).
+
+Notifications: exactly one per user and pair, without a claim. Each notification
+carries content.mosaic_key = sha256(cycle_id \n pair_key \n user)[1..40], and a UNIQUE
+partial expression index on Nakama's notification table (mosaic_notification_once,
+created at load and checked before the first send of each Lua VM) makes a second row
+with the same key impossible. Per batch: one query finds the keys already stored
+(-> sent=false); the rest go in ONE notifications_send (one multi-row INSERT: all or
+nothing). If it fails (a concurrent sender hit the index, a database error, one bad
+row), the keys are queried again and the still-missing ones sent one by one; the answer
+is then read from the table: a stored key is delivered (sent=true if this call's insert
+stored it, else sent=false), a missing key is ok=false permanent=false. Success is never
+reported for a key that is not in the table, and a failed send leaves nothing behind,
+so a retry sends it. The old design (create-only storage claim, then send) lost the
+notification when the claim write failed (read as "duplicate") or Nakama died between
+claim and send.
 ]]
 
 local nk = require("nakama")
 
-local NOTIFY_CODE = 101          -- > 0: application notification code for "match found"
-local CLAIMS = "mosaic_notified" -- storage collection holding one claim per user and pair
+local NOTIFY_CODE = 101 -- > 0: application notification code for "match found"
+local NOTIFY_SUBJECT = "You have a new match"
+local KIND = "mosaic_match" -- groups.metadata.kind of every match room
+local NAME_PREFIX = "mm-"
+local MAX_ROOMS = 500
+local MAX_NOTIFICATIONS = 1000
+local GROUP_CHANNEL = 3 -- rtapi.ChannelJoin_GROUP
+
+local INVALID_ARGUMENT, PERMISSION_DENIED, INTERNAL, UNAVAILABLE = 3, 7, 13, 14
+
+local ONCE_INDEX = "mosaic_notification_once"
+local ONCE_INDEX_SQL = "CREATE UNIQUE INDEX IF NOT EXISTS " .. ONCE_INDEX ..
+  " ON notification ((content->>'mosaic_key')) WHERE code = " .. NOTIFY_CODE
+
+-- Per-item failure that can never succeed (vs. a Lua error, which is retryable).
+local Permanent = {}
+Permanent.__index = Permanent
+local function permanent(msg)
+  return setmetatable({ msg = msg }, Permanent)
+end
 
 local function server_only(context)
   if context.user_id ~= nil and context.user_id ~= "" then
-    error({ "server-to-server RPC: call it with the runtime http_key", 7 })
+    error({ "server-to-server RPC: call it with the runtime http_key", PERMISSION_DENIED })
   end
 end
 
-local function decode(payload, fields)
+local function decode_batch(payload, list_field, max_items, fields)
   local ok, body = pcall(nk.json_decode, payload or "")
   if not ok or type(body) ~= "table" then
-    error({ "payload must be a JSON object", 3 })
+    error({ "payload must be a JSON object", INVALID_ARGUMENT })
   end
-  for _, f in ipairs(fields) do
-    if type(body[f]) ~= "string" or body[f] == "" then
-      error({ "missing or invalid field: " .. f, 3 })
+  local items = body[list_field]
+  if type(items) ~= "table" or #items < 1 or #items > max_items then
+    error({ list_field .. " must be a list of 1.." .. max_items .. " items", INVALID_ARGUMENT })
+  end
+  for i, item in ipairs(items) do
+    if type(item) ~= "table" then
+      error({ list_field .. "[" .. i .. "] must be an object", INVALID_ARGUMENT })
     end
-  end
-  return body
-end
-
-local function resolve(custom_id)
-  local ok, user_id, username = pcall(nk.authenticate_custom, custom_id, nil, false)
-  if not ok then
-    error({ "unknown user: " .. custom_id, 5 })
-  end
-  return user_id, username
-end
-
-local function room_name(cycle_id, pair_key)
-  return "mm:" .. cycle_id .. ":" .. pair_key
-end
-
-local function find_group(name)
-  local groups = nk.groups_list(name, nil, nil, nil, 1)
-  for _, g in ipairs(groups or {}) do
-    if g.name == name then
-      return g
-    end
-  end
-  return nil
-end
-
-local function is_member(group_id, user_id)
-  local members = nk.group_users_list(group_id, 10)
-  for _, m in ipairs(members or {}) do
-    if m.user.user_id == user_id and m.state <= 2 then
-      return true
-    end
-  end
-  return false
-end
-
-local function create_room(context, payload)
-  server_only(context)
-  local body = decode(payload, { "cycle_id", "pair_key", "user_a", "user_b" })
-  local a_id = resolve(body.user_a)
-  local b_id, b_name = resolve(body.user_b)
-  local name = room_name(body.cycle_id, body.pair_key)
-  local created = false
-  local group = find_group(name)
-  if group == nil then
-    local meta = { cycle_id = body.cycle_id, pair_key = body.pair_key, kind = "mosaic_match" }
-    local ok, g = pcall(nk.group_create, a_id, name, a_id, "", "Mosaic Match", "", true, meta, 2)
-    if ok then
-      group, created = g, true
-    else
-      group = find_group(name) -- lost a race with a concurrent retry
-      if group == nil then
-        error({ "could not create group: " .. tostring(g), 13 })
+    for _, f in ipairs(fields) do
+      if type(item[f]) ~= "string" or item[f] == "" then
+        error({ list_field .. "[" .. i .. "]." .. f .. " is missing or not a string",
+          INVALID_ARGUMENT })
       end
     end
   end
-  if not is_member(group.id, b_id) then
-    nk.group_user_join(group.id, b_id, b_name)
-  end
-  -- Close the group: a private room for exactly these two users.
-  nk.group_update(group.id, nil, nil, nil, nil, nil, nil, false)
-  return nk.json_encode({ group_id = group.id, created = created, name = name })
+  return items
 end
 
-local function notify_match(context, payload)
+-- table.concat of a long list overflows the Lua registry (gopher-lua pushes every
+-- element; Nakama's registry holds 512 values by default): join in small chunks.
+local function join(list, sep)
+  local parts, chunk = {}, {}
+  for _, v in ipairs(list) do
+    chunk[#chunk + 1] = v
+    if #chunk == 64 then
+      parts[#parts + 1] = table.concat(chunk, sep)
+      chunk = {}
+    end
+  end
+  if #chunk > 0 then
+    parts[#parts + 1] = table.concat(chunk, sep)
+  end
+  return table.concat(parts, sep)
+end
+
+local function hex40(s)
+  return string.sub(nk.sha256_hash(s), 1, 40)
+end
+
+local function room_name(cycle_id, pair_key)
+  return NAME_PREFIX .. hex40(cycle_id .. "\n" .. pair_key)
+end
+
+local function mosaic_key(cycle_id, pair_key, user)
+  return hex40(cycle_id .. "\n" .. pair_key .. "\n" .. user)
+end
+
+local function error_text(err)
+  if type(err) == "table" then
+    if getmetatable(err) == Permanent then
+      return err.msg
+    end
+    return tostring(err[1] or err.msg or "error")
+  end
+  return tostring(err)
+end
+
+-- custom id -> {id, username, display_name, disabled} for every id in one query.
+local function users_by_custom_id(custom_ids)
+  local rows = nk.sql_query([[
+SELECT id::text AS id, custom_id, username, coalesce(display_name, '') AS display_name,
+       disable_time <> '1970-01-01 00:00:00+00' AS disabled
+  FROM users
+ WHERE custom_id = ANY(ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))]],
+    { nk.json_encode(custom_ids) })
+  local found = {}
+  for _, r in ipairs(rows) do
+    found[r.custom_id] = r
+  end
+  return found
+end
+
+local function unique_values(items, fields)
+  local seen, list = {}, {}
+  for _, item in ipairs(items) do
+    for _, f in ipairs(fields) do
+      local v = item[f]
+      if not seen[v] then
+        seen[v] = true
+        list[#list + 1] = v
+      end
+    end
+  end
+  return list
+end
+
+local function usable_user(user, role)
+  if user == nil then
+    error(permanent(role .. " does not exist"))
+  end
+  if user.disabled then
+    error(permanent(role .. " is banned"))
+  end
+  return user
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Rooms
+
+-- name -> {id, creator_id, open, edge_count, kind, members = {user_id -> state}}
+local function groups_by_name(names)
+  local rows = nk.sql_query([[
+SELECT g.id::text AS id, g.name, g.creator_id::text AS creator_id, g.state, g.edge_count,
+       coalesce(g.metadata->>'kind', '') AS kind,
+       coalesce((SELECT string_agg(e.destination_id::text || '=' || e.state, ',')
+                   FROM group_edge e WHERE e.source_id = g.id), '') AS edges
+  FROM groups g
+ WHERE g.name = ANY(string_to_array($1, ','))]], { join(names, ",") })
+  local found = {}
+  for _, r in ipairs(rows) do
+    local members = {}
+    for uid, state in string.gmatch(r.edges, "([%x%-]+)=(%d+)") do
+      members[uid] = tonumber(state)
+    end
+    found[r.name] = {
+      id = r.id, creator_id = r.creator_id, open = (r.state == 0), edge_count = r.edge_count,
+      kind = r.kind, members = members,
+    }
+  end
+  return found
+end
+
+local function create_one(item, users, groups)
+  if item.user_a == item.user_b then
+    error(permanent("a room needs two different users"))
+  end
+  local a = usable_user(users[item.user_a], "user_a")
+  local b = usable_user(users[item.user_b], "user_b")
+  local name = room_name(item.cycle_id, item.pair_key)
+  local group, created = groups[name], false
+  if group == nil then
+    local ok, g = pcall(nk.group_create, a.id, name, a.id, "en", "", "", true, { kind = KIND }, 2)
+    if ok then
+      group = { id = g.id, creator_id = a.id, open = true, edge_count = 1, kind = KIND,
+        members = { [a.id] = 0 } }
+      created = true
+    else
+      group = groups_by_name({ name })[name] -- lost a race with a concurrent call
+      if group == nil then
+        error("could not create group: " .. error_text(g))
+      end
+    end
+    groups[name] = group -- a duplicate item later in the batch finds it
+  end
+  if group.kind ~= KIND then
+    error(permanent("group name is taken by a group that is not a match room"))
+  end
+  for uid, state in pairs(group.members) do
+    if uid ~= a.id and uid ~= b.id and state <= 3 then
+      error(permanent("room has a member or join request outside the pair"))
+    end
+  end
+  local missing = {}
+  for _, u in ipairs({ a, b }) do
+    local state = group.members[u.id]
+    if state == nil or state > 2 then
+      missing[#missing + 1] = u
+    end
+  end
+  if #missing > 0 then
+    if not group.open then -- a member left: reopen briefly (the hooks keep others out)
+      nk.group_update(group.id, nil, nil, nil, nil, nil, nil, true)
+      group.open = true
+    end
+    for _, u in ipairs(missing) do
+      local joined, err = pcall(nk.group_user_join, group.id, u.id, u.username)
+      if not joined then
+        -- A concurrent call for the same pair may have added the user (the group is
+        -- then full, which is what the join reports): accept only what the table says.
+        local now = groups_by_name({ name })[name]
+        local state = now and now.members[u.id]
+        if state == nil or state > 2 then
+          error("could not add a member: " .. error_text(err))
+        end
+        group.open = now.open
+      end
+      group.members[u.id] = 2
+    end
+  end
+  if group.open then
+    nk.group_update(group.id, nil, nil, nil, nil, nil, nil, false)
+    group.open = false
+  end
+  return {
+    group_id = group.id,
+    channel_id = nk.channel_id_build("", group.id, GROUP_CHANNEL),
+    created = created,
+  }
+end
+
+local function create_rooms(context, payload)
   server_only(context)
-  local body = decode(payload, { "cycle_id", "pair_key", "user", "partner", "group_id" })
-  local user_id = resolve(body.user)
-  local claim = {
-    collection = CLAIMS,
-    key = nk.sha256_hash(body.cycle_id .. "/" .. body.pair_key),
-    user_id = user_id,
-    value = { cycle_id = body.cycle_id, pair_key = body.pair_key, group_id = body.group_id },
-    version = "*", -- create only: fails when this user was already notified for this pair
-    permission_read = 1,
-    permission_write = 0,
-  }
-  local ok = pcall(nk.storage_write, { claim })
-  if not ok then
-    return nk.json_encode({ sent = false, duplicate = true })
+  local items = decode_batch(payload, "rooms", MAX_ROOMS,
+    { "cycle_id", "pair_key", "user_a", "user_b" })
+  local users = users_by_custom_id(unique_values(items, { "user_a", "user_b" }))
+  local names = {}
+  for i, item in ipairs(items) do
+    names[i] = room_name(item.cycle_id, item.pair_key)
   end
-  local content = {
-    cycle_id = body.cycle_id,
-    pair_key = body.pair_key,
-    partner_id = body.partner,
-    group_id = body.group_id,
-  }
-  local sent, err = pcall(nk.notification_send, user_id, "You have a new match", content,
-    NOTIFY_CODE, nil, true)
-  if not sent then
-    -- Release the claim so a retry can send it; otherwise the user would never hear.
-    pcall(nk.storage_delete, { { collection = CLAIMS, key = claim.key, user_id = user_id } })
-    error({ "could not send notification: " .. tostring(err), 14 })
+  local groups = groups_by_name(names)
+  local results = {}
+  for i, item in ipairs(items) do
+    local ok, out = pcall(create_one, item, users, groups)
+    if ok then
+      results[i] = { pair_key = item.pair_key, cycle_id = item.cycle_id, ok = true,
+        group_id = out.group_id, channel_id = out.channel_id, created = out.created }
+    else
+      results[i] = { pair_key = item.pair_key, cycle_id = item.cycle_id, ok = false,
+        permanent = (type(out) == "table" and getmetatable(out) == Permanent),
+        error = error_text(out) }
+    end
   end
-  return nk.json_encode({ sent = true, duplicate = false })
+  return nk.json_encode({ results = results })
 end
 
-nk.register_rpc(create_room, "mosaic_create_room")
-nk.register_rpc(notify_match, "mosaic_notify_match")
+-- ---------------------------------------------------------------------------------------
+-- Notifications
+
+local once_index_checked = false -- per Lua VM
+
+local function ensure_once_index()
+  if once_index_checked then
+    return
+  end
+  local function valid()
+    local rows = nk.sql_query([[
+SELECT i.indisvalid AND i.indisunique AS ok
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE c.relname = $1 AND i.indrelid = 'notification'::regclass]], { ONCE_INDEX })
+    return rows[1] ~= nil and rows[1].ok == true
+  end
+  if not valid() then
+    pcall(nk.sql_exec, ONCE_INDEX_SQL) -- may lose a race with another VM: check again
+    if not valid() then
+      error({ "the notification guard index " .. ONCE_INDEX .. " is missing", UNAVAILABLE })
+    end
+  end
+  once_index_checked = true
+end
+
+-- The subset of keys that are stored, as a set.
+local function stored_keys(keys)
+  local present = {}
+  if #keys == 0 then
+    return present
+  end
+  local rows = nk.sql_query([[
+SELECT content->>'mosaic_key' AS k
+  FROM notification
+ WHERE code = ]] .. NOTIFY_CODE .. [[ AND content->>'mosaic_key' = ANY(string_to_array($1, ','))]],
+    { join(keys, ",") })
+  for _, r in ipairs(rows) do
+    present[r.k] = true
+  end
+  return present
+end
+
+local function build_notification(item, key, user, partner)
+  return {
+    user_id = user.id,
+    subject = NOTIFY_SUBJECT,
+    content = {
+      mosaic_key = key,
+      cycle_id = item.cycle_id,
+      group_id = item.group_id,
+      channel_id = item.channel_id,
+      partner_user_id = partner.id,
+      partner_username = partner.username,
+      partner_display_name = partner.display_name,
+    },
+    code = NOTIFY_CODE,
+    persistent = true,
+  }
+end
+
+local function notify_matches(context, payload)
+  server_only(context)
+  local items = decode_batch(payload, "notifications", MAX_NOTIFICATIONS,
+    { "cycle_id", "pair_key", "user", "partner", "group_id", "channel_id" })
+  ensure_once_index()
+  local users = users_by_custom_id(unique_values(items, { "user", "partner" }))
+  local keys, all_keys = {}, {}
+  for i, item in ipairs(items) do
+    keys[i] = mosaic_key(item.cycle_id, item.pair_key, item.user)
+    all_keys[i] = keys[i]
+  end
+  local stored = stored_keys(all_keys)
+
+  local results = {}
+  local function answer(i, ok, fields)
+    local r = { pair_key = items[i].pair_key, user = items[i].user, ok = ok }
+    for k, v in pairs(fields) do
+      r[k] = v
+    end
+    results[i] = r
+  end
+
+  local pending, first_of = {}, {} -- pending: {i, key, notification}; first_of: key -> i
+  local repeats = {}               -- i -> index of the first item with the same key
+  for i, item in ipairs(items) do
+    local key = keys[i]
+    local ok, err = pcall(function()
+      local user = usable_user(users[item.user], "user")
+      local partner = usable_user(users[item.partner], "partner")
+      if item.user == item.partner then
+        error(permanent("user and partner are the same user"))
+      end
+      if stored[key] then
+        answer(i, true, { sent = false })
+      elseif first_of[key] then
+        repeats[i] = first_of[key]
+      else
+        first_of[key] = i
+        pending[#pending + 1] = { i = i, key = key,
+          notification = build_notification(item, key, user, partner) }
+      end
+    end)
+    if not ok then
+      answer(i, false, { permanent = getmetatable(err) == Permanent, error = error_text(err) })
+    end
+  end
+
+  if #pending > 0 then
+    local batch = {}
+    for n, p in ipairs(pending) do
+      batch[n] = p.notification
+    end
+    local sent, batch_err = pcall(nk.notifications_send, batch)
+    if sent then
+      for _, p in ipairs(pending) do
+        answer(p.i, true, { sent = true })
+      end
+    else
+      -- All or nothing failed. Look again, then send the missing ones one by one so a
+      -- bad row or a concurrent sender only affects its own items.
+      local pending_keys = {}
+      for n, p in ipairs(pending) do
+        pending_keys[n] = p.key
+      end
+      local ok_q, now = pcall(stored_keys, pending_keys)
+      local own, errs = {}, {}
+      for _, p in ipairs(pending) do
+        if ok_q and not now[p.key] then
+          local ok_one, err_one = pcall(nk.notifications_send, { p.notification })
+          own[p.key] = ok_one
+          errs[p.key] = ok_one and nil or error_text(err_one)
+        end
+      end
+      local ok_f, final = pcall(stored_keys, pending_keys)
+      for _, p in ipairs(pending) do
+        if own[p.key] then
+          answer(p.i, true, { sent = true }) -- this call's INSERT stored it
+        elseif ok_f and final[p.key] then
+          answer(p.i, true, { sent = false }) -- stored by a concurrent call
+        else
+          answer(p.i, false, { permanent = false,
+            error = "not delivered: " .. (errs[p.key] or error_text(batch_err)) })
+        end
+      end
+    end
+  end
+  for i, first in pairs(repeats) do
+    local r = results[first]
+    if r.ok then
+      answer(i, true, { sent = false })
+    else
+      answer(i, false, { permanent = r.permanent, error = r.error })
+    end
+  end
+  return nk.json_encode({ results = results })
+end
+
+-- ---------------------------------------------------------------------------------------
+-- Privacy hooks on the client API (runtime calls are not hooked).
+
+local UUID_PATTERN = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
+
+local function is_match_room(group_id)
+  if type(group_id) ~= "string" or not string.match(group_id, UUID_PATTERN) then
+    return false -- Nakama itself rejects the request
+  end
+  local ok, rows = pcall(nk.sql_query,
+    "SELECT 1 AS x FROM groups WHERE id = $1::uuid AND (metadata->>'kind' = $2 OR name LIKE 'mm-%')",
+    { group_id, KIND })
+  if not ok then
+    error({ "could not check the group", INTERNAL }) -- fail closed
+  end
+  return rows[1] ~= nil
+end
+
+local function reserved_name(name)
+  return type(name) == "string" and string.sub(name, 1, #NAME_PREFIX) == NAME_PREFIX
+end
+
+local function refuse_for_match_rooms(action)
+  return function(context, payload)
+    if is_match_room(payload and payload.group_id) then
+      error({ action .. " is not allowed on a match room", PERMISSION_DENIED })
+    end
+    return payload
+  end
+end
+
+local function before_update_group(context, payload)
+  if is_match_room(payload and payload.group_id) then
+    error({ "match rooms cannot be changed", PERMISSION_DENIED })
+  end
+  if reserved_name(payload and payload.name) then
+    error({ "group names starting with '" .. NAME_PREFIX .. "' are reserved", PERMISSION_DENIED })
+  end
+  return payload
+end
+
+local function before_create_group(context, payload)
+  if reserved_name(payload and payload.name) then
+    error({ "group names starting with '" .. NAME_PREFIX .. "' are reserved", PERMISSION_DENIED })
+  end
+  return payload
+end
+
+nk.run_once(function(context)
+  -- Best effort at startup; notify_matches checks it again before its first send.
+  pcall(nk.sql_exec, ONCE_INDEX_SQL)
+end)
+
+nk.register_rpc(create_rooms, "mosaic_create_rooms")
+nk.register_rpc(notify_matches, "mosaic_notify_matches")
+nk.register_req_before(refuse_for_match_rooms("joining"), "JoinGroup")
+nk.register_req_before(refuse_for_match_rooms("adding users"), "AddGroupUsers")
+nk.register_req_before(refuse_for_match_rooms("promoting users"), "PromoteGroupUsers")
+nk.register_req_before(before_update_group, "UpdateGroup")
+nk.register_req_before(before_create_group, "CreateGroup")
