@@ -15,7 +15,7 @@ from typing import Any
 import pydantic
 
 from producers.domain import Accepted, BlockUser, Command, OptIn, OptOut, valid_user_id
-from producers.errors import IngressError, InvalidRequest, PayloadTooLarge
+from producers.errors import AuthError, IngressError, InvalidRequest, PayloadTooLarge
 from producers.metrics import IngressMetrics
 from producers.schema import BlockBody, ErrorBody, OptInBody, OptOutBody, new_request_id
 from producers.service import IngressService
@@ -75,6 +75,24 @@ def accepted_body(result: Accepted) -> bytes:
     return json.dumps({"status": "accepted", "event_id": result.event_id,
                        "request_id": result.request_id,
                        "duplicate": result.duplicate}).encode()
+
+
+_AUTH_HEADERS = frozenset({b"x-mosaic-timestamp", b"x-mosaic-nonce", b"x-mosaic-signature",
+                           b"content-length"})
+
+
+def auth_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    """The signature headers (and content-length) from the raw ASGI list. A repeated one is
+    refused: which copy counts would depend on the parser (first or last), so both entry
+    points refuse it the same way."""
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        if name in _AUTH_HEADERS:
+            key = name.decode("latin-1")
+            if key in found:
+                raise AuthError("repeated signature header")
+            found[key] = value.decode("latin-1")
+    return found
 
 
 def raw_path(scope: Mapping[str, Any]) -> str:

@@ -16,6 +16,7 @@ from producers.api import (
     ROUTES_BY_SUFFIX,
     Ingress,
     accepted_body,
+    auth_headers,
     check_length,
     error_body,
     raw_path,
@@ -24,8 +25,6 @@ from producers.errors import IngressError, PayloadTooLarge
 
 _COMMAND_PATH = re.compile(r"^/user/([^/]+)/(opt-in-embedding|opt-out|block)$")
 _JSON = (b"content-type", b"application/json")
-_SIGNATURE_HEADERS = {b"x-mosaic-timestamp", b"x-mosaic-nonce", b"x-mosaic-signature",
-                      b"content-length"}
 
 
 class CommandFastPath:
@@ -42,9 +41,8 @@ class CommandFastPath:
             return
         route = ROUTES_BY_SUFFIX[match.group(2)]
         scope["mosaic.route"] = route.name
-        headers = {k.decode("latin-1"): v.decode("latin-1")
-                   for k, v in scope["headers"] if k in _SIGNATURE_HEADERS}
         try:
+            headers = auth_headers(scope)
             body = await self._read(receive, headers.get("content-length"))
             result = await self._ingress.command(route, match.group(1), raw_path(scope),
                                                  headers, body)

@@ -21,6 +21,7 @@ from producers.api import (
     CommandRoute,
     Ingress,
     accepted_body,
+    auth_headers,
     check_length,
     describe,
     error_body,
@@ -64,7 +65,7 @@ def _error_response(exc: IngressError) -> Response:
 
 def create_app(ingress: Ingress, *, fast_path: bool = True) -> FastAPI:
     app = FastAPI(title="Mosaic Match ingress", version="1.0.0", description=_API_DOC,
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, redirect_slashes=False,
                   telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.ingress = ingress
     _install_error_handlers(app, ingress)
@@ -158,7 +159,7 @@ def _command_route(app: FastAPI, route: CommandRoute, ingress: Ingress) -> None:
     async def endpoint(user_id: UserId, request: Request) -> Response:
         body = await read_body(request, ingress.max_body_bytes)
         result = await ingress.command(route, user_id, raw_path(request.scope),
-                                       request.headers, body)
+                                       auth_headers(request.scope), body)
         return Response(accepted_body(result), status_code=202, media_type="application/json")
 
     app.add_api_route(
@@ -174,7 +175,8 @@ def _install_read_routes(app: FastAPI, ingress: Ingress) -> None:
              responses=_ERRORS, openapi_extra={"security": _SECURITY})
     async def status(user_id: UserId, request: Request) -> JSONResponse:
         body = await read_body(request, ingress.max_body_bytes)
-        admit = ingress.authenticate("GET", raw_path(request.scope), request.headers, body)
+        admit = ingress.authenticate("GET", raw_path(request.scope),
+                                     auth_headers(request.scope), body)
         state = await ingress.service.status(GetStatus(user_id), admit=admit)
         return JSONResponse(StatusBody.from_state(state).model_dump(mode="json"))
 
