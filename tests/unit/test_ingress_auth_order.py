@@ -121,3 +121,16 @@ async def test_both_paths_give_the_same_answer_for_odd_ids() -> None:
 def test_valid_user_id_is_a_full_match(value: str) -> None:
     assert not valid_user_id(value)
     assert valid_user_id(value.strip()) == (len(value.strip()) >= 6 and " " not in value)
+
+
+@pytest.mark.parametrize("name", ["x-mosaic-timestamp", "x-mosaic-nonce", "x-mosaic-signature"])
+async def test_a_repeated_signature_header_is_401_on_both_paths(h: Harness, name: str) -> None:
+    path, body = f"/user/{ALICE}/opt-out", b"{}"
+    good = signed_headers(KEY.encode(), "POST", path, body, now=h.clock.now)
+    for first, second in ((good[name], "0"), ("0", good[name])):
+        headers = [(k, v) for k, v in good.items() if k != name]
+        headers += [(name, first), (name, second)]
+        r = await h.client.post(path, content=body, headers=headers)
+        assert r.status_code == 401, r.text
+    assert h.publisher.published == []
+    assert _nonces(h) == 0
