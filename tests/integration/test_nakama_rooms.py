@@ -124,6 +124,22 @@ def make_users(settings: Settings, count: int) -> list[User]:
         return list(pool.map(one, range(count)))
 
 
+def bulk_users(sql: Sql, count: int) -> list[User]:
+    """Many accounts at once, inserted into Nakama's users table as AuthenticateCustom
+    inserts them (id, username, custom_id; every other column has its default).
+
+    The batch tests need hundreds of users; a login each goes through the ID-token hook
+    (~90 ms per login on 2 cores), which would eat each test's time budget. The RPCs under
+    test only read these rows, so the accounts are real to them; the tests about what a
+    user sees log in through the client API (``make_users``, ``Player``).
+    """
+    rows = sql.rows(
+        "INSERT INTO users (id, username, custom_id) SELECT gen_random_uuid(), "
+        "'mmt' || substr(md5(random()::text || n), 1, 16), gen_random_uuid()::text "
+        f"FROM generate_series(1, {int(count)}) AS n RETURNING id, custom_id")
+    return [User(custom_id, uid) for uid, custom_id in rows]
+
+
 def pair_key(a: User, b: User) -> str:
     return "|".join(sorted((a.custom_id, b.custom_id)))
 
@@ -204,13 +220,15 @@ def cycle(unique: str) -> str:
 
 
 class Trigger:
-    """A BEFORE INSERT trigger that makes PostgreSQL refuse rows touching one user."""
+    """A BEFORE INSERT trigger that makes PostgreSQL refuse (or, with ``sleep``, hold up)
+    the rows matching ``condition``."""
 
-    def __init__(self, sql: Sql, table: str, condition: str) -> None:
+    def __init__(self, sql: Sql, table: str, condition: str, sleep: float = 0) -> None:
         self.sql, self.table = sql, table
         self.name = f"mosaic_test_fault_{uuid.uuid4().hex[:10]}"
+        action = f"PERFORM pg_sleep({sleep})" if sleep else "RAISE EXCEPTION 'injected fault'"
         sql.rows(f"CREATE FUNCTION {self.name}() RETURNS trigger LANGUAGE plpgsql AS $f$ "
-                 f"BEGIN IF {condition} THEN RAISE EXCEPTION 'injected fault'; END IF; "
+                 f"BEGIN IF {condition} THEN {action}; END IF; "
                  f"RETURN NEW; END $f$")
         sql.rows(f"CREATE TRIGGER {self.name} BEFORE INSERT ON {table} "
                  f"FOR EACH ROW EXECUTE FUNCTION {self.name}()")
@@ -464,9 +482,14 @@ def test_database_error_on_one_user_is_retryable_not_a_duplicate(
 
 def test_client_timeout_shorter_than_the_work_then_retry(
         rpc: Rpc, sql: Sql, settings: Settings, cycle: str) -> None:
-    """The caller gives up (read timeout) while Nakama still works; the retry, which may
-    run while the first call is still going, leaves every user exactly one."""
-    users = make_users(settings, 400)
+    """The caller gives up (read timeout) while Nakama works on the batch.
+
+    Nakama cancels an RPC whose caller has gone (the request context): the first call
+    stops wherever it is, e.g. after creating a room it has not closed yet (measured: a
+    400-user batch left 2 rooms, one still open with only its creator) or, for
+    notifications, before or inside the INSERT (rolled back). The retry completes every
+    room and leaves every user exactly one notification."""
+    users = bulk_users(sql, 400)
     pairs = pairs_of(users)
     items = room_items(cycle, pairs)
     tiny = httpx.Timeout(10.0, read=0.05)  # the request is sent in full, the answer is not awaited
@@ -486,7 +509,7 @@ def test_client_timeout_shorter_than_the_work_then_retry(
 
 def test_concurrent_duplicate_calls_deliver_exactly_once(
         rpc: Rpc, sql: Sql, settings: Settings, cycle: str) -> None:
-    users = make_users(settings, 200)
+    users = bulk_users(sql, 400)
     pairs = pairs_of(users)
     items = room_items(cycle, pairs)
     barrier = threading.Barrier(2)
@@ -518,17 +541,29 @@ def test_concurrent_duplicate_calls_deliver_exactly_once(
 
 @pytest.mark.fault
 @pytest.mark.stack_scripts
-def test_nakama_killed_mid_batch_then_retry(rpc: Rpc, sql: Sql, settings: Settings,
-                                            cycle: str, nakama_stack: Service) -> None:
-    """kill -9 of Nakama while a big batch runs (rooms, then notifications), restart it
-    with the project's stack code, retry: every pair one closed two-member room, every
-    user exactly one notification, whatever statement the kill interrupted."""
-    users = make_users(settings, 600)
+def test_nakama_killed_mid_batch_then_retry(sql: Sql, settings: Settings, cycle: str,
+                                            nakama_stack: Service) -> None:
+    """kill -9 of Nakama in the middle of a big batch, restart it with the project's stack
+    code, retry: every pair one closed two-member room, every user exactly one
+    notification.
+
+    A batch takes well under a second on a warm Nakama, so a timed kill would often come
+    too late. The kill is placed instead: a trigger makes PostgreSQL sleep on one row in
+    the middle of the batch, and Nakama is killed while that statement sleeps.
+    - rooms (500 pairs): the sleep is on pair 250's partner joining, so 249 rooms are
+      done, room 250 exists open with only its creator (its join transaction rolls back
+      when the connection dies) and 251-500 do not exist;
+    - notifications (500 of them): the sleep is inside the single multi-row INSERT. The killed
+      Nakama never answers, but PostgreSQL still commits the statement: the crash falls
+      between "stored" and "reported", where the old claim design could lose or repeat.
+    """
+    users = bulk_users(sql, 1000)
     pairs = pairs_of(users)
     items = room_items(cycle, pairs)
+    names = [room_name(cycle, i["pair_key"]) for i in items]
 
     def killed_during(rpc_id: str, field: str, batch: list[dict[str, str]],
-                      delay: float) -> None:
+                      ready: Any) -> None:
         outcome: list[object] = []
 
         def call() -> None:
@@ -542,26 +577,58 @@ def test_nakama_killed_mid_batch_then_retry(rpc: Rpc, sql: Sql, settings: Settin
 
         caller = threading.Thread(target=call)
         caller.start()
-        time.sleep(delay)
+        deadline = time.monotonic() + 20
+        while not ready():
+            assert time.monotonic() < deadline and caller.is_alive(), outcome
+            time.sleep(0.05)
         pid = nakama_stack.pid()
         assert pid is not None, "Nakama's pid file names no live process"
         os.kill(pid, signal.SIGKILL)
         caller.join(30)
-        assert not caller.is_alive()
+        assert not caller.is_alive() and outcome and outcome[0] != 200, outcome
         started = time.monotonic()
         nakama_stack.up()
         assert time.monotonic() - started < 30
-        assert outcome and outcome[0] != 200, f"the kill came too late: {outcome}"
 
-    killed_during("mosaic_create_rooms", "rooms", items, delay=0.8)
-    half_done = groups_in_db(sql, [room_name(cycle, i["pair_key"]) for i in items])
-    assert 0 < len(half_done) < len(pairs), "the kill should land mid-batch"
-    rooms = rpc.rooms(items)
-    assert all(r["ok"] for r in rooms), [r for r in rooms if not r["ok"]][:3]
-    assert_rooms_private(sql, cycle, pairs)
+    def sleeping() -> bool:
+        return bool(sql.rows("SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                             "AND query NOT LIKE '%pg_stat_activity%' LIMIT 1"))
 
-    notes = note_items(cycle, pairs, rooms)
-    killed_during("mosaic_notify_matches", "notifications", notes, delay=0.05)
-    results = rpc.notify(notes)
+    middle = pairs[249][1].user_id
+    slow = Trigger(sql, "group_edge", f"NEW.destination_id = '{middle}'", sleep=6)
+    try:
+        killed_during("mosaic_create_rooms", "rooms", items, sleeping)
+    finally:
+        slow.drop()  # waits for the sleeping statement to end
+    half_done = groups_in_db(sql, names)
+    assert len(half_done) == 250 and half_done[names[249]]["open"]
+    assert half_done[names[249]]["edge_count"] == 1
+    rpc = Rpc(settings)
+    try:
+        rooms = rpc.rooms(items)
+        assert all(r["ok"] for r in rooms), [r for r in rooms if not r["ok"]][:3]
+        assert [r["created"] for r in rooms] == [False] * 250 + [True] * 250
+        assert_rooms_private(sql, cycle, pairs)
+        notes = note_items(cycle, pairs, rooms)
+    finally:
+        rpc.close()
+
+    # 500 per call: 1000 notifications are ~350 KB, above Nakama's default
+    # socket.max_request_size_bytes (256 KB).
+    first, second = notes[:500], notes[500:]
+    slow = Trigger(sql, "notification", f"NEW.user_id = '{users[250].user_id}'", sleep=4)
+    try:
+        killed_during("mosaic_notify_matches", "notifications", first, sleeping)
+    finally:
+        slow.drop()
+    rpc = Rpc(settings)
+    try:
+        results = rpc.notify(first)
+        later = rpc.notify(second)
+    finally:
+        rpc.close()
+    assert all(r["ok"] and r["sent"] for r in later)
     assert all(r["ok"] for r in results), [r for r in results if not r["ok"]][:3]
     assert set(notes_per_user(sql, cycle, users).values()) == {1}
+    # PostgreSQL committed the killed call's INSERT: the retry found every key stored.
+    assert not any(r["sent"] for r in results)
