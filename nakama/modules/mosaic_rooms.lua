@@ -162,12 +162,14 @@ local function unique_values(items, fields)
   return list
 end
 
-local function usable_user(user, role)
+-- Error texts name the custom id: they go only to the server-side caller (for its
+-- dead-letter reason), never to a user.
+local function usable_user(user, role, custom_id)
   if user == nil then
-    error(permanent(role .. " does not exist"))
+    error(permanent(role .. " does not exist: " .. custom_id))
   end
   if user.disabled then
-    error(permanent(role .. " is banned"))
+    error(permanent(role .. " is banned: " .. custom_id))
   end
   return user
 end
@@ -202,8 +204,8 @@ local function create_one(item, users, groups)
   if item.user_a == item.user_b then
     error(permanent("a room needs two different users"))
   end
-  local a = usable_user(users[item.user_a], "user_a")
-  local b = usable_user(users[item.user_b], "user_b")
+  local a = usable_user(users[item.user_a], "user_a", item.user_a)
+  local b = usable_user(users[item.user_b], "user_b", item.user_b)
   local name = room_name(item.cycle_id, item.pair_key)
   local group, created = groups[name], false
   if group == nil then
@@ -378,8 +380,8 @@ local function notify_matches(context, payload)
   for i, item in ipairs(items) do
     local key = keys[i]
     local ok, err = pcall(function()
-      local user = usable_user(users[item.user], "user")
-      local partner = usable_user(users[item.partner], "partner")
+      local user = usable_user(users[item.user], "user", item.user)
+      local partner = usable_user(users[item.partner], "partner", item.partner)
       if item.user == item.partner then
         error(permanent("user and partner are the same user"))
       end

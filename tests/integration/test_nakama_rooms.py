@@ -273,9 +273,9 @@ def test_unknown_and_banned_users_fail_alone_and_permanently(
     results = rpc.rooms(items)
     assert results[0]["ok"] and results[0]["created"]
     assert results[1] == {"pair_key": items[1]["pair_key"], "cycle_id": cycle, "ok": False,
-                          "permanent": True, "error": "user_b is banned"}
+                          "permanent": True, "error": f"user_b is banned: {users[3].custom_id}"}
     assert results[2]["ok"] is False and results[2]["permanent"] is True
-    assert results[2]["error"] == "user_b does not exist"
+    assert results[2]["error"] == f"user_b does not exist: {ghost.custom_id}"
     # Nothing was created for the failed items.
     names = [room_name(cycle, i["pair_key"]) for i in items]
     assert list(groups_in_db(sql, names)) == [names[0]]
@@ -285,8 +285,10 @@ def test_unknown_and_banned_users_fail_alone_and_permanently(
     sent = rpc.notify(notes)
     assert [r["ok"] for r in sent] == [True, True, False, False]
     # users[2] exists, but a banned partner can never become a match.
-    assert (sent[2]["permanent"], sent[2]["error"]) == (True, "partner is banned")
-    assert (sent[3]["permanent"], sent[3]["error"]) == (True, "user is banned")
+    assert (sent[2]["permanent"], sent[2]["error"]) == (
+        True, f"partner is banned: {users[3].custom_id}")
+    assert (sent[3]["permanent"], sent[3]["error"]) == (
+        True, f"user is banned: {users[3].custom_id}")
     counts = notes_per_user(sql, cycle, users[:4])
     assert counts == {users[0].user_id: 1, users[1].user_id: 1, users[2].user_id: 0,
                       users[3].user_id: 0}
@@ -354,11 +356,12 @@ def test_rooms_stay_private_through_the_client_api(rpc: Rpc, sql: Sql, cycle: st
     subs = (alice.user.custom_id, bob.user.custom_id)
 
     # Listing groups (any user may, by name prefix too) shows no sub.
-    listed = mallory.http.get("/v2/group", params={"name": "mm-%", "limit": 100})
+    name = room_name(cycle, pair_key(alice.user, bob.user))
+    listed = mallory.http.get("/v2/group", params={"name": name[:12] + "%", "limit": 100})
     assert listed.status_code == 200, listed.text
-    everything = mallory.http.get("/v2/group", params={"limit": 100}).text
+    everything = mallory.http.get("/v2/group", params={"name": "mm-%", "limit": 100}).text
     mine = [g for g in listed.json().get("groups", []) if g["id"] == gid]
-    assert mine and mine[0]["name"] == room_name(cycle, pair_key(alice.user, bob.user))
+    assert mine and mine[0]["name"] == name
     assert json.loads(mine[0]["metadata"]) == {"kind": "mosaic_match"}
     assert not mine[0].get("description") and not mine[0].get("avatar_url")
     assert not mine[0].get("open")
