@@ -121,7 +121,7 @@ class RoomsHandler(_Base):
         _parallel(self._pool, self._matched, ok)
         for pair, room in ok:
             self._publish(room_created(pair, room))
-        return [(p, None if r.ok else Failure(r.error, r.permanent))
+        return [(p, None if r.ok else Failure(f"{r.error} (pair {p.pair_key})", r.permanent))
                 for p, r in zip(pairs, results, strict=True)]
 
     def _matched(self, pair: PairMatched, room: ItemResult) -> None:
@@ -183,13 +183,13 @@ class NotifierHandler(_Base):
                 occurred_at=now, cycle_id=room.cycle_id, pair_key=room.pair_key,
                 user_id=user, partner_id=partner, group_id=room.group_id))
         failures: dict[tuple[str, str], Failure] = {}
-        for (room, _user, _), res in zip(notes, results, strict=True):
+        for (room, user, _), res in zip(notes, results, strict=True):
             if not res.ok:
                 key = (room.cycle_id, room.pair_key)
                 # A pair fails as a whole; a permanent failure of either user wins.
                 prior = failures.get(key)
                 if prior is None or (res.permanent and not prior.permanent):
-                    failures[key] = Failure(res.error, res.permanent)
+                    failures[key] = Failure(f"{res.error} (user {user})", res.permanent)
         return failures
 
 
