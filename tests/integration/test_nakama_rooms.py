@@ -451,8 +451,11 @@ def test_database_error_on_one_user_is_retryable_not_a_duplicate(
     The old guard wrote a create-only storage claim and read ANY failure of that write as
     "already notified": here its claim write fails, so it answered sent=false/duplicate,
     the agent marked the user notified, and the user never got the notification (zero,
-    forever; every retry said "duplicate" again). This test would fail on that code: it
-    asserts the item is NOT ok and that the retry delivers exactly one. The new guard
+    forever). Checked by running the old module (commit 7ebd653) on a second Nakama
+    against this database with the same two triggers: mosaic_notify_match answered
+    200 {"duplicate":true,"sent":false} and the user had 0 notifications. This test fails
+    on that behaviour: it asserts the item is NOT ok, the user has none, and the retry
+    delivers exactly one. The new guard
     writes nothing but the notification row, keyed by the unique mosaic_key; a failed
     insert is reported as a retryable failure because the key is not in the table.
     """
