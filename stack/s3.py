@@ -39,7 +39,7 @@ class S3(Service):
         try:
             import moto.server  # noqa: F401
         except ImportError as exc:
-            raise StackError("moto[server] is not installed: pip install -e .") from exc
+            raise StackError("moto[server] is not installed: pip install -e '.[stack]'") from exc
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         host, port = self._host_port()
