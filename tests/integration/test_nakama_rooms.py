@@ -295,9 +295,11 @@ def test_unknown_and_banned_users_fail_alone_and_permanently(
 
 
 def test_malformed_payloads_and_user_sessions_are_refused(rpc: Rpc, settings: Settings) -> None:
-    for body in ({}, {"rooms": []}, {"rooms": [{"cycle_id": "c"}]},
-                 {"rooms": [{"cycle_id": "c", "pair_key": "k", "user_a": "a", "user_b": 5}]},
-                 {"rooms": [{}] * 501}):
+    bodies: list[dict[str, Any]] = [
+        {}, {"rooms": []}, {"rooms": [{"cycle_id": "c"}]},
+        {"rooms": [{"cycle_id": "c", "pair_key": "k", "user_a": "a", "user_b": 5}]},
+        {"rooms": [{}] * 501}]
+    for body in bodies:
         assert rpc.call("mosaic_create_rooms", body).status_code == 400, body
     assert rpc.call("mosaic_notify_matches", {"notifications": "x"}).status_code == 400
     client = NakamaClient(settings.nakama)
@@ -520,12 +522,13 @@ def test_concurrent_duplicate_calls_deliver_exactly_once(
     items = room_items(cycle, pairs)
     barrier = threading.Barrier(2)
 
-    def both(fn: Any, batch: list[dict[str, str]]) -> list[list[dict[str, Any]]]:
+    def both(fn: tuple[str, str], batch: list[dict[str, str]]
+             ) -> list[list[dict[str, Any]]]:
         def run(_: int) -> list[dict[str, Any]]:
             client = Rpc(settings)
             try:
                 barrier.wait()
-                return client.results(*fn, batch)
+                return client.results(fn[0], fn[1], batch)
             finally:
                 client.close()
         with ThreadPoolExecutor(2) as pool:
