@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from consumers.embedding_worker import WorkerReport, run_embedding_worker
 from mosaic.cassandra import connect
+from mosaic.s3 import s3_client
 from mosaic.settings import (
     CassandraSettings,
     EmbeddingAgentSettings,
@@ -40,7 +41,6 @@ from mosaic.settings import (
 )
 from profiles.embedders import Embedder, LocalE5Embedder
 from profiles.insights import ChatInsights, ParticipantInsight, S3InsightStore
-from stack.s3 import s3_client
 from standins.vertex import VertexStandin
 from streams.admin import apply
 from streams.events import OptInRequested, new_event_id
@@ -160,7 +160,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     keyspace = f"bench_{uuid.uuid4().hex[:8]}"
     base = Settings().model_copy(update={"cassandra": CassandraSettings(keyspace=keyspace)})
-    session, s3 = connect(base.cassandra), s3_client(base)
+    session, s3 = connect(base.cassandra), s3_client(base.s3)
     runs: list[Run] = []
     try:
         with VertexStandin(token=TOKEN, latency_seconds=args.latency) as standin:

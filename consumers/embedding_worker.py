@@ -110,14 +110,14 @@ def build_wiring(settings: Settings, *, embedder: Embedder | None = None,
                  session: Any = None, s3_client: Any = None) -> Wiring:
     """Every adapter from settings; pass clients to share them (tests, bench)."""
     from mosaic.cassandra import connect
+    from mosaic.s3 import s3_client as make_s3_client
     from profiles.bootstrap import build_vector_index
-    from stack.s3 import s3_client as make_s3_client
 
     closers: list[Callable[[], Any]] = []
     if session is None:
         session = connect(settings.cassandra)
         closers.append(session.cluster.shutdown)
-    s3 = s3_client or make_s3_client(settings)
+    s3 = s3_client or make_s3_client(settings.s3)
     emb = TimedEmbedder(embedder or default_embedder(settings))
     t, ttl = settings.traits, settings.s3.traits_cache_ttl_seconds
     traits = PrefetchingTraitsService(

@@ -76,7 +76,7 @@ class MemoryBlobs(BlobStore):
 
 
 class S3Blobs(BlobStore):
-    """One bucket through a boto3 S3 client (``stack.s3.s3_client`` builds one)."""
+    """One bucket through a boto3 S3 client (``mosaic.s3.s3_client`` builds one)."""
 
     def __init__(self, client: Any, bucket: str) -> None:
         self._client = client

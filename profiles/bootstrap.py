@@ -24,9 +24,9 @@ __all__ = ["build_embedder", "build_insight_store", "build_profile_indexer",
 def _s3(settings: Settings, client: Any) -> Any:
     if client is not None:
         return client
-    from stack.s3 import s3_client
+    from mosaic.s3 import s3_client
 
-    return s3_client(settings)
+    return s3_client(settings.s3)
 
 
 def build_insight_store(settings: Settings, *, s3_client: Any = None) -> S3InsightStore:

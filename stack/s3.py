@@ -3,26 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
 from urllib.parse import urlparse
 
 from mosaic.errors import StackError
+from mosaic.s3 import s3_client
 from stack.base import Service
-
-
-def s3_client(settings: Any) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    s3 = settings.s3
-    return boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint_url,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key_id.get_secret_value(),
-        aws_secret_access_key=s3.secret_access_key.get_secret_value(),
-        config=Config(retries={"max_attempts": 2}, connect_timeout=2, read_timeout=10),
-    )
 
 
 class S3(Service):
@@ -49,13 +34,13 @@ class S3(Service):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            s3_client(self.settings).list_buckets()
+            s3_client(self.settings.s3).list_buckets()
         except (BotoCoreError, ClientError):
             return False
         return True
 
     def after_start(self) -> None:
-        client = s3_client(self.settings)
+        client = s3_client(self.settings.s3)
         existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
         for bucket in (self.settings.s3.insights_bucket, self.settings.s3.traits_cache_bucket):
             if bucket not in existing:

@@ -18,8 +18,8 @@ import pytest
 from mosaic.nakama_client import LocalIssuer
 from mosaic.settings import Settings
 from producers.bootstrap import RunningServer, optin_topic
-from producers.testkit import TopicReader
 from streams.events import BlockRequested, OptInRequested, OptOutRequested
+from tests.testkit import TopicReader
 
 pytestmark = pytest.mark.e2e
 

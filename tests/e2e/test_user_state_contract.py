@@ -28,7 +28,7 @@ from mosaic.user_state import (
     UserState,
 )
 from producers.bootstrap import RunningServer
-from producers.testkit import SignedClient
+from tests.testkit import SignedClient
 
 pytestmark = pytest.mark.e2e
 

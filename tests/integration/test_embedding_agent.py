@@ -22,6 +22,7 @@ from pydantic import SecretStr
 from consumers.blocks import CassandraBlockStore
 from consumers.embedding_worker import WorkerReport, build_wiring, run_embedding_worker
 from mosaic.cassandra import connect
+from mosaic.s3 import s3_client
 from mosaic.settings import (
     CassandraSettings,
     EmbeddingAgentSettings,
@@ -34,7 +35,6 @@ from profiles.cassandra_index import CassandraVectorIndex
 from profiles.insights import ChatInsights, ParticipantInsight, S3InsightStore
 from profiles.traits import S3TraitsCache
 from stack.base import Service
-from stack.s3 import s3_client
 from standins.vertex import VertexStandin
 from streams.admin import apply
 from streams.events import (
@@ -163,7 +163,7 @@ def make_env(settings: Settings, keyspace: tuple[str, Any], unique: str,
     catalog = build_catalog(env_settings)
     admin = make_admin(env_settings)
     apply(catalog, admin)
-    yield Env(env_settings, catalog, keyspace[1], s3_client(env_settings), unique)
+    yield Env(env_settings, catalog, keyspace[1], s3_client(env_settings.s3), unique)
     for future in admin.delete_topics([t.name for t in catalog],
                                       operation_timeout=30).values():
         future.result(timeout=30)

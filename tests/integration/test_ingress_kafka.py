@@ -19,9 +19,9 @@ from producers.bootstrap import (
     optin_topic,
     serve_in_thread,
 )
-from producers.testkit import SignedClient, TopicReader
 from stack.base import Service
 from streams.events import BlockRequested, OptInRequested, OptOutRequested
+from tests.testkit import SignedClient, TopicReader
 
 pytestmark = pytest.mark.integration
 

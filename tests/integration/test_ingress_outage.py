@@ -20,9 +20,9 @@ import pytest
 from mosaic.settings import Settings
 from producers.bootstrap import build_production_app, optin_topic, serve_in_thread
 from producers.domain import event_id_for
-from producers.testkit import SignedClient, TopicReader
 from stack.base import Service
 from stack.services import build
+from tests.testkit import SignedClient, TopicReader
 
 pytestmark = pytest.mark.integration
 

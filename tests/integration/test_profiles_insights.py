@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from mosaic.errors import ExternalServiceError
+from mosaic.s3 import s3_client
 from mosaic.settings import S3Settings, Settings
 from profiles.bootstrap import build_insight_store, build_traits_service
 from profiles.errors import MalformedInsightError, NoInsightsError
 from profiles.insights import ChatInsights, ChatRef, ParticipantInsight, S3InsightStore
 from profiles.traits import S3TraitsCache, traits_key
 from stack.base import Service
-from stack.s3 import s3_client
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 @pytest.fixture
 def client(settings: Settings, s3_stack: Service) -> Any:
-    return s3_client(settings)
+    return s3_client(settings.s3)
 
 
 def seed(store: S3InsightStore, user: str, unique: str, n: int,

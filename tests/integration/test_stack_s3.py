@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from mosaic.s3 import s3_client
 from mosaic.settings import Settings
 from stack.base import Service
-from stack.s3 import s3_client
 
 pytestmark = pytest.mark.integration
 
 
 def test_put_and_get_object(settings: Settings, s3_stack: Service, unique: str) -> None:
-    client = s3_client(settings)
+    client = s3_client(settings.s3)
     key = f"smoke/{unique}.json"
     client.put_object(Bucket=settings.s3.insights_bucket, Key=key, Body=b'{"ok": true}')
     body = client.get_object(Bucket=settings.s3.insights_bucket, Key=key)["Body"].read()

@@ -1,4 +1,4 @@
-"""Helpers for tests and the bench: a signing HTTP client and an optin-topic reader."""
+"""Test helpers: a client that signs requests like the Nakama module, a topic reader."""
 
 from __future__ import annotations
 
