@@ -29,7 +29,7 @@ member, open the group, or squat an "mm-" name (runtime calls are not hooked).
 Notifications: exactly one per user and pair, without a claim. Each notification
 carries content.mosaic_key = sha256(cycle_id \n pair_key \n user)[1..40], and a UNIQUE
 partial expression index on Nakama's notification table (mosaic_notification_once,
-created at load and checked before the first send of each Lua VM) makes a second row
+created at load and checked, recreated if missing, before every batch) makes a second row
 with the same key impossible. Per batch: one query finds the keys already stored
 (-> sent=false); the rest go in ONE notifications_send (one multi-row INSERT: all or
 nothing). If it fails (a concurrent sender hit the index, a database error, one bad
@@ -296,12 +296,9 @@ end
 -- ---------------------------------------------------------------------------------------
 -- Notifications
 
-local once_index_checked = false -- per Lua VM
-
+-- Checked on every batch (one catalog lookup): the guarantee rests on this index, so a
+-- missing one is recreated, or the batch refused, rather than silently sent unguarded.
 local function ensure_once_index()
-  if once_index_checked then
-    return
-  end
   local function valid()
     local rows = nk.sql_query([[
 SELECT i.indisvalid AND i.indisunique AS ok
@@ -310,12 +307,11 @@ SELECT i.indisvalid AND i.indisunique AS ok
     return rows[1] ~= nil and rows[1].ok == true
   end
   if not valid() then
-    pcall(nk.sql_exec, ONCE_INDEX_SQL) -- may lose a race with another VM: check again
+    pcall(nk.sql_exec, ONCE_INDEX_SQL) -- may lose a race with another call: check again
     if not valid() then
       error({ "the notification guard index " .. ONCE_INDEX .. " is missing", UNAVAILABLE })
     end
   end
-  once_index_checked = true
 end
 
 -- The subset of keys that are stored, as a set.
@@ -499,7 +495,8 @@ local function before_create_group(context, payload)
 end
 
 nk.run_once(function(context)
-  -- Best effort at startup; notify_matches checks it again before its first send.
+  -- Best effort at startup (run_once runs only the first run_once of all modules);
+  -- notify_matches checks it before every batch.
   pcall(nk.sql_exec, ONCE_INDEX_SQL)
 end)
 

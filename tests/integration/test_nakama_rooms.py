@@ -488,6 +488,23 @@ def test_database_error_on_one_user_is_retryable_not_a_duplicate(
     assert set(notes_per_user(sql, cycle, users).values()) == {1}
 
 
+def test_a_dropped_guard_index_is_recreated_before_the_next_batch(
+        rpc: Rpc, sql: Sql, settings: Settings, cycle: str) -> None:
+    """The exactly-once guarantee rests on mosaic_notification_once; a batch never runs
+    without it (the module recreates it, or refuses the batch)."""
+    users = bulk_users(sql, 4)
+    pairs = pairs_of(users)
+    notes = note_items(cycle, pairs, rpc.rooms(room_items(cycle, pairs)))
+    sql.rows("DROP INDEX IF EXISTS mosaic_notification_once")
+    assert all(r["ok"] and r["sent"] for r in rpc.notify(notes))
+    assert sql.rows("SELECT indexdef FROM pg_indexes WHERE indexname = "
+                    "'mosaic_notification_once'") == [[
+        "CREATE UNIQUE INDEX mosaic_notification_once ON public.notification USING btree "
+        "(((content ->> 'mosaic_key'::text))) WHERE (code = 101)"]]
+    assert not any(r["sent"] for r in rpc.notify(notes))
+    assert set(notes_per_user(sql, cycle, users).values()) == {1}
+
+
 def test_client_timeout_shorter_than_the_work_then_retry(
         rpc: Rpc, sql: Sql, settings: Settings, cycle: str) -> None:
     """The caller gives up (read timeout) while Nakama works on the batch.
