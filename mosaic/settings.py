@@ -30,6 +30,9 @@ class StackSettings(BaseModel):
     kafka_version: str = "4.4.0"
     cassandra_version: str = "5.0.8"
     nakama_version: str = "3.40.0"
+    # Prometheus 3.x from the Go module proxy (its module versions are v0.3xx.y).
+    prometheus_version: str = "0.316.0"
+    prometheus_port: int = 9090
     start_timeout_seconds: float = 240.0
 
 
@@ -216,6 +219,7 @@ class Settings(BaseSettings):
     )
     environment: Literal["local", "test", "production"] = "local"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
     metrics_port: int = 0
     stack: StackSettings = StackSettings()
     kafka: KafkaSettings = KafkaSettings()

@@ -12,7 +12,9 @@ def register(subparsers: Any) -> None:
     sub = stack.add_subparsers(dest="stack_command", metavar="ACTION", required=True)
 
     up = sub.add_parser("up", help="install on first use, start, wait until healthy")
-    up.add_argument("services", nargs="*", help="subset of services (default: all)")
+    up.add_argument("services", nargs="*",
+                    help="subset of services (default: all but prometheus, which starts "
+                         "only when named)")
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop what 'up' started (pid files)")
@@ -46,7 +48,7 @@ def _down(args: argparse.Namespace) -> int:
     from mosaic.settings import Settings
     from stack.services import build
 
-    for service in reversed(build(Settings(), args.services)):
+    for service in reversed(build(Settings(), args.services, include_optional=True)):
         print(service.down(wipe=args.wipe), flush=True)
     return 0
 

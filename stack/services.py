@@ -17,11 +17,15 @@ SERVICES: dict[str, str] = {
     "authhook": "stack.authhook:AuthHook",
     "nakama": "stack.nakama:Nakama",
     "s3": "stack.s3:S3",
+    "prometheus": "stack.prometheus:Prometheus",
 }
+# Started only when named (``mosaic stack up prometheus``): its first build takes minutes.
+OPTIONAL: tuple[str, ...] = ("prometheus",)
 
 
-def build(settings: Settings, only: list[str] | None = None) -> list[Service]:
-    names = only if only else list(SERVICES)
+def build(settings: Settings, only: list[str] | None = None, *,
+          include_optional: bool = False) -> list[Service]:
+    names = only if only else [n for n in SERVICES if include_optional or n not in OPTIONAL]
     unknown = [n for n in names if n not in SERVICES]
     if unknown:
         raise StackError(f"unknown service(s) {unknown}; choose from {list(SERVICES)}")
