@@ -182,7 +182,7 @@ def scrape(port: int, metric: str) -> float:
 def start_ingress(port: int, store: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MOSAIC_INGRESS__GLOBAL_RATE_PER_SECOND": "1000000",
            "MOSAIC_INGRESS__STATE_STORE": store, "NO_PROXY": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-c", "from mosaic.cli import entry; entry()",
+    proc = subprocess.Popen([sys.executable, "-c", "from app.cli import entry; entry()",
                              "ingress", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -235,7 +235,7 @@ def main() -> int:
     try:
         key = settings.ingress.hmac_key.get_secret_value().encode()
         sat, pace, cpu = asyncio.run(http_phases(port, key, args, proc.pid))
-        shed = scrape(port, "ingress_state_writes_dropped_total")
+        shed = scrape(port, "mosaic_ingress_state_writes_dropped_total")
     finally:
         proc.terminate()
         proc.wait(30)

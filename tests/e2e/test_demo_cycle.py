@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from mosaic.demo_run import DemoReport, run_demo
+from app.demo_run import DemoReport, run_demo
 from mosaic.settings import Settings
 
 pytestmark = pytest.mark.e2e

@@ -152,7 +152,7 @@ def _start_paused_matcher(settings: Settings) -> subprocess.Popen[str]:
            "MOSAIC_MATCHER__BLOCK_STORE": "none",
            "MOSAIC_MATCHER__TEST_PAUSE_BEFORE_COMMIT_SECONDS": "120"}
     return subprocess.Popen(
-        [sys.executable, "-c", "from mosaic.cli import entry; entry()", "matcher", "run",
+        [sys.executable, "-c", "from app.cli import entry; entry()", "matcher", "run",
          "--once"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

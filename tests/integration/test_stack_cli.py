@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mosaic.cli import main
+from app.cli import main
 from stack.services import SERVICES
 
 pytestmark = pytest.mark.integration

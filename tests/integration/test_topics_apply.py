@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
-from mosaic.cli import main
+from app.cli import main
 from mosaic.settings import Settings
 from stack.base import Service
 from streams.admin import TopicDriftError, apply, cleanup_policies, verify

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.cli import main
 from matcher.synthetic import clustered_pool
-from mosaic.cli import main
 
 pytestmark = pytest.mark.unit
 

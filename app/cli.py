@@ -24,7 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "producers.commands",
     "consumers.commands",
     "consumers.postmatch_commands",
-    "mosaic.demo",
+    "app.demo",
 )
 
 Handler = Callable[[argparse.Namespace], int]

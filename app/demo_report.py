@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from mosaic.nakama_client import NakamaClient, Session
 
 if TYPE_CHECKING:
-    from mosaic.demo_run import DemoReport
+    from app.demo_run import DemoReport
 
 NOTIFY_CODE = 101  # nakama/modules/mosaic_rooms.lua
 

@@ -43,7 +43,7 @@ class Timings:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from mosaic.demo_run import run_demo
+    from app.demo_run import run_demo
 
     if not args.verbose:  # the progress bars and the summary are the demo's output
         logging.getLogger().setLevel(logging.WARNING)

@@ -1,4 +1,4 @@
-"""The stages of ``mosaic demo`` and the report it prints (see mosaic/demo.py)."""
+"""The stages of ``mosaic demo`` and the report it prints (see app/demo.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from mosaic.demo import Timings, cluster_purity, demo_pool, now_utc
-from mosaic.demo_data import Persona, make_personas, write_insights
+from app.demo import Timings, cluster_purity, demo_pool, now_utc
+from app.demo_data import Persona, make_personas, write_insights
 from mosaic.errors import MosaicError
 from mosaic.nakama_client import LocalIssuer, NakamaClient, Session
 from mosaic.settings import Settings
@@ -41,7 +41,7 @@ class DemoReport:
         self.checks.append((name, passed, detail))
 
     def render(self) -> str:
-        from mosaic.demo_report import render
+        from app.demo_report import render
 
         return render(self)
 
@@ -226,6 +226,6 @@ def _pairs_of(app: Any, report: DemoReport, rows: list[Any]) -> list[tuple[str, 
 
 
 def _verify(client: NakamaClient, sessions: dict[str, Session], report: DemoReport) -> None:
-    from mosaic.demo_report import verify
+    from app.demo_report import verify
 
     verify(client, sessions, report, cluster_purity)
