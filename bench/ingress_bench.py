@@ -235,7 +235,7 @@ def main() -> int:
     try:
         key = settings.ingress.hmac_key.get_secret_value().encode()
         sat, pace, cpu = asyncio.run(http_phases(port, key, args, proc.pid))
-        shed = scrape(port, "ingress_state_writes_dropped_total")
+        shed = scrape(port, "mosaic_ingress_state_writes_dropped_total")
     finally:
         proc.terminate()
         proc.wait(30)

@@ -32,16 +32,20 @@ def _embedding(args: argparse.Namespace) -> int:
 
         for name in ("faust", "mode", "aiokafka"):  # their INFO is per-service chatter
             logging.getLogger(name).setLevel(logging.WARNING)
-    settings = Settings()
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
+    from mosaic.ops.health import readiness, start_ops_server
 
-        start_http_server(settings.metrics_port)
+    settings = Settings()
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
-    report = run_embedding_worker(settings, stop_after_idle_seconds=args.idle_exit,
-                                  max_seconds=args.max_seconds, stop=stop)
+    # /metrics + /health on MOSAIC_METRICS_PORT or the default port (mosaic.ops.ports).
+    ops = start_ops_server(settings, "embedding", readiness(settings, stop, cassandra=True))
+    try:
+        report = run_embedding_worker(settings, stop_after_idle_seconds=args.idle_exit,
+                                      max_seconds=args.max_seconds, stop=stop)
+    finally:
+        if ops is not None:
+            ops.close()
     print(f"embedding agent stopped ({report.stop_reason}) after {report.seconds:.1f}s: "
           f"{report.records} records in {report.batches} batches {report.outcomes}")
     if report.fatal:

@@ -28,7 +28,7 @@ STAGE_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 BATCH_SIZE = Histogram(
-    "mosaic_embedding_batch_size", "Records per batch taken from the opt-in topic.",
+    "mosaic_embedding_batch_records", "Records per batch taken from the opt-in topic.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
 RETRIES = Counter(
@@ -37,7 +37,7 @@ RETRIES = Counter(
     ["stage"],
 )
 CONSUMER_LAG = Gauge(
-    "mosaic_embedding_consumer_lag",
+    "mosaic_embedding_consumer_lag_records",
     "Records behind the partition's high watermark after the last batch.",
     ["topic", "partition"],
 )

@@ -1,11 +1,15 @@
-"""Prometheus metrics of the matcher service, in base units, on a registry per service.
+"""Prometheus metrics of the matcher service (``mosaic_matcher_*``), in base units.
 
 The service reports each handled tick to a :class:`CycleObserver`; metrics are one
 observer, so the service itself has no metric calls inside its transaction code.
+``mosaic matcher run`` registers them on the default registry (next to the process and
+dead-letter metrics); tests pass a registry of their own.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -18,6 +22,9 @@ _PHASE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 # Scores are a cosine (or a z-score when standardised) plus a wait boost.
 _SCORE_BUCKETS = (-1.0, -0.5, 0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.25,
                   1.5, 2.0, 3.0)
+# Waits from opt-in: a minute to a week (cycles are typically an hour).
+_WAIT_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0,
+                 86400.0, 172800.0, 345600.0, 604800.0)
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,9 @@ class CycleReport:
     scores: tuple[float, ...] = ()
     unmatched_by_reason: dict[str, int] = field(default_factory=dict)
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # Seconds since opt-in at the tick, of every seeker in the snapshot and of the matched.
+    wait_seconds: Mapping[str, float] = field(default_factory=dict)
+    matched_user_ids: tuple[str, ...] = ()
 
 
 class CycleObserver(Protocol):
@@ -50,27 +60,61 @@ class MatcherMetrics:
     pairs: Counter
     unmatched: Counter
     scores: Histogram
+    optin_to_match: Histogram
+    pool_wait: Histogram
+    last_completed: Gauge
+    cycle_length: Gauge
+    started: Gauge
+    fenced: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MatcherMetrics:
         reg = registry or CollectorRegistry()
         return cls(
             registry=reg,
-            ticks=Counter("matcher_ticks", "Ticks handled, by outcome", ["pool", "outcome"],
-                          registry=reg),
-            failures=Counter("matcher_cycle_failures", "Cycle attempts that aborted",
+            ticks=Counter("mosaic_matcher_ticks", "Ticks handled, by outcome",
+                          ["pool", "outcome"], registry=reg),
+            failures=Counter("mosaic_matcher_cycle_failures", "Cycle attempts that aborted",
                              ["pool", "error"], registry=reg),
-            phase_seconds=Histogram("matcher_cycle_phase_duration_seconds",
+            phase_seconds=Histogram("mosaic_matcher_cycle_phase_duration_seconds",
                                     "Duration of each cycle phase", ["phase"],
                                     buckets=_PHASE_BUCKETS, registry=reg),
-            pool_size=Gauge("matcher_pool_size", "Seekers in the last cycle's snapshot",
-                            ["pool"], registry=reg),
-            pairs=Counter("matcher_pairs", "Pairs published", ["pool"], registry=reg),
-            unmatched=Counter("matcher_unmatched", "Seekers left unmatched, by reason",
+            pool_size=Gauge("mosaic_matcher_pool_seekers",
+                            "Seekers in the last cycle's snapshot", ["pool"], registry=reg),
+            pairs=Counter("mosaic_matcher_pairs", "Pairs published", ["pool"], registry=reg),
+            unmatched=Counter("mosaic_matcher_unmatched", "Seekers left unmatched, by reason",
                               ["pool", "reason"], registry=reg),
-            scores=Histogram("matcher_pair_score", "Score of each published pair",
+            scores=Histogram("mosaic_matcher_pair_score", "Score of each published pair",
                              buckets=_SCORE_BUCKETS, registry=reg),
+            optin_to_match=Histogram(
+                "mosaic_matcher_optin_to_match_seconds",
+                "Time from a user's opt-in to the cycle that matched them",
+                ["pool"], buckets=_WAIT_BUCKETS, registry=reg),
+            pool_wait=Histogram(
+                "mosaic_matcher_pool_wait_seconds",
+                "Time since opt-in of every seeker in a cycle's snapshot, by outcome",
+                ["pool", "outcome"], buckets=_WAIT_BUCKETS, registry=reg),
+            last_completed=Gauge(
+                "mosaic_matcher_last_cycle_completed_timestamp_seconds",
+                "Unix time the last cycle of the pool was committed (0: none yet)",
+                ["pool"], registry=reg),
+            cycle_length=Gauge("mosaic_matcher_cycle_length_seconds",
+                               "Configured cycle (tick slot) length", ["pool"], registry=reg),
+            started=Gauge("mosaic_matcher_started_timestamp_seconds",
+                          "Unix time this matcher started serving the pool", ["pool"],
+                          registry=reg),
+            fenced=Counter("mosaic_matcher_fenced",
+                           "Times this matcher was fenced by another instance", registry=reg),
         )
+
+    def configure(self, pools: Sequence[str], cycle_seconds: float,
+                  now: float | None = None) -> None:
+        """Export the pools' cycle length and start time (the no-cycle alert needs both)."""
+        started = time.time() if now is None else now
+        for pool in pools:
+            self.cycle_length.labels(pool=pool).set(cycle_seconds)
+            self.started.labels(pool=pool).set(started)
+            self.last_completed.labels(pool=pool)  # 0 until a cycle completes
 
     def cycle_handled(self, report: CycleReport) -> None:
         self.ticks.labels(pool=report.pool, outcome=report.outcome).inc()
@@ -84,6 +128,13 @@ class MatcherMetrics:
             self.unmatched.labels(pool=report.pool, reason=reason).inc(count)
         for score in report.scores:
             self.scores.observe(score)
+        matched = set(report.matched_user_ids)
+        for user_id, wait in report.wait_seconds.items():
+            outcome = "matched" if user_id in matched else "unmatched"
+            self.pool_wait.labels(pool=report.pool, outcome=outcome).observe(wait)
+            if user_id in matched:
+                self.optin_to_match.labels(pool=report.pool).observe(wait)
+        self.last_completed.labels(pool=report.pool).set(time.time())
 
     def cycle_failed(self, pool: str, error: BaseException) -> None:
         self.failures.labels(pool=pool, error=type(error).__name__).inc()

@@ -102,6 +102,7 @@ class MatcherService:
         self._log: MatcherLog | None = None
         self._next_tick = 0
         self._refreshed_at = 0.0
+        self._waits: dict[str, float] = {}  # last snapshot: seconds since opt-in (metrics)
 
     @property
     def transactional_id(self) -> str:
@@ -248,7 +249,7 @@ class MatcherService:
             return self._report(CycleReport(tick.cycle_id, tick.pool, "duplicate"))
         plan = self._plan(tick, phases)
         self._publish(plan, message, phases)
-        return self._report(_completed(plan, phases))
+        return self._report(_completed(plan, phases, self._waits))
 
     # -- a cycle ----------------------------------------------------------------------
 
@@ -256,6 +257,8 @@ class MatcherService:
         assert self._log is not None
         with phases.measure("snapshot"):
             cycle = build_snapshot(self._log.pool.waiting(tick.pool), tick.occurred_at)
+            self._waits = dict(zip(cycle.snapshot.user_ids,
+                                   cycle.snapshot.wait_seconds.tolist(), strict=True))
             offsets = dict(self._log.seekers_end)
         with phases.measure("constraints"):
             ids = cycle.snapshot.user_ids
@@ -326,9 +329,11 @@ class MatcherService:
         return report
 
 
-def _completed(plan: CyclePlan, phases: Phases) -> CycleReport:
+def _completed(plan: CyclePlan, phases: Phases, waits: dict[str, float]) -> CycleReport:
     summary = plan.summary
     return CycleReport(summary.cycle_id, summary.pool, "completed", seekers=summary.seekers,
                        pairs=summary.pairs, scores=tuple(p.score for p in plan.pairs),
                        unmatched_by_reason=dict(summary.unmatched_by_reason),
-                       phase_seconds=dict(phases.seconds))
+                       phase_seconds=dict(phases.seconds), wait_seconds=waits,
+                       matched_user_ids=tuple(u for p in plan.pairs
+                                              for u in (p.user_a, p.user_b)))

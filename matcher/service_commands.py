@@ -16,9 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from matcher.service import BlockStore
+    from mosaic.ops_http import OpsServer
     from mosaic.settings import Settings
 
 log = logging.getLogger(__name__)
+# ``mosaic matcher run`` exits with this when another instance fenced it: restarting would
+# fence that one in turn, so ``mosaic run`` does not restart on it.
+FENCED_EXIT_CODE = 3
 
 
 def register(subparsers: Any) -> None:
@@ -86,27 +90,42 @@ def _run_ticker(args: argparse.Namespace) -> int:
     stop = _stop_on_sigterm()
     ticker = Ticker(kafka_publish(settings), args.pool or settings.matcher.pools,
                     args.every_seconds or settings.matcher.cycle_seconds)
-    for tick in ticker.run(max_ticks=args.max_ticks, should_stop=stop.is_set):
-        print(tick.cycle_id, flush=True)
+    ops = _serve_ops(settings, "ticker", stop)
+    try:
+        for tick in ticker.run(max_ticks=args.max_ticks, should_stop=stop.is_set):
+            print(tick.cycle_id, flush=True)
+    finally:
+        if ops is not None:
+            ops.close()
     return 0
 
 
 def _run_matcher(args: argparse.Namespace) -> int:
+    from prometheus_client import REGISTRY
+
     from matcher.metrics import MatcherMetrics
-    from matcher.service import MatcherService
+    from matcher.service import MatcherFenced, MatcherService
     from mosaic.settings import Settings
 
     settings = Settings()
-    metrics = MatcherMetrics.create()
-    if settings.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, registry=metrics.registry)
+    # The default registry: /metrics shows the matcher's metrics next to the process and
+    # dead-letter ones.
+    metrics = MatcherMetrics.create(REGISTRY)
+    metrics.configure(settings.matcher.pools, settings.matcher.cycle_seconds)
     stop = _stop_on_sigterm()
-    with MatcherService(settings, blocks=build_block_store(settings),
-                        observer=metrics) as service:
-        reports = service.run(stop_when_idle=args.once, max_seconds=args.max_seconds,
-                              should_stop=stop.is_set)
+    ops = _serve_ops(settings, "matcher", stop, cassandra=True)
+    try:
+        with MatcherService(settings, blocks=build_block_store(settings),
+                            observer=metrics) as service:
+            reports = service.run(stop_when_idle=args.once, max_seconds=args.max_seconds,
+                                  should_stop=stop.is_set)
+    except MatcherFenced as exc:
+        metrics.fenced.inc()
+        log.error("%s", exc)
+        return FENCED_EXIT_CODE
+    finally:
+        if ops is not None:
+            ops.close()
     for report in reports:
         print(json.dumps({"cycle_id": report.cycle_id, "outcome": report.outcome,
                           "seekers": report.seekers, "pairs": report.pairs,
@@ -126,6 +145,13 @@ def build_block_store(settings: Settings) -> BlockStore:
     from mosaic.cassandra import connect
 
     return CassandraBlockStore(connect(settings.cassandra))
+
+
+def _serve_ops(settings: Settings, process: str, stop: threading.Event, *,
+               cassandra: bool = False) -> OpsServer | None:
+    from mosaic.ops.health import readiness, start_ops_server
+
+    return start_ops_server(settings, process, readiness(settings, stop, cassandra=cassandra))
 
 
 def _stop_on_sigterm() -> threading.Event:

@@ -1,4 +1,5 @@
-"""Prometheus metrics of the ingress, in base units, on a registry per app instance.
+"""Prometheus metrics of the ingress (``mosaic_ingress_*``), in base units, on a registry
+per app instance; its ``/metrics`` also shows the default registry (process metrics).
 
 Publisher metrics wrap the EventPublisher port instead of living inside the adapter.
 """
@@ -6,9 +7,11 @@ Publisher metrics wrap the EventPublisher port instead of living inside the adap
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 
 from producers.publisher import EventPublisher, PublishFailed
 
@@ -30,27 +33,36 @@ class IngressMetrics:
     @classmethod
     def create(cls) -> IngressMetrics:
         reg = CollectorRegistry()
+        reg.register(_DefaultRegistry())
         return cls(
             registry=reg,
-            requests=Counter("ingress_requests_total", "HTTP requests by route and status",
+            requests=Counter("mosaic_ingress_requests_total", "HTTP requests by route and status",
                              ["route", "status"], registry=reg),
-            request_seconds=Histogram("ingress_request_duration_seconds", "Request latency",
+            request_seconds=Histogram("mosaic_ingress_request_duration_seconds", "Request latency",
                                       ["route"], buckets=_LATENCY_BUCKETS, registry=reg),
-            rejections=Counter("ingress_rejections_total", "Refused requests by reason",
+            rejections=Counter("mosaic_ingress_rejections_total", "Refused requests by reason",
                                ["reason"], registry=reg),
-            publish_seconds=Histogram("ingress_publish_duration_seconds",
+            publish_seconds=Histogram("mosaic_ingress_publish_duration_seconds",
                                       "Produce to broker confirmation", buckets=_LATENCY_BUCKETS,
                                       registry=reg),
-            publish_failures=Counter("ingress_publish_failures_total",
+            publish_failures=Counter("mosaic_ingress_publish_failures_total",
                                      "Events the broker did not confirm", registry=reg),
-            nonce_entries=Gauge("ingress_nonce_cache_entries", "Remembered nonces",
+            nonce_entries=Gauge("mosaic_ingress_nonce_cache_entries", "Remembered nonces",
                                 registry=reg),
-            state_writes_dropped=Counter("ingress_state_writes_dropped_total",
+            state_writes_dropped=Counter("mosaic_ingress_state_writes_dropped_total",
                                          "user_state projections shed under load",
                                          registry=reg),
-            state_write_failures=Counter("ingress_state_write_failures_total",
+            state_write_failures=Counter("mosaic_ingress_state_write_failures_total",
                                          "user_state batches the store refused", registry=reg),
         )
+
+
+class _DefaultRegistry:
+    """The process-wide default registry (process_*, python_*, dead letters) inside an
+    app's own registry, so one scrape of the ingress shows both."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
 
 
 class MeteredPublisher:

@@ -161,5 +161,5 @@ def test_global_rate_limit_is_429(settings: Settings, kafka_stack: Service) -> N
 def test_health_and_metrics(client: SignedClient) -> None:
     assert client.client.get("/health").json() == {"status": "ok", "kafka": True}
     metrics = client.client.get("/metrics").text
-    assert "ingress_publish_duration_seconds_bucket" in metrics
+    assert "mosaic_ingress_publish_duration_seconds_bucket" in metrics
     assert "mosaic-local" not in metrics  # no secret anywhere in the exposition

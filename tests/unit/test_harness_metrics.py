@@ -1,4 +1,5 @@
-"""Matcher metrics observe handled ticks, in base units, on their own registry."""
+"""Matcher metrics (mosaic_matcher_*) observe handled ticks, in base units, on their own
+registry."""
 
 from __future__ import annotations
 
@@ -21,18 +22,39 @@ def test_completed_cycles_feed_every_metric() -> None:
         unmatched_by_reason={"odd_one_out": 1}, phase_seconds={"match": 0.2, "publish": 0.05}))
     metrics.cycle_handled(CycleReport("p:1", "p", "duplicate"))
     metrics.cycle_failed("p", TimeoutError())
-    assert _value(metrics, "matcher_ticks_total", pool="p", outcome="completed") == 1
-    assert _value(metrics, "matcher_ticks_total", pool="p", outcome="duplicate") == 1
-    assert _value(metrics, "matcher_cycle_failures_total", pool="p", error="TimeoutError") == 1
-    assert _value(metrics, "matcher_pool_size", pool="p") == 5
-    assert _value(metrics, "matcher_pairs_total", pool="p") == 2
-    assert _value(metrics, "matcher_unmatched_total", pool="p", reason="odd_one_out") == 1
-    assert _value(metrics, "matcher_pair_score_count") == 2
-    assert _value(metrics, "matcher_pair_score_bucket", le="0.4") == 1
-    assert _value(metrics, "matcher_cycle_phase_duration_seconds_sum", phase="match") == 0.2
+    assert _value(metrics, "mosaic_matcher_ticks_total", pool="p", outcome="completed") == 1
+    assert _value(metrics, "mosaic_matcher_ticks_total", pool="p", outcome="duplicate") == 1
+    assert _value(metrics, "mosaic_matcher_cycle_failures_total", pool="p",
+                  error="TimeoutError") == 1
+    assert _value(metrics, "mosaic_matcher_pool_seekers", pool="p") == 5
+    assert _value(metrics, "mosaic_matcher_pairs_total", pool="p") == 2
+    assert _value(metrics, "mosaic_matcher_unmatched_total", pool="p", reason="odd_one_out") == 1
+    assert _value(metrics, "mosaic_matcher_pair_score_count") == 2
+    assert _value(metrics, "mosaic_matcher_pair_score_bucket", le="0.4") == 1
+    assert _value(metrics, "mosaic_matcher_cycle_phase_duration_seconds_sum", phase="match") == 0.2
 
 
 def test_registries_are_per_instance() -> None:
     one, two = MatcherMetrics.create(), MatcherMetrics.create()
     one.cycle_handled(CycleReport("p:1", "p", "duplicate"))
-    assert _value(two, "matcher_ticks_total", pool="p", outcome="duplicate") == 0
+    assert _value(two, "mosaic_matcher_ticks_total", pool="p", outcome="duplicate") == 0
+
+
+def test_wait_times_last_cycle_and_no_cycle_alert_inputs() -> None:
+    metrics = MatcherMetrics.create()
+    metrics.configure(["p"], 3600, now=1000.0)
+    assert _value(metrics, "mosaic_matcher_cycle_length_seconds", pool="p") == 3600
+    assert _value(metrics, "mosaic_matcher_started_timestamp_seconds", pool="p") == 1000
+    assert metrics.registry.get_sample_value(
+        "mosaic_matcher_last_cycle_completed_timestamp_seconds", {"pool": "p"}) == 0
+    metrics.cycle_handled(CycleReport(
+        "p:1", "p", "completed", seekers=3, pairs=1, scores=(0.9,),
+        wait_seconds={"a": 120.0, "b": 4000.0, "c": 50.0}, matched_user_ids=("a", "b")))
+    assert _value(metrics, "mosaic_matcher_optin_to_match_seconds_count", pool="p") == 2
+    assert _value(metrics, "mosaic_matcher_optin_to_match_seconds_sum", pool="p") == 4120
+    assert _value(metrics, "mosaic_matcher_pool_wait_seconds_count", pool="p",
+                  outcome="unmatched") == 1
+    assert _value(metrics, "mosaic_matcher_pool_wait_seconds_bucket", pool="p",
+                  outcome="matched", le="300.0") == 1
+    assert _value(metrics, "mosaic_matcher_last_cycle_completed_timestamp_seconds",
+                  pool="p") > 1000

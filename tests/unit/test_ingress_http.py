@@ -216,7 +216,7 @@ async def test_health_metrics_and_openapi(h: Harness) -> None:
     assert (await h.client.get("/health")).json()["status"] == "ok"
     await h.call("POST", _opt_in(), {})
     metrics = (await h.client.get("/metrics")).text
-    assert 'ingress_requests_total{route="opt_in",status="202"} 1.0' in metrics
+    assert 'mosaic_ingress_requests_total{route="opt_in",status="202"} 1.0' in metrics
     doc = (await h.client.get("/openapi.json")).json()
     assert {"/user/{user_id}/opt-in-embedding", "/user/{user_id}/opt-out",
             "/user/{user_id}/block", "/user/{user_id}/status", "/health"} <= set(doc["paths"])
