@@ -154,6 +154,21 @@ class Postgres(Service):
         env = {"PGPASSWORD": pg.password.get_secret_value(), "PGCONNECT_TIMEOUT": "3"}
         return _query_ok(cmd, env)
 
+    def app_sql(self, sql: str, *, timeout: float = 60.0) -> list[list[str]]:
+        """Run ``sql`` as Nakama's own role (tests and benchmarks: fixtures, checks);
+        the rows as tab-separated fields."""
+        pg = self.settings.postgres
+        cmd = [self.tool("psql"), "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "-h", LOOPBACK,
+               "-p", str(pg.port), "-U", pg.user, "-d", pg.database, "-At", "-F", "\t",
+               "-c", sql]
+        env = {**os.environ, "PGPASSWORD": pg.password.get_secret_value(),
+               "PGCONNECT_TIMEOUT": "5"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                              check=False)
+        if proc.returncode != 0:
+            raise StackError(f"psql failed: {proc.stderr.strip()[:300]}")
+        return [line.split("\t") for line in proc.stdout.splitlines() if line]
+
     def _superuser_psql(self) -> list[str]:
         return ["runuser", "-u", PG_USER, "--", self.tool("psql"), "-X", "-w",
                 "-h", str(self.data_dir), "-p", str(self.settings.postgres.port),

@@ -22,7 +22,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -31,11 +30,12 @@ from typing import Any
 import pytest
 
 from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
-from mosaic.nakama_client import NakamaClient, Session
+from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings
+from stack.postgres import Postgres
 from streams.events import CycleCompleted, PairMatched, derive_event_id, pair_key
 from streams.kafka import make_transactional_producer, produce_event, transaction
-from tests.support import own_topics
+from tests.support import bulk_nakama_users, own_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -44,12 +44,13 @@ MOSAIC = str(Path(sys.executable).parent / "mosaic")
 
 
 class Cycle:
-    def __init__(self, app: PostMatch, sessions: dict[str, Session]) -> None:
+    def __init__(self, app: PostMatch, users: dict[str, str], prefix: str) -> None:
         self.app = app
-        self.sessions = sessions
-        users = sorted(sessions)
+        self.users = users  # custom id (sub) -> Nakama user id
+        self.prefix = prefix
+        ordered = sorted(users)
         self.id = f"default:fault-{uuid.uuid4().hex[:8]}"
-        self.pairs = [(a, b) for a, b in zip(users[::2], users[1::2], strict=True)]
+        self.pairs = [(a, b) for a, b in zip(ordered[::2], ordered[1::2], strict=True)]
 
     def commit(self) -> None:
         now = datetime.now(UTC)
@@ -63,7 +64,7 @@ class Cycle:
                     similarity=0.8))
             produce_event(producer, self.app.catalog.cycles, CycleCompleted(
                 event_id=derive_event_id("fault-cycle", self.id), occurred_at=now,
-                cycle_id=self.id, pairs=len(self.pairs), seekers=len(self.sessions)))
+                cycle_id=self.id, pairs=len(self.pairs), seekers=len(self.users)))
 
     def complete(self) -> int:
         return sum(r.complete for r in self.app.audit.rows(self.id))
@@ -86,28 +87,38 @@ class Cycle:
             time.sleep(0.3)
 
     def verify(self) -> None:
-        """Exactly one room and one notification per user, as users see them."""
+        """Exactly one room and one notification per user: every user in Nakama's own
+        tables, and a sample through the client API as the users see it."""
         rows = {r.pair_key: r for r in self.app.audit.rows(self.id)}
         assert len(rows) == len(self.pairs)
         assert all(r.complete for r in rows.values()), [r for r in rows.values()
                                                          if not r.complete][:3]
+        group_of = {u: rows[pair_key(a, b)].nakama_group_id
+                    for a, b in self.pairs for u in (a, b)}
+        sql = Postgres(self.app.settings).app_sql
+        mine = f"u.custom_id LIKE '{self.prefix}%'"
+        notes = {c: (int(n), g) for c, n, g in sql(
+            "SELECT u.custom_id, count(*), max(n.content->>'group_id') FROM notification n "
+            f"JOIN users u ON u.id = n.user_id WHERE n.code = 101 AND {mine} "
+            "GROUP BY u.custom_id")}
+        assert notes == {u: (1, g) for u, g in group_of.items()}
+        member = {c: (int(n), g) for c, n, g in sql(
+            "SELECT u.custom_id, count(*), max(g.id::text) FROM group_edge e "
+            "JOIN groups g ON g.id = e.source_id JOIN users u ON u.id = e.destination_id "
+            f"WHERE e.state <= 2 AND {mine} GROUP BY u.custom_id")}
+        assert member == {u: (1, g) for u, g in group_of.items()}
+        (shapes,) = sql(
+            "SELECT count(*), count(*) FILTER (WHERE g.edge_count = 2 AND g.state = 1) "
+            f"FROM groups g JOIN users u ON u.id = g.creator_id WHERE {mine}")
+        assert shapes == [str(len(self.pairs))] * 2  # no stray groups, all closed pairs
         client = NakamaClient(self.app.settings.nakama)
-
-        def seen(user: str) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
-            session = self.sessions[user]
-            notes = [n for n in client.notifications(session) if n.get("code") == 101]
-            return user, notes, client.groups(session)
-
-        with ThreadPoolExecutor(8) as pool:
-            views = {u: (n, g) for u, n, g in pool.map(seen, list(self.sessions))}
-        for a, b in self.pairs:
-            row = rows[pair_key(a, b)]
-            for user in (a, b):
-                notes, groups = views[user]
-                assert len(notes) == 1, (user, notes)
-                assert json.loads(notes[0]["content"])["group_id"] == row.nakama_group_id
-                assert [g["id"] for g in groups] == [row.nakama_group_id], (user, groups)
-                assert groups[0]["edge_count"] == 2 and groups[0]["open"] is False
+        for a, b in random.Random(7).sample(self.pairs, 5):
+            session = client.login(a)
+            seen = [n for n in client.notifications(session) if n.get("code") == 101]
+            content = json.loads(seen[0]["content"])
+            assert len(seen) == 1 and content["partner_user_id"] == self.users[b]
+            assert b not in json.dumps(content)
+            assert [g["id"] for g in client.groups(session)] == [group_of[a]]
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +135,10 @@ def fault_settings(settings: Settings, kafka_stack: object, cassandra_stack: obj
 
 @pytest.fixture
 def cycle(fault_settings: Settings) -> Iterator[Cycle]:
-    client = NakamaClient(fault_settings.nakama)
-    users = [f"fault-{uuid.uuid4()}" for _ in range(USERS)]
-    with ThreadPoolExecutor(8) as pool:
-        sessions = dict(zip(users, pool.map(client.login, users), strict=True))
+    prefix = f"fault-{uuid.uuid4().hex[:8]}-"
+    users = bulk_nakama_users(fault_settings, USERS, prefix)
     app = build_postmatch(fault_settings)
-    yield Cycle(app, sessions)
+    yield Cycle(app, users, prefix)
     app.close()
 
 
