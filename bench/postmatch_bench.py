@@ -1,7 +1,7 @@
 """Post-match throughput: a committed cycle -> rooms and notifications, batched vs serial.
 
 On the local stack (real Kafka, Cassandra, Nakama + PostgreSQL): ``--users`` Nakama
-accounts (created once, reused by later runs), their vectors in the Cassandra index, then
+accounts, their vectors in the Cassandra index, then
 a cycle of ``--users / 2`` PairMatched + CycleCompleted committed in one Kafka
 transaction, as the matcher does. The clock starts at that commit and stops when every
 pair's audit row is complete (room, both notifications, index flag). Printed: pairs/s
@@ -13,8 +13,9 @@ serial shape (one record per poll: one RPC, one flush and one commit per pair) o
     python bench/postmatch_bench.py                    # 10,000 users, 300 serial pairs
     python bench/postmatch_bench.py --users 2000 --serial-pairs 100
 
-Every run uses its own topics (prefix ``bench-pm-<run>.``) and keyspace ``bench_pm``,
-so it never competes with the demo's or a service's backlog.
+Every run uses its own topics (prefix ``bench-pm-<run>.``), keyspace ``bench_pm`` and
+Nakama accounts (inserted in bulk into Nakama's users table: a login each would take
+minutes), so it never competes with the demo's or a service's backlog.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -36,9 +36,9 @@ import numpy as np
 import consumers.postmatch as postmatch
 from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
 from consumers.runner import BatchRunner
-from mosaic.nakama_client import LocalIssuer, NakamaClient
 from mosaic.settings import Settings
 from profiles.index import VectorRecord
+from stack.nakama import bulk_accounts
 from streams.admin import apply
 from streams.events import CycleCompleted, PairMatched, derive_event_id, pair_key
 from streams.kafka import (
@@ -121,21 +121,11 @@ _last_done: dict[str, float] = {}
 # -- set-up ------------------------------------------------------------------------------
 
 
-def _accounts(settings: Settings, users: list[str]) -> None:
+def _accounts(settings: Settings, count: int, prefix: str) -> list[str]:
     started = time.monotonic()
-    issuer = LocalIssuer(settings.identity)
-    client = NakamaClient(settings.nakama, id_tokens=issuer)
-    done = [0]
-
-    def login(user: str) -> None:
-        client.login(user)
-        done[0] += 1
-        if done[0] % 2000 == 0:
-            print(f"   accounts: {done[0]}/{len(users)}", flush=True)
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(login, users))
-    print(f"   {len(users)} Nakama accounts ready in {time.monotonic() - started:.1f} s")
+    users = sorted(bulk_accounts(settings, count, prefix))
+    print(f"   {len(users)} Nakama accounts in {time.monotonic() - started:.1f} s")
+    return users
 
 
 def _vectors(app: PostMatch, users: list[str], dim: int) -> None:
@@ -240,10 +230,9 @@ def main() -> None:
 
     dim = build_embedder(settings).dim
     apply(app.catalog, apply_topics)
-    users = [f"bench-pm-{i:07d}" for i in range(args.users)]
-    serial_users = [f"bench-pm-serial-{i:06d}" for i in range(2 * args.serial_pairs)]
-    print(f"== set-up: {len(users)} + {len(serial_users)} users, topics bench-pm-{run}.*")
-    _accounts(settings, users + serial_users)
+    print(f"== set-up: {args.users} + {2 * args.serial_pairs} users, topics bench-pm-{run}.*")
+    users = _accounts(settings, args.users, f"bench-{run}-b-")
+    serial_users = _accounts(settings, 2 * args.serial_pairs, f"bench-{run}-s-")
     _vectors(app, users + serial_users, dim)
     _instrument(app)
     try:

@@ -29,21 +29,3 @@ def own_topics(settings: Settings) -> Iterator[TopicCatalog]:
         for future in futures.values():
             future.result(timeout=30)
 
-
-def bulk_nakama_users(settings: Settings, count: int, prefix: str = "") -> dict[str, str]:
-    """``count`` real Nakama accounts at once (custom id -> Nakama user id), inserted into
-    Nakama's users table as AuthenticateCustom inserts them (id, username, custom_id).
-
-    A login per account goes through the ID-token hook (tens of ms each on 2 cores);
-    server-side steps only read these rows, so the accounts are real to them. Tests that
-    check what a user sees log in through the client API as well."""
-    from stack.postgres import Postgres
-
-    if not all(c.isalnum() or c in "-_" for c in prefix):
-        raise ValueError(f"prefix must be letters, digits, '-' or '_': {prefix!r}")
-    rows = Postgres(settings).app_sql(
-        "INSERT INTO users (id, username, custom_id) SELECT gen_random_uuid(), "
-        "'mmb' || substr(md5(random()::text || n), 1, 16), "
-        f"'{prefix}' || gen_random_uuid()::text "
-        f"FROM generate_series(1, {int(count)}) AS n RETURNING custom_id, id")
-    return dict((custom_id, uid) for custom_id, uid in rows)

@@ -32,10 +32,11 @@ import pytest
 from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
 from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings
+from stack.nakama import bulk_accounts
 from stack.postgres import Postgres
 from streams.events import CycleCompleted, PairMatched, derive_event_id, pair_key
 from streams.kafka import make_transactional_producer, produce_event, transaction
-from tests.support import bulk_nakama_users, own_topics
+from tests.support import own_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -136,7 +137,7 @@ def fault_settings(settings: Settings, kafka_stack: object, cassandra_stack: obj
 @pytest.fixture
 def cycle(fault_settings: Settings) -> Iterator[Cycle]:
     prefix = f"fault-{uuid.uuid4().hex[:8]}-"
-    users = bulk_nakama_users(fault_settings, USERS, prefix)
+    users = bulk_accounts(fault_settings, USERS, prefix)
     app = build_postmatch(fault_settings)
     yield Cycle(app, users, prefix)
     app.close()
