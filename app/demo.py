@@ -12,11 +12,6 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import time
-import uuid
-from collections import Counter
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from mosaic.settings import Settings
@@ -34,14 +29,6 @@ def register(subparsers: Any) -> None:
     demo.set_defaults(func=_main)
 
 
-@dataclass
-class Timings:
-    stages: dict[str, float] = field(default_factory=dict)
-
-    def record(self, stage: str, started: float) -> None:
-        self.stages[stage] = time.monotonic() - started
-
-
 def _main(args: argparse.Namespace) -> int:
     from app.demo_run import run_demo
 
@@ -55,24 +42,3 @@ def _main(args: argparse.Namespace) -> int:
                       timeout_seconds=args.timeout_seconds)
     print(report.render())
     return 0 if report.ok else 1
-
-
-def demo_pool(seed: int) -> str:
-    """A pool of its own per run, so earlier runs' leftovers never join this cycle."""
-    return f"demo-{seed}-{uuid.uuid4().hex[:6]}"
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def cluster_purity(pairs: list[tuple[str, str]], cluster_of: dict[str, str]) -> float:
-    """Share of pairs whose two users come from the same persona cluster."""
-    if not pairs:
-        return 0.0
-    same = sum(cluster_of[a] == cluster_of[b] for a, b in pairs)
-    return same / len(pairs)
-
-
-def reasons(unmatched: list[tuple[str, str]]) -> dict[str, int]:
-    return dict(Counter(reason for _, reason in unmatched))

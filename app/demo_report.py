@@ -1,17 +1,66 @@
-"""Checks of what demo users really see in Nakama, and the printed summary."""
+"""The demo's report: what ran, the checks of what users really see in Nakama, the summary."""
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from app.demo_data import Persona
 from mosaic.nakama_client import NakamaClient, Session
 
-if TYPE_CHECKING:
-    from app.demo_run import DemoReport
-
 NOTIFY_CODE = 101  # nakama/modules/mosaic_rooms.lua
+
+
+@dataclass
+class Timings:
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def record(self, stage: str, started: float) -> None:
+        self.stages[stage] = time.monotonic() - started
+
+
+@dataclass
+class DemoReport:
+    pool: str
+    personas: list[Persona]
+    timings: Timings = field(default_factory=Timings)
+    cycle_id: str = ""
+    expected_pairs: int = 0
+    pairs: list[tuple[str, str, float, float]] = field(default_factory=list)
+    unmatched: dict[str, int] = field(default_factory=dict)
+    blocked: tuple[str, str] | None = None
+    checks: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(passed for _, passed, _ in self.checks)
+
+    def check(self, name: str, passed: bool, detail: str = "") -> None:
+        self.checks.append((name, passed, detail))
+
+    def render(self) -> str:
+        return render(self)
+
+
+def demo_pool(seed: int) -> str:
+    """A pool of its own per run, so earlier runs' leftovers never join this cycle."""
+    return f"demo-{seed}-{uuid.uuid4().hex[:6]}"
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def cluster_purity(pairs: list[tuple[str, str]], cluster_of: dict[str, str]) -> float:
+    """Share of pairs whose two users come from the same persona cluster."""
+    if not pairs:
+        return 0.0
+    same = sum(cluster_of[a] == cluster_of[b] for a, b in pairs)
+    return same / len(pairs)
 
 
 def _names_partner(content: dict[str, object], sessions: dict[str, Session],

@@ -6,44 +6,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from tqdm import tqdm
 
-from app.demo import Timings, cluster_purity, demo_pool, now_utc
-from app.demo_data import Persona, make_personas, write_insights
+from app.demo_data import make_personas, write_insights
+from app.demo_report import DemoReport, cluster_purity, demo_pool, now_utc, verify
 from mosaic.errors import MosaicError
 from mosaic.nakama_client import LocalIssuer, NakamaClient, Session
 from mosaic.settings import Settings
-
-NOTIFY_CODE = 101  # nakama/modules/mosaic_rooms.lua
-
-
-@dataclass
-class DemoReport:
-    pool: str
-    personas: list[Persona]
-    timings: Timings = field(default_factory=Timings)
-    cycle_id: str = ""
-    expected_pairs: int = 0
-    pairs: list[tuple[str, str, float, float]] = field(default_factory=list)
-    unmatched: dict[str, int] = field(default_factory=dict)
-    blocked: tuple[str, str] | None = None
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(passed for _, passed, _ in self.checks)
-
-    def check(self, name: str, passed: bool, detail: str = "") -> None:
-        self.checks.append((name, passed, detail))
-
-    def render(self) -> str:
-        from app.demo_report import render
-
-        return render(self)
 
 
 @contextmanager
@@ -226,6 +198,4 @@ def _pairs_of(app: Any, report: DemoReport, rows: list[Any]) -> list[tuple[str, 
 
 
 def _verify(client: NakamaClient, sessions: dict[str, Session], report: DemoReport) -> None:
-    from app.demo_report import verify
-
     verify(client, sessions, report, cluster_purity)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.demo_run import DemoReport, run_demo
+from app.demo_report import DemoReport
+from app.demo_run import run_demo
 from mosaic.settings import Settings
 
 pytestmark = pytest.mark.e2e
