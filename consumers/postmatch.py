@@ -220,16 +220,15 @@ class IndexStateHandler(_Base):
         return out
 
     def on_pairs(self, pairs: Sequence[PairMatched]) -> None:
+        if not pairs:
+            return
         now = self._clock()
-        _parallel(self._pool, self._mark_matched,
-                  [(u, now) for p in pairs for u in (p.user_a, p.user_b)])
+        # False per user = no such record (opted out since): nothing left to mark.
+        self._index.update_metadata_many([u for p in pairs for u in (p.user_a, p.user_b)],
+                                         {"status": "matched", "updated_at": now.timestamp()})
         for matched_at, group in _by_time(pairs).items():
             self._audit.mark_index_updated([pair_ref(p) for p in group], now,
                                            matched_at=matched_at)
-
-    def _mark_matched(self, user: str, now: datetime) -> None:
-        # False = no such record (opted out since): nothing left to mark.
-        self._index.update_metadata(user, {"status": "matched", "updated_at": now.timestamp()})
 
     def on_unmatched(self, event: SeekerUnmatched) -> None:
         self._index.update_metadata(event.user_id, {"missed_cycles": event.missed_cycles,

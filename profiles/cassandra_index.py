@@ -196,6 +196,20 @@ class CassandraVectorIndex(VectorIndex):
         row = self._run(cql, (*(fields[n] for n in names), record_id), prepared=True).one()
         return bool(row is not None and row.applied)
 
+    def _update_metadata_many(self, record_ids: list[str], fields: dict[str, MetaValue]
+                              ) -> list[bool]:
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        names = sorted(fields)
+        sets = ", ".join(f"{n} = ?" for n in names)
+        statement = self._statement(f"UPDATE {self.table} SET {sets} WHERE id = ? IF EXISTS")
+        values = tuple(fields[n] for n in names)
+        results = self._call(lambda: execute_concurrent_with_args(
+            self._session, statement, [(*values, i) for i in record_ids], concurrency=64,
+            raise_on_first_error=True))
+        return [bool(r.success and r.result_or_exc.one() is not None
+                     and r.result_or_exc.one().applied) for r in results]
+
     def _delete(self, ids: list[str]) -> None:
         for chunk in _chunks(ids, 100):
             self._run(f"DELETE FROM {self.table} WHERE id IN ?", (chunk,), prepared=True)

@@ -200,6 +200,19 @@ class VectorIndex(ABC):
             raise ValidationError("update_metadata needs at least one field")
         return self._update_metadata(check_id(record_id), checked)
 
+    def update_metadata_many(self, record_ids: Sequence[str], fields: Mapping[str, Any]
+                             ) -> list[bool]:
+        """``update_metadata`` with the same fields for many records (one round trip's
+        latency per batch where the backend allows); per id, False when absent."""
+        checked = check_metadata(fields)
+        if not checked:
+            raise ValidationError("update_metadata needs at least one field")
+        return self._update_metadata_many([check_id(i) for i in record_ids], checked)
+
+    def _update_metadata_many(self, record_ids: list[str], fields: dict[str, MetaValue]
+                              ) -> list[bool]:
+        return [self._update_metadata(i, fields) for i in record_ids]
+
     def delete(self, ids: Sequence[str]) -> None:
         """Remove records; unknown ids are ignored."""
         wanted = list(dict.fromkeys(check_id(i) for i in ids))

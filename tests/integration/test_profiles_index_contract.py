@@ -190,6 +190,18 @@ class IndexContract:
         with pytest.raises(ValidationError):
             index.update_metadata("ghost", {})
 
+    def test_update_metadata_many_reports_each_record(self, index: VectorIndex) -> None:
+        recs = population(3)
+        index.upsert(recs)
+        got = index.update_metadata_many(["user-0000", "ghost", "user-0002"],
+                                         {"status": "matched"})
+        assert got == [True, False, True]
+        fetched = index.fetch(["user-0000", "user-0001", "user-0002", "ghost"])
+        assert [fetched[u].metadata["status"] for u in ("user-0000", "user-0002")] == [
+            "matched", "matched"]
+        assert fetched["user-0001"].metadata == recs[1].metadata
+        assert "ghost" not in fetched and index.count() == 3
+
     def test_delete_list_and_count(self, index: VectorIndex) -> None:
         recs = population(250)  # more than one upsert batch and one list page
         index.upsert(recs)
