@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumers.commands",
     "consumers.postmatch_commands",
     "app.demo",
+    "app.ops.commands",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -1,0 +1,1 @@
+"""Operator commands: ``mosaic run`` (supervisor), ``mosaic deadletters``, consumer lag."""
