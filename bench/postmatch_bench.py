@@ -86,6 +86,8 @@ def _instrument(app: PostMatch) -> None:
     _wrap(app.chat, "nakama", ("create_rooms", "notify_matches"))
     _wrap(app.audit, "cassandra", ("mark_rooms", "mark_notified", "mark_index_updated",
                                    "mark_status", "record_cycle"))
+    _wrap(app.states, "cassandra", ("matched_many",))
+    _wrap(app.index, "cassandra", ("update_metadata_many",))
     parallel = postmatch._parallel
 
     def timed_parallel(*args: Any) -> None:

@@ -86,11 +86,9 @@ class _Base:
 
 class RoomsHandler(_Base):
     def __init__(self, audit: AuditStore, chat: ChatServer, states: UserStateWriter,
-                 publish: Publish, *, clock: Clock = _utc_now,
-                 pool: ThreadPoolExecutor | None = None) -> None:
+                 publish: Publish, *, clock: Clock = _utc_now) -> None:
         super().__init__(audit, clock)
         self._chat, self._states, self._publish = chat, states, publish
-        self._pool = pool or ThreadPoolExecutor(16, thread_name_prefix="rooms-io")
 
     def handle(self, items: Sequence[Item]) -> list[Failure | None]:
         out: list[Failure | None] = [None] * len(items)
@@ -118,16 +116,12 @@ class RoomsHandler(_Base):
         now = self._clock()
         ok = [(p, r) for p, r in zip(pairs, results, strict=True) if r.ok]
         self._audit.mark_rooms([(pair_ref(p), r.group_id, r.channel_id) for p, r in ok], now)
-        _parallel(self._pool, self._matched, ok)
+        self._states.matched_many([(u, p.cycle_id, r.group_id, p.occurred_at)
+                                   for p, r in ok for u in (p.user_a, p.user_b)])
         for pair, room in ok:
             self._publish(room_created(pair, room))
         return [(p, None if r.ok else Failure(f"{r.error} (pair {p.pair_key})", r.permanent))
                 for p, r in zip(pairs, results, strict=True)]
-
-    def _matched(self, pair: PairMatched, room: ItemResult) -> None:
-        for user in (pair.user_a, pair.user_b):
-            self._states.matched(user, cycle_id=pair.cycle_id, room_id=room.group_id,
-                                 at=pair.occurred_at)
 
 
 def room_created(pair: PairMatched, room: ItemResult) -> RoomCreated:

@@ -105,9 +105,16 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** attempt))
 
 
+# Cassandra driver errors that mean "the request is wrong", not "a node is away".
+_CASSANDRA_FATAL = frozenset({"InvalidRequest", "SyntaxException", "Unauthorized",
+                              "AuthenticationFailed", "ConfigurationException"})
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ExternalServiceError):
         return exc.retryable
+    if type(exc).__module__.startswith("cassandra"):
+        return type(exc).__name__ not in _CASSANDRA_FATAL
     if isinstance(exc, KafkaException):
         err = exc.args[0] if exc.args else None
         return isinstance(err, KafkaError) and (err.retriable() or not err.fatal())

@@ -108,6 +108,11 @@ class UserStateWriter(ABC):
     def matched(self, user_id: str, *, cycle_id: str, room_id: str | None,
                 at: datetime) -> None: ...
 
+    def matched_many(self, rows: Sequence[tuple[str, str, str, datetime]]) -> None:
+        """``matched`` for many (user_id, cycle_id, room_id, at) at once."""
+        for user_id, cycle_id, room_id, at in rows:
+            self.matched(user_id, cycle_id=cycle_id, room_id=room_id, at=at)
+
 
 class InMemoryUserStateStore:
     """The ingress' store when ``ingress.state_store = memory`` (one process, no Cassandra)."""
@@ -261,3 +266,13 @@ class CassandraUserStateWriter(UserStateWriter):
             self._session.execute(self._matched, (_micros(at), cycle_id, at, user_id))
         else:
             self._session.execute(self._room, (_micros(at), cycle_id, room_id, at, user_id))
+
+    def matched_many(self, rows: Sequence[tuple[str, str, str, datetime]]) -> None:
+        from cassandra.concurrent import execute_concurrent_with_args
+
+        if rows:
+            execute_concurrent_with_args(
+                self._session, self._room,
+                [(_micros(at), cycle_id, room_id, at, user_id)
+                 for user_id, cycle_id, room_id, at in rows],
+                concurrency=64, raise_on_first_error=True)
