@@ -31,7 +31,7 @@ from producers.domain import USER_ID_PATTERN, GetStatus
 from producers.errors import IngressError, InvalidRequest, PayloadTooLarge
 from producers.fastpath import CommandFastPath
 from producers.metrics import IngressMetrics
-from producers.schema import AcceptedBody, ErrorBody, StatusBody
+from producers.schema import AcceptedBody, ErrorBody, StatusBody, status_body
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ def _install_read_routes(app: FastAPI, ingress: Ingress) -> None:
         admit = ingress.authenticate("GET", raw_path(request.scope),
                                      auth_headers(request.scope), body)
         state = await ingress.service.status(GetStatus(user_id), admit=admit)
-        return JSONResponse(StatusBody.from_state(state).model_dump(mode="json"))
+        return JSONResponse(status_body(state))
 
     @app.get("/health", name="health")
     async def health() -> JSONResponse:

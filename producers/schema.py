@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from mosaic.user_state import State, UserState
+from mosaic.user_state import UserState
 from producers.domain import (
     MAX_TOP_CHATS,
     POOL_PATTERN,
@@ -67,22 +66,13 @@ class ErrorBody(BaseModel):
     message: str
 
 
-class StatusBody(BaseModel):
-    user_id: str
-    state: State
-    opted_in_at: datetime | None = None
-    waiting_since: datetime | None = None
-    missed_cycles: int | None = None
-    cycle_id: str | None = None
-    room_id: str | None = None
-    pool: str | None = None
-    updated_at: datetime | None = None
-    detail: str | None = Field(default=None,
-                               description="Why, for profile_failed (e.g. no analysed chats).")
+# The status answer is the user's user_state row: its fields and its vocabulary are
+# mosaic/user_state.py's, so every state a stage can write is one status can answer.
+StatusBody = UserState
+_STATUS = TypeAdapter(UserState)
 
-    @classmethod
-    def from_state(cls, state: UserState) -> StatusBody:
-        return cls(user_id=state.user_id, state=state.state, opted_in_at=state.opted_in_at,
-                   waiting_since=state.waiting_since, missed_cycles=state.missed_cycles,
-                   cycle_id=state.cycle_id, room_id=state.room_id, pool=state.pool,
-                   updated_at=state.updated_at, detail=state.detail)
+
+def status_body(state: UserState) -> dict[str, Any]:
+    """``state`` as the JSON object ``GET /user/{id}/status`` answers."""
+    answer: dict[str, Any] = _STATUS.dump_python(state, mode="json")
+    return answer
