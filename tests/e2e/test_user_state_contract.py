@@ -20,13 +20,9 @@ import pytest
 from mosaic.cassandra import connect
 from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings
-from mosaic.user_state import (
-    STATES,
-    CassandraUserStateStore,
-    CassandraUserStateWriter,
-    State,
-    UserState,
-)
+from mosaic.user_state import STATES, State, UserState
+from mosaic.user_state import CassandraUserStateStore as Store
+from mosaic.user_state import CassandraUserStateWriter as Writer
 from producers.bootstrap import RunningServer
 from tests.testkit import SignedClient
 
@@ -38,8 +34,8 @@ REASON = "the user has no chat index (no analysed chats)"
 
 @dataclass
 class Tables:
-    store: CassandraUserStateStore
-    writer: CassandraUserStateWriter
+    store: Store
+    writer: Writer
 
 
 def _record(tables: Tables, state: UserState) -> None:
@@ -65,8 +61,7 @@ WRITES: dict[State, Callable[[Tables, str], None]] = {
 def tables(settings: Settings, cassandra_stack: object) -> Iterator[Tables]:
     session = connect(settings.cassandra)
     keyspace = settings.cassandra.keyspace
-    yield Tables(CassandraUserStateStore(session, keyspace),
-                 CassandraUserStateWriter(session, keyspace))
+    yield Tables(Store(session, keyspace), Writer(session, keyspace))
     session.cluster.shutdown()
 
 
