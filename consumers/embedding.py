@@ -21,6 +21,7 @@ and user_state writes carry the source event's time, so a replay changes nothing
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from streams.events import (
     SeekerRemoved,
     SeekerUpdated,
     derive_event_id,
+    to_millis,
 )
 from streams.events.seekers import REMOVED_EMBEDDING_FAILED, REMOVED_OPTED_OUT
 from streams.serde import AvroSerde, default_serde
@@ -79,11 +81,13 @@ class EmbeddingPipeline:
     def __init__(self, indexer: ProfileIndexer, blocks: BlockStore, states: UserStateWriter,
                  seekers: SeekerSink, dead_letters: DeadLetters, *, retry: StageRetry,
                  serde: AvroSerde | None = None,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] = _utc_now,
+                 test_pause_after_publish_seconds: float = 0.0) -> None:
         self.indexer, self.blocks, self.states = indexer, blocks, states
         self.seekers, self.dead_letters, self.retry = seekers, dead_letters, retry
         self._serde = serde or default_serde()
         self._clock = clock
+        self._test_pause = test_pause_after_publish_seconds
 
     def handle_batch(self, records: Sequence[RawRecord]) -> BatchReport:
         report = BatchReport()
@@ -177,6 +181,12 @@ class EmbeddingPipeline:
             self.retry.run("index", lambda: self.indexer.index.delete(
                 [e.user_id for e, _ in failed]))
         self.retry.run("publish", lambda: self.seekers.publish([*updates, *removals]))
+        if self._test_pause > 0 and updates:
+            # Test hook (settings.embedding_agent.test_pause_after_publish_seconds): the
+            # seekers records are out, the batch is not acknowledged yet; a test kills -9.
+            log.warning("TEST HOOK: paused after publishing %d seekers for %.1fs",
+                        len(updates), self._test_pause)
+            time.sleep(self._test_pause)
         self.retry.run("state", lambda: self._record_states(done, failed))
         for event, profile in done:
             report.add(event.schema_name, "indexed" if profile.embedded else "unchanged")
@@ -221,7 +231,8 @@ class EmbeddingPipeline:
                 event_id=derive_event_id("SeekerUpdated", event.event_id), occurred_at=now,
                 user_id=event.user_id, opted_in_at=event.opted_in_at,
                 vector=tuple(float(x) for x in record.vector.tolist()), model=profile.model,
-                traits_hash=profile.traits.fingerprint, pool=event.pool, missed_cycles=0))
+                traits_hash=profile.traits.fingerprint, pool=event.pool, missed_cycles=0,
+                version=request_version(event)))
         return updates
 
     def _record_states(self, done: list[tuple[OptInRequested, IndexedProfile]],
@@ -259,4 +270,11 @@ def _removed(event: OptInRequested | OptOutRequested, reason: str, now: datetime
              ) -> SeekerRemoved:
     return SeekerRemoved(event_id=derive_event_id("SeekerRemoved", event.event_id),
                          occurred_at=now, user_id=event.user_id, reason=reason,
-                         pool=event.pool)
+                         pool=event.pool, version=request_version(event))
+
+
+def request_version(event: OptInRequested | OptOutRequested) -> int:
+    """The seekers record's version: when the ingress accepted the request (ms). Per user
+    that is the request order (one ingress per user key space, see docs/ingress.md), and
+    a replay of the request yields the same version, which readers ignore as stale."""
+    return max(1, to_millis(event.occurred_at))

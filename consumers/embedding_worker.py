@@ -136,7 +136,8 @@ def build_wiring(settings: Settings, *, embedder: Embedder | None = None,
         KafkaSeekerSink(producer, catalog.seekers),
         DeadLetterPublisher(producer, catalog.deadletter, consumer_group=conf.group_id),
         retry=StageRetry(backoff_seconds=conf.retry_backoff_seconds,
-                         max_backoff_seconds=conf.retry_max_backoff_seconds))
+                         max_backoff_seconds=conf.retry_max_backoff_seconds),
+        test_pause_after_publish_seconds=conf.test_pause_after_publish_seconds)
     return Wiring(pipeline, closers)
 
 

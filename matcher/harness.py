@@ -35,6 +35,11 @@ from streams.events import (
 )
 from streams.events.seekers import REMOVED_MATCHED
 
+# Snapshot users whose record changed before the commit: no pair, no update from us.
+REASON_LEFT_DURING_CYCLE = "left_during_cycle"
+# Their partners (and both users of a pair blocked during the cycle): back in the pool.
+REASON_PARTNER_CHANGED = "partner_changed"
+
 
 def params_hash(params: MatchParams) -> str:
     """A digest of the parameters, to tell cycles run with different settings apart in
@@ -99,25 +104,47 @@ class CycleOutcome:
 
 def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
                snapshot_offsets: Mapping[int, int], params_digest: str,
-               phase_seconds: Mapping[str, float]) -> CyclePlan:
-    """The events of one cycle (see the module docstring for the determinism rules)."""
+               phase_seconds: Mapping[str, float], left: Collection[str] = (),
+               withdrawn: Collection[str] = ()) -> CyclePlan:
+    """The events of one cycle (see the module docstring for the determinism rules).
+
+    ``left``: users whose seekers record changed after the snapshot (opted out, paused,
+    re-embedded): they get nothing from this cycle (no pair, no pool update) and are
+    counted as :data:`REASON_LEFT_DURING_CYCLE`. ``withdrawn``: pair keys that must not
+    be published (a block recorded after the snapshot). A pair with a left user or a
+    withdrawn pair is dropped; its remaining users go back to the pool as leftovers
+    with :data:`REASON_PARTNER_CHANGED` (``missed_cycles + 1``: priority next cycle).
+    Users whose latest record did not decode are reported but get no pool update.
+    """
     _check_covers(cycle, outcome)
+    gone = set(left)
     by_id = {s.user_id: s for s in (*cycle.seekers, *cycle.invalid)}
+    kept_pairs, orphans = [], []
+    for pair in outcome.pairs:
+        key = pair_key(pair.user_a, pair.user_b)
+        if key in withdrawn or pair.user_a in gone or pair.user_b in gone:
+            orphans += [u for u in (pair.user_a, pair.user_b) if u not in gone]
+        else:
+            kept_pairs.append(pair)
     leftovers = [(by_id[u.user_id], u.reason.value) for u in outcome.unmatched]
     leftovers += [(s, REASON_INVALID_VECTOR) for s in cycle.invalid]
+    leftovers += [(by_id[u], REASON_PARTNER_CHANGED) for u in orphans]
+    leftovers = [(s, r) for s, r in leftovers if s.user_id not in gone]
     leftovers.sort(key=lambda item: item[0].user_id)
-    pairs = tuple(sorted((_pair_event(tick, p) for p in outcome.pairs),
+    pairs = tuple(sorted((_pair_event(tick, p) for p in kept_pairs),
                          key=lambda e: e.pair_key))
-    matched = sorted(u for p in pairs for u in (p.user_a, p.user_b))
+    matched = sorted((u, by_id[u]) for p in pairs for u in (p.user_a, p.user_b))
     summary = _summary(tick, pairs, leftovers, offsets=snapshot_offsets,
-                       digest=params_digest, phase_seconds=phase_seconds, seekers=len(by_id))
+                       digest=params_digest, phase_seconds=phase_seconds, seekers=len(by_id),
+                       left=len(gone & by_id.keys()))
     return CyclePlan(
         tick=tick,
         pairs=pairs,
         unmatched=tuple(_unmatched_event(tick, s, reason) for s, reason in leftovers),
-        removals=tuple(_removed_event(tick, u) for u in matched),
-        updates=tuple(_missed_event(tick, s) for s, _ in leftovers),
+        removals=tuple(_removed_event(tick, u, s) for u, s in matched),
+        updates=tuple(_missed_event(tick, s) for s, _ in leftovers if s.poison is None),
         summary=summary,
+        skipped_updates=tuple(sorted(gone & by_id.keys())),
     )
 
 
@@ -148,26 +175,32 @@ def _unmatched_event(tick: CycleTick, seeker: Seeker, reason: str) -> SeekerUnma
                            pool=tick.pool)
 
 
-def _removed_event(tick: CycleTick, user: str) -> SeekerRemoved:
+def _removed_event(tick: CycleTick, user: str, seeker: Seeker) -> SeekerRemoved:
+    # The version of the record that was paired: a newer opt-in outranks this removal.
     return SeekerRemoved(event_id=derive_event_id("SeekerRemoved", tick.cycle_id, user),
                          occurred_at=tick.occurred_at, user_id=user,
                          reason=f"{REMOVED_MATCHED}:{tick.cycle_id}", pool=tick.pool,
-                         cycle_id=tick.cycle_id)
+                         cycle_id=tick.cycle_id, version=seeker.record.version)
 
 
 def _missed_event(tick: CycleTick, seeker: Seeker) -> SeekerUpdated:
+    # Same version as the record it copies, marked with the cycle: readers apply it only
+    # while the user still waits with that version (never over a newer opt-out).
     user = seeker.user_id
     return dataclasses.replace(
         seeker.event(), event_id=derive_event_id("SeekerUpdated", tick.cycle_id, user),
-        occurred_at=tick.occurred_at, missed_cycles=seeker.record.missed_cycles + 1)
+        occurred_at=tick.occurred_at, missed_cycles=seeker.record.missed_cycles + 1,
+        cycle_id=tick.cycle_id)
 
 
 def _summary(tick: CycleTick, pairs: Sequence[PairMatched],
              leftovers: Sequence[tuple[Seeker, str]], *, offsets: Mapping[int, int],
-             digest: str, phase_seconds: Mapping[str, float], seekers: int
+             digest: str, phase_seconds: Mapping[str, float], seekers: int, left: int = 0
              ) -> CycleCompleted:
     scores = [p.score for p in pairs]
     reasons = Counter(reason for _, reason in leftovers)
+    if left:
+        reasons[REASON_LEFT_DURING_CYCLE] = left
     return CycleCompleted(
         event_id=derive_event_id("CycleCompleted", tick.cycle_id),
         occurred_at=tick.occurred_at, cycle_id=tick.cycle_id, pool=tick.pool,

@@ -49,15 +49,28 @@ class TopicTail:
                  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         self._consumer, self.topic, self._timeout = consumer, topic, timeout_seconds
         self._positions: dict[int, int] | None = None
+        self._floors: dict[int, int] = {}
+
+    def expect(self, ends: Mapping[int, int]) -> None:
+        """The next read goes at least to ``ends`` (the end of records we just committed):
+        under read_committed the watermark is the last stable offset, which may not yet
+        cover a transaction whose commit markers are still being written."""
+        for partition, end in ends.items():
+            self._floors[partition] = max(self._floors.get(partition, 0), end)
 
     def start_at(self, positions: Mapping[int, int]) -> None:
         self._positions = dict(positions)
 
     def end_offsets(self) -> dict[int, int]:
-        """High watermark per partition. Waiting for it (not the last stable offset)
-        means a transaction committed just before, e.g. our own last cycle, whose
-        markers may still be on their way, is always included."""
-        return {p: high for p, (_, high) in self._watermarks().items()}
+        """Per partition, the end librdkafka reports: the high watermark, but under
+        read_committed the LAST STABLE OFFSET, which lags a transaction whose commit
+        markers are still being written (e.g. our own cycle, just committed). Hence
+        :meth:`expect`: the end is at least what we know we committed."""
+        ends = {p: high for p, (_, high) in self._watermarks().items()}
+        for partition, floor in self._floors.items():
+            if partition in ends and floor > ends[partition]:
+                ends[partition] = floor
+        return ends
 
     def beginning(self) -> dict[int, int]:
         return {p: low for p, (low, _) in self._watermarks().items()}
@@ -146,6 +159,12 @@ class MatcherLog:
         self._pairs = TopicTail(consumer, catalog.pairs.name, timeout_seconds=timeout_seconds)
         self._started = False
         self.seekers_end: dict[int, int] = {}
+
+    def expect(self, own: Mapping[str, Mapping[int, int]]) -> None:
+        """Our committed records' end offsets per topic: later reads include them."""
+        for tail in (self._seekers, self._cycles, self._pairs):
+            if tail.topic in own:
+                tail.expect(own[tail.topic])
 
     def refresh(self) -> None:
         """Catch up with everything committed so far (cycles before pairs)."""

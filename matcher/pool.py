@@ -12,20 +12,30 @@ import logging
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import numpy as np
 
 from matcher.core.model import Constraints, FloatArray, PoolSnapshot, RecentPairing
 from mosaic.errors import MosaicError, SerializationError
-from streams.events import CycleCompleted, Event, PairMatched, SeekerRemoved, SeekerUpdated
+from streams.events import (
+    CycleCompleted,
+    Event,
+    PairMatched,
+    SeekerRemoved,
+    SeekerUpdated,
+    derive_event_id,
+)
 from streams.events.seekers import STATUS_WAITING
 from streams.serde import HEADER_SIZE, MAGIC, AvroSerde, decode_record, default_serde
 
 log = logging.getLogger(__name__)
 
 REASON_INVALID_VECTOR = "invalid_vector"
+# Smallest float32 norm a usable vector may have (the core refuses <= 1e-12 as all-zero).
+MIN_NORM = 1e-9
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _E = TypeVar("_E", CycleCompleted, PairMatched)
 
@@ -50,6 +60,9 @@ class Seeker:
     vector: FloatArray
     partition: int
     offset: int
+    # Why the user's latest record cannot be used (it did not decode); the record is then
+    # the user's last decodable one (or a stand-in) and the vector is empty.
+    poison: str | None = None
 
     @property
     def user_id(self) -> str:
@@ -61,39 +74,89 @@ class Seeker:
 
 
 class PoolState:
-    """Latest record per user from the seekers changelog: ``SeekerUpdated`` keeps the user,
-    ``SeekerRemoved`` or a tombstone (null value) drops them. Apply records in offset
-    order per partition (the order Kafka delivers them)."""
+    """Latest state per user from the seekers changelog, in the order the records' versions
+    give (offset order only among unversioned records):
+
+    - ``SeekerUpdated`` written for a request (``cycle_id`` null) applies when its
+      ``version`` is higher than the user's latest version: a replayed or duplicated
+      opt-in never brings back a user matched or opted out since;
+    - a ``SeekerRemoved`` applies when its version is at least the user's latest: it ends
+      that episode (an opt-out, a failed profile, a match);
+    - the matcher's carry-over ``SeekerUpdated`` (``cycle_id`` set) applies only while the
+      user still waits with the same version: it can never undo a newer opt-out or
+      overwrite a re-embedding, whatever the offsets;
+    - a null tombstone forgets the user; a record that does not decode makes the user
+      unusable (``poison``) until a newer record arrives.
+
+    Version 0 (older writers) applies in offset order, as before versions existed.
+    """
 
     def __init__(self, serde: AvroSerde | None = None) -> None:
         self._serde = serde or default_serde()
         self._seekers: dict[str, Seeker] = {}
+        self._versions: dict[str, int] = {}
         self.bad_records = 0
+        self.stale_records = 0  # ignored: older than the user's latest version
 
     def __len__(self) -> int:
         return len(self._seekers)
 
     def apply(self, record: LogRecord) -> None:
+        user = record.key.decode("utf-8", "replace") if record.key is not None else None
         if record.value is None:
-            if record.key is not None:
-                self._seekers.pop(record.key.decode("utf-8", "replace"), None)
+            if user is not None:
+                self._seekers.pop(user, None)
+                self._versions.pop(user, None)
             return
         try:
             event, vector = self._decode(record.value)
         except SerializationError as exc:
-            # Not ours to dead-letter (the seekers writer owns the topic): skip, count.
+            # Not ours to dead-letter (the seekers writer owns the topic): the user is set
+            # aside (reported as invalid_vector by the next cycle of their pool).
             self.bad_records += 1
-            log.warning("skipping seekers[%d]@%d: %s", record.partition, record.offset, exc)
+            log.warning("undecodable seekers[%d]@%d (key %r): %s", record.partition,
+                        record.offset, user, exc)
+            if user is not None:
+                self._poison(user, record, str(exc))
             return
         if isinstance(event, SeekerRemoved):
-            self._seekers.pop(event.user_id, None)
+            self._remove(event, record)
         elif isinstance(event, SeekerUpdated) and vector is not None:
-            self._seekers[event.user_id] = Seeker(event, vector, record.partition,
-                                                  record.offset)
+            self._update(event, vector, record)
         else:
             self.bad_records += 1
             log.warning("skipping %s on seekers[%d]@%d", event.schema_name,
                         record.partition, record.offset)
+
+    def _remove(self, event: SeekerRemoved, record: LogRecord) -> None:
+        latest = self._versions.get(event.user_id, 0)
+        if event.version and event.version < latest:
+            self.stale_records += 1
+            return
+        self._seekers.pop(event.user_id, None)
+        self._versions[event.user_id] = max(latest, event.version)
+
+    def _update(self, event: SeekerUpdated, vector: FloatArray, record: LogRecord) -> None:
+        user = event.user_id
+        current = self._seekers.get(user)
+        if event.cycle_id is not None:  # the matcher's carry-over of a waiting record
+            if (current is None or current.poison is not None
+                    or current.record.version != event.version):
+                self.stale_records += 1
+                return
+        elif event.version and event.version <= self._versions.get(user, 0):
+            self.stale_records += 1
+            return
+        self._seekers[user] = Seeker(event, vector, record.partition, record.offset)
+        self._versions[user] = max(self._versions.get(user, 0), event.version)
+
+    def _poison(self, user: str, record: LogRecord, reason: str) -> None:
+        previous = self._seekers.get(user)
+        base = previous.record if previous is not None else SeekerUpdated(
+            event_id=derive_event_id("poison", user), occurred_at=_EPOCH, user_id=user,
+            opted_in_at=_EPOCH, vector=(), model="", traits_hash="")
+        self._seekers[user] = Seeker(base, np.zeros(0, dtype=np.float32), record.partition,
+                                     record.offset, poison=reason)
 
     def _decode(self, value: bytes) -> tuple[Event, FloatArray | None]:
         """Decode a record; a ``SeekerUpdated`` comes back with ``vector=()`` and its
@@ -121,10 +184,15 @@ class PoolState:
             self.apply(record)
 
     def waiting(self, pool: str) -> list[Seeker]:
-        """Users waiting in ``pool``, sorted by user id (a deterministic row order)."""
+        """Users waiting in ``pool``, sorted by user id (a deterministic row order).
+        Users whose latest record did not decode are included (``poison`` set), with
+        the pool of their last decodable record, so the cycle reports them."""
         return sorted((s for s in self._seekers.values()
                        if s.record.pool == pool and s.record.status == STATUS_WAITING),
                       key=lambda s: s.user_id)
+
+    def get(self, user_id: str) -> Seeker | None:
+        return self._seekers.get(user_id)
 
     def changed_since(self, user_ids: Iterable[str], ends: Mapping[int, int]) -> set[str]:
         """Users whose latest record is at or past ``ends`` (a snapshot's end offsets):
@@ -137,6 +205,36 @@ class PoolState:
         return changed
 
 
+def late_changes(records: Iterable[LogRecord], seekers: Mapping[str, Seeker],
+                 serde: AvroSerde | None = None) -> set[str]:
+    """Users of ``seekers`` (a cycle's snapshot records) that ``records`` (seekers records
+    written after the snapshot, read uncommitted) change: any record of theirs that was
+    not written by a matcher (``cycle_id`` set) and is not a stale replay (a request
+    ``SeekerUpdated`` whose version is not newer than the snapshot's)."""
+    codec = serde or default_serde()
+    changed: set[str] = set()
+    for record in records:
+        user = record.key.decode("utf-8", "replace") if record.key is not None else None
+        if user is None or user not in seekers or user in changed:
+            continue
+        if record.value is None:
+            changed.add(user)
+            continue
+        try:
+            event = codec.decode(record.value)
+        except MosaicError:  # undecodable or invalid: the user's record is no longer usable
+            changed.add(user)
+            continue
+        if isinstance(event, SeekerRemoved | SeekerUpdated) and event.cycle_id is not None:
+            continue  # a matcher's own record (this cycle, or an aborted attempt)
+        snapshot = seekers[user].record.version
+        if (isinstance(event, SeekerUpdated) and event.version and snapshot
+                and event.version <= snapshot):
+            continue  # a replayed opt-in: the fold ignores it too
+        changed.add(user)
+    return changed
+
+
 @dataclass(frozen=True)
 class CycleInput:
     """What the core sees for one cycle, plus who was left out before it."""
@@ -146,18 +244,34 @@ class CycleInput:
     invalid: tuple[Seeker, ...]  # vectors the core cannot use (zero, wrong dimension)
 
 
+def usable_vector(vector: FloatArray, dim: int) -> bool:
+    """The core can use ``vector`` next to others of dimension ``dim``: same dimension,
+    finite, and a float32 norm that neither overflows nor underflows (the core
+    normalises in float32 and refuses a whole pool over one such row)."""
+    if len(vector) != dim or not dim:
+        return False
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        norm = np.sqrt(np.einsum("i,i->", vector, vector))  # float32, like the core
+    return bool(np.isfinite(norm) and norm >= MIN_NORM)
+
+
 def build_snapshot(seekers: Sequence[Seeker], at: datetime) -> CycleInput:
     """A :class:`PoolSnapshot` of ``seekers`` at ``at`` (the tick's time, not the clock).
 
     Vectors must share one dimension: a user embedded by another model (a rollout in
-    progress) is set aside with :data:`REASON_INVALID_VECTOR` instead of failing the cycle.
+    progress), a vector whose float32 norm overflows or underflows, and a user whose
+    latest record did not decode are set aside with :data:`REASON_INVALID_VECTOR`
+    instead of failing the cycle.
     """
-    dims = Counter(len(s.vector) for s in seekers if np.any(s.vector))
+    decoded = [s for s in seekers if s.poison is None]
+    dims = Counter(len(s.vector) for s in decoded if np.any(s.vector))
     dim = max(dims.items(), key=lambda kv: (kv[1], kv[0]))[0] if dims else 0
-    usable = tuple(s for s in seekers if len(s.vector) == dim and np.any(s.vector))
-    invalid = tuple(s for s in seekers if not (len(s.vector) == dim and np.any(s.vector)))
+    ok = [s.poison is None and usable_vector(s.vector, dim) for s in seekers]
+    usable = tuple(s for s, good in zip(seekers, ok, strict=True) if good)
+    invalid = tuple(s for s, good in zip(seekers, ok, strict=True) if not good)
     if invalid:
-        log.warning("%d seekers with unusable vectors (pool dimension %d)", len(invalid), dim)
+        log.warning("%d seekers with unusable vectors (pool dimension %d): %s", len(invalid),
+                    dim, ", ".join(s.user_id for s in invalid[:20]))
     vectors = (np.stack([s.vector for s in usable]) if usable
                else np.zeros((0, dim), dtype=np.float32))
     wait = np.array([max(0.0, (at - s.record.opted_in_at).total_seconds()) for s in usable],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -30,9 +31,9 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from matcher.core.model import Constraints, MatchParams, MatchResult, PoolSnapshot
 from matcher.harness import CycleOutcome, CyclePlan, Phases, params_hash, plan_cycle
-from matcher.harness_log import MatcherLog
+from matcher.harness_log import MatcherLog, TopicTail
 from matcher.metrics import CycleObserver, CycleReport
-from matcher.pool import CycleInput, build_constraints, build_snapshot
+from matcher.pool import CycleInput, Seeker, build_constraints, build_snapshot, late_changes
 from mosaic.errors import ConfigError, ExternalServiceError, MosaicError, SerializationError
 from mosaic.settings import Settings
 from streams.deadletter import DeadLetterPublisher, RawRecord
@@ -53,6 +54,8 @@ from streams.topics import build_catalog
 log = logging.getLogger(__name__)
 
 IDLE_REFRESH_SECONDS = 60.0
+# Transactions aborted and redone because users changed while one was open, per attempt.
+MAX_REVISIONS = 5
 
 MatchFunction = Callable[[PoolSnapshot, Constraints, MatchParams], MatchResult]
 BeforeCommit = Callable[[CyclePlan], None]
@@ -73,6 +76,24 @@ class NoBlocks:
 
 class MatcherFenced(MosaicError):
     """Another instance with the same transactional.id took over; this one must stop."""
+
+
+class _PoolChanged(MosaicError):
+    """Users of the open transaction changed before its commit: abort and revise."""
+
+
+@dataclass(frozen=True)
+class _Draft:
+    """What a cycle decided before publishing: enough to revise its plan."""
+
+    tick: CycleTick
+    cycle: CycleInput
+    outcome: CycleOutcome
+    offsets: dict[int, int]
+
+    @property
+    def members(self) -> dict[str, Seeker]:
+        return {s.user_id: s for s in (*self.cycle.seekers, *self.cycle.invalid)}
 
 
 def _core_match(pool: PoolSnapshot, constraints: Constraints, params: MatchParams
@@ -99,6 +120,8 @@ class MatcherService:
         self._producer: Producer | None = None
         self._ticks: Consumer | None = None
         self._reader: Consumer | None = None
+        self._late: Consumer | None = None  # read_uncommitted: changes inside our txn
+        self._draft: _Draft | None = None
         self._log: MatcherLog | None = None
         self._next_tick = 0
         self._refreshed_at = 0.0
@@ -128,6 +151,11 @@ class MatcherService:
         # after our own commit (markers in flight) from idling 500 ms per topic.
         self._reader = make_consumer(self._settings, f"{tid}.log",
                                      overrides={"fetch.wait.max.ms": 20})
+        # Inside our open transaction read_committed stops at its first record (the LSO):
+        # a change written after it is only visible uncommitted (see _late_changes).
+        self._late = make_consumer(self._settings, f"{tid}.late",
+                                   overrides={"fetch.wait.max.ms": 20,
+                                              "isolation.level": "read_uncommitted"})
         self._ticks = make_consumer(self._settings, tid)
         self._assign_ticks(self._ticks)
         self._log = MatcherLog(self._reader, self._catalog,
@@ -139,7 +167,7 @@ class MatcherService:
                  self._next_tick, len(self._log.pool))
 
     def close(self) -> None:
-        for consumer in (self._ticks, self._reader):
+        for consumer in (self._ticks, self._reader, self._late):
             if consumer is not None:
                 consumer.close()
         if self._producer is not None:
@@ -147,7 +175,7 @@ class MatcherService:
                 self._producer.flush(1.0)
             except KafkaException as exc:  # a fenced producer refuses even this
                 log.info("matcher producer not flushed on close: %s", exc)
-        self._producer = self._ticks = self._reader = None
+        self._producer = self._ticks = self._reader = self._late = None
         self._log = None
 
     def run(self, *, stop_when_idle: bool = False, max_seconds: float | None = None,
@@ -248,7 +276,7 @@ class MatcherService:
                      message.offset())
             return self._report(CycleReport(tick.cycle_id, tick.pool, "duplicate"))
         plan = self._plan(tick, phases)
-        self._publish(plan, message, phases)
+        plan = self._publish(plan, message, phases)
         return self._report(_completed(plan, phases, self._waits))
 
     # -- a cycle ----------------------------------------------------------------------
@@ -267,8 +295,15 @@ class MatcherService:
                                             self._log.history.recent(tick.pool))
         with phases.measure("match"):
             outcome = self._run_core(cycle, constraints)
-        return plan_cycle(tick, cycle, outcome, snapshot_offsets=offsets,
-                          params_digest=self._params_hash, phase_seconds=phases.seconds)
+        self._draft = _Draft(tick, cycle, outcome, offsets)
+        return self._revise(phases, set(), set())
+
+    def _revise(self, phases: Phases, left: set[str], withdrawn: set[str]) -> CyclePlan:
+        draft = self._draft
+        assert draft is not None
+        return plan_cycle(draft.tick, draft.cycle, draft.outcome,
+                          snapshot_offsets=draft.offsets, params_digest=self._params_hash,
+                          phase_seconds=phases.seconds, left=left, withdrawn=withdrawn)
 
     def _run_core(self, cycle: CycleInput, constraints: Constraints) -> CycleOutcome:
         if not len(cycle.snapshot):
@@ -276,27 +311,86 @@ class MatcherService:
         result = self._match(cycle.snapshot, constraints, self._params)
         return CycleOutcome(result.pairs, result.unmatched)
 
-    def _publish(self, plan: CyclePlan, message: Message, phases: Phases) -> None:
+    def _publish(self, plan: CyclePlan, message: Message, phases: Phases) -> CyclePlan:
+        """Publish the cycle in one transaction. Users who changed after the snapshot
+        (opted out, blocked, re-embedded) are taken out first; a change that lands while
+        the transaction is open (seen uncommitted, right before the commit) aborts it
+        and the revised cycle is published in a fresh one. Returns what was committed."""
         assert self._log is not None and self._producer is not None
-        assert self._ticks is not None
+        assert self._ticks is not None and self._draft is not None
+        members = self._draft.members
+        left: set[str] = set()
+        withdrawn: set[str] = set()
         with phases.measure("publish"):
-            self._log.refresh_pool()
-            changed = self._log.pool.changed_since([u.user_id for u in plan.updates],
-                                                   plan.summary.snapshot_offsets)
-            if changed:
-                log.info("%d seekers changed during cycle %s: not re-adding them",
-                         len(changed), plan.tick.cycle_id)
-                plan = plan.without_updates_for(changed)
-            with transaction(self._producer, timeout_seconds=self._timeout):
-                for event in plan.events():
-                    produce_event(self._producer, self._catalog.for_event(event), event,
-                                  timeout_seconds=self._timeout)
-                send_offsets(self._producer, self._ticks, [message],
-                             timeout_seconds=self._timeout)
-                self._pause_before_commit(plan)
+            for revision in range(MAX_REVISIONS):
+                self._log.refresh_pool()
+                left |= self._log.pool.changed_since(members, self._draft.offsets)
+                plan = self._revise(phases, left, withdrawn)
+                try:
+                    own = self._publish_once(plan, message, members, left, withdrawn)
+                except _PoolChanged as exc:
+                    log.info("cycle %s revision %d aborted: %s", plan.tick.cycle_id,
+                             revision + 1, exc)
+                    continue
+                self._log.expect(own)  # the next catch-up waits for our own records
+                break
+            else:
+                raise ExternalServiceError(f"cycle {plan.tick.cycle_id}: the pool kept "
+                                           f"changing over {MAX_REVISIONS} attempts",
+                                           retryable=True)
+        if left or withdrawn:
+            log.info("cycle %s: %d seekers left during the cycle, %d pairs withdrawn",
+                     plan.tick.cycle_id, len(left), len(withdrawn))
         log.info("cycle %s: %d seekers, %d pairs, unmatched %s", plan.tick.cycle_id,
                  plan.summary.seekers, plan.summary.pairs,
                  dict(plan.summary.unmatched_by_reason))
+        return plan
+
+    def _publish_once(self, plan: CyclePlan, message: Message, members: dict[str, Seeker],
+                      left: set[str], withdrawn: set[str]) -> dict[str, dict[int, int]]:
+        """One transaction; raises :class:`_PoolChanged` (aborted) when users of the plan
+        changed while it was open. Returns the end offset of our records per topic."""
+        assert self._log is not None and self._producer is not None
+        assert self._ticks is not None
+        start = dict(self._log.seekers_end)
+        own: dict[str, dict[int, int]] = {}
+
+        def delivered(error: object, record: Message | None) -> None:
+            if error is None and record is not None:
+                ends = own.setdefault(record.topic() or "", {})
+                partition = record.partition() or 0
+                ends[partition] = max(ends.get(partition, 0), (record.offset() or 0) + 1)
+
+        with transaction(self._producer, timeout_seconds=self._timeout):
+            for event in plan.events():
+                produce_event(self._producer, self._catalog.for_event(event), event,
+                              on_delivery=delivered, timeout_seconds=self._timeout)
+            send_offsets(self._producer, self._ticks, [message],
+                         timeout_seconds=self._timeout)
+            self._producer.flush(self._timeout)  # our records are on the broker
+            self._pause_before_commit(plan)
+            late, blocked = self._late_changes(plan, members, start)
+            if (late - left) or (blocked - withdrawn):
+                left |= late
+                withdrawn |= blocked
+                raise _PoolChanged(f"changed: {sorted(late)[:10]}, "
+                                   f"blocked pairs: {sorted(blocked)[:10]}")
+        return own
+
+    def _late_changes(self, plan: CyclePlan, members: dict[str, Seeker],
+                      start: dict[int, int]) -> tuple[set[str], set[str]]:
+        """Right before the commit: snapshot users with a newer seekers record (read
+        uncommitted up to the high watermark, skipping matcher records), and pairs
+        blocked since the snapshot."""
+        assert self._late is not None
+        tail = TopicTail(self._late, self._catalog.seekers.name, timeout_seconds=self._timeout)
+        tail.start_at(start)
+        changed = late_changes(tail.read().records, members)
+        users = sorted({u for p in plan.pairs for u in (p.user_a, p.user_b)})
+        blocked = self._blocks.blocked_pairs(users) if users else set()
+        withdrawn = {p.pair_key for p in plan.pairs
+                     if (p.user_a, p.user_b) in blocked or (p.user_b, p.user_a) in blocked}
+        return changed, withdrawn
 
     def _pause_before_commit(self, plan: CyclePlan) -> None:
         if self._before_commit is not None:

@@ -42,6 +42,10 @@ class SeekerUpdated(Event):
     status: str = STATUS_WAITING
     blocked_user_ids: tuple[str, ...] = ()
     recent_partner_ids: tuple[str, ...] = ()
+    # Per-user order (ms of the request behind the record); 0 = unversioned (offset order).
+    version: int = 0
+    # Set on the matcher's carry-over copy (missed_cycles + 1): the cycle that wrote it.
+    cycle_id: str | None = None
 
     def __post_init__(self) -> None:
         Event.__post_init__(self)
@@ -66,6 +70,8 @@ class SeekerUpdated(Event):
             "status": self.status,
             "blocked_user_ids": list(self.blocked_user_ids),
             "recent_partner_ids": list(self.recent_partner_ids),
+            "version": self.version,
+            "cycle_id": self.cycle_id,
         }
 
     @classmethod
@@ -84,6 +90,8 @@ class SeekerUpdated(Event):
             status=r.string("status", STATUS_WAITING),
             blocked_user_ids=r.strings("blocked_user_ids", ()),
             recent_partner_ids=r.strings("recent_partner_ids", ()),
+            version=r.integer("version", 0),
+            cycle_id=r.opt_string("cycle_id"),
         )
 
 
@@ -96,6 +104,7 @@ class SeekerRemoved(Event):
     reason: str
     pool: str = DEFAULT_POOL
     cycle_id: str | None = None
+    version: int = 0  # see SeekerUpdated.version: a removal ends this version and older
 
     def key(self) -> str:
         return self.user_id
@@ -108,6 +117,7 @@ class SeekerRemoved(Event):
             "pool": self.pool,
             "reason": self.reason,
             "cycle_id": self.cycle_id,
+            "version": self.version,
         }
 
     @classmethod
@@ -120,4 +130,5 @@ class SeekerRemoved(Event):
             pool=r.string("pool", DEFAULT_POOL),
             reason=r.string("reason"),
             cycle_id=r.opt_string("cycle_id"),
+            version=r.integer("version", 0),
         )

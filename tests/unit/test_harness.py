@@ -95,11 +95,14 @@ def test_fold(name: str, items: list[Event | tuple[str, None]], waiting: dict[st
     assert got == waiting, name
 
 
-def test_fold_skips_and_counts_bad_records() -> None:
+def test_fold_counts_bad_records_and_sets_their_user_aside() -> None:
     state = PoolState()
     state.apply_all([LogRecord(0, 0, b"x", b"garbage"), *records(seeker("a"))[0:1]])
-    assert [s.user_id for s in state.waiting("default")] == ["a"]
+    # The undecodable record's user stays visible (to be reported), but never usable.
+    assert [(s.user_id, s.poison is None) for s in state.waiting("default")] == \
+        [("a", True), ("x", False)]
     assert state.bad_records == 1
+    assert build_snapshot(state.waiting("default"), T0).snapshot.user_ids == ("a",)
 
 
 def test_waiting_is_sorted_and_keeps_the_exact_record() -> None:
@@ -314,10 +317,11 @@ def test_plan_refuses_a_result_that_does_not_cover_the_pool(name: str, outcome: 
                    phase_seconds={})
 
 
-def test_fold_skips_an_invalid_seeker_record() -> None:
+def test_fold_sets_aside_an_invalid_seeker_record() -> None:
     good = seeker("a")
     entry = default_serde().registry.current("SeekerUpdated")
     bad_id = MAGIC + entry.fingerprint + encode_record(entry, {**good.to_dict(), "event_id": "x"})
     state = PoolState()
     state.apply_all([LogRecord(0, 0, b"b", bad_id), *records(good)])
-    assert [s.user_id for s in state.waiting("default")] == ["a"] and state.bad_records == 1
+    usable = [s.user_id for s in state.waiting("default") if s.poison is None]
+    assert usable == ["a"] and state.bad_records == 1
