@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tests.fakes import MemoryUserStateWriter
 
 from consumers.audit import DEAD_LETTERED, PARKED, CycleRow, summarize
 from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
@@ -31,6 +30,7 @@ from streams.events import (
 )
 from streams.kafka import BatchPublisher
 from streams.serde import decode
+from tests.fakes import MemoryUserStateWriter
 from tests.postmatch_fakes import MemoryAuditStore, MemoryChat
 
 pytestmark = pytest.mark.unit
