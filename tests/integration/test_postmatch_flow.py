@@ -60,7 +60,9 @@ def _pair(cycle: str, a: str, b: str) -> PairMatched:
                        user_a=ua, user_b=ub, score=0.9, similarity=0.8)
 
 
-def test_pairs_become_rooms_and_single_notifications(app: PostMatch) -> None:
+def test_pairs_become_rooms_and_single_notifications(
+        app: PostMatch, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     settings = app.settings
     users = [str(uuid.uuid4()) for _ in range(4)]
     ghost = str(uuid.uuid4())  # never logged in: no Nakama account (a deleted user)
@@ -106,6 +108,14 @@ def test_pairs_become_rooms_and_single_notifications(app: PostMatch) -> None:
     Reconciler(app).sweep()
     (swept,) = [c for c in app.audit.cycles() if c.cycle_id == cycle]
     assert swept.finished_at is not None
+
+    from app.cli import main
+
+    monkeypatch.setenv("MOSAIC_CASSANDRA__KEYSPACE", settings.cassandra.keyspace)
+    monkeypatch.setenv("MOSAIC_KAFKA__TOPIC_PREFIX", settings.kafka.topic_prefix)
+    assert main(["cycle", "status", cycle]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(cycle))
+    assert line.split()[1:] == ["3", "2", "1", "0", "0", "finished"]
 
 
 def test_reconcile_finishes_an_interrupted_pair(app: PostMatch) -> None:
