@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from mosaic.errors import MosaicError
+from mosaic.ops.logs import configure_from_settings
 
 # Each module exposes ``register(subparsers) -> None``; a sub-command sets
 # ``func(args) -> int`` as its parser default.
@@ -34,6 +34,7 @@ Handler = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mosaic", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -46,15 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mosaic-match")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # httpx logs every request URL at INFO; Nakama server calls carry the http_key there.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # MOSAIC_LOG_LEVEL, MOSAIC_LOG_FORMAT=json, secrets masked, third-party noise at DEBUG
+    # only (httpx never below WARNING: Nakama server calls carry the http_key in URLs).
+    configure_from_settings(verbose=args.verbose)
     func: Handler | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -157,7 +157,10 @@ class DeadLetterPublisher:
                           timeout_seconds=self._timeout)
         DEAD_LETTERS.labels(topic=record.topic, reason_type=letter.error_type).inc()
         log.warning("dead-lettered %s[%d]@%d: %s: %s", record.topic, record.partition,
-                    record.offset, letter.error_type, letter.reason)
+                    record.offset, letter.error_type, letter.reason,
+                    extra={"topic": record.topic, "partition": record.partition,
+                           "offset": record.offset, "event_id": letter.event_id,
+                           "group": self._group or None})
         return letter
 
 
@@ -191,7 +194,9 @@ def process_record(
             action = policy.decide(exc, attempt)
             if action is ErrorAction.RETRY:
                 log.info("retrying %s[%d]@%d after %s (attempt %d)", record.topic,
-                         record.partition, record.offset, type(exc).__name__, attempt)
+                         record.partition, record.offset, type(exc).__name__, attempt,
+                         extra={"topic": record.topic, "partition": record.partition,
+                                "offset": record.offset})
                 sleep(policy.backoff(attempt))
                 attempt += 1
                 continue

@@ -8,6 +8,7 @@ committed records and never auto-commit: offsets are committed after the work is
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,6 +31,10 @@ from mosaic.settings import Settings
 from streams.events import Event
 from streams.serde import AvroSerde, default_serde
 from streams.topics import Topic
+
+# librdkafka's own log lines go through Python logging (mosaic.ops.logs quiets the
+# harmless ones outside debug) instead of straight to stderr.
+RDKAFKA_LOG = logging.getLogger("librdkafka")
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
@@ -135,6 +140,7 @@ def producer_config(settings: Settings, overrides: Mapping[str, Any] | None = No
         "delivery.timeout.ms": 60_000,
         # Same key -> same partition as Java/aiokafka clients (librdkafka defaults to crc32).
         "partitioner": "murmur2_random",
+        "logger": RDKAFKA_LOG,
         **security_config(settings),
     }
     config.update(overrides or {})
@@ -151,6 +157,7 @@ def consumer_config(settings: Settings, group_id: str,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
+        "logger": RDKAFKA_LOG,
         **security_config(settings),
     }
     config.update(overrides or {})
@@ -199,8 +206,9 @@ def make_consumer(
 
 
 def make_admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers,
-                        **security_config(settings)})
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka.bootstrap_servers,
+                              "logger": RDKAFKA_LOG, **security_config(settings)}
+    return AdminClient(config)
 
 
 # -- producing -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Prometheus (``<data dir>/prometheus/targets/run-<pid>.json``), removed on exit.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -24,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -92,7 +94,8 @@ class Supervisor:
     def __init__(self, specs: Sequence[ServiceSpec], *, command: Sequence[str] | None = None,
                  env: Mapping[str, str] | None = None, out: IO[str] | None = None,
                  grace_seconds: float = 20.0, backoff_seconds: float = 1.0,
-                 max_backoff_seconds: float = 60.0, stable_seconds: float = 60.0) -> None:
+                 max_backoff_seconds: float = 60.0, stable_seconds: float = 60.0,
+                 json_lines: bool = False) -> None:
         self._children = [_Child(s) for s in specs]
         self._command = list(command or _mosaic_command())
         self._env = dict(env if env is not None else os.environ)
@@ -103,6 +106,7 @@ class Supervisor:
         self._stable = stable_seconds
         self._stop = threading.Event()
         self._width = max((len(s.name) for s in specs), default=8)
+        self._json = json_lines
 
     # -- public ----------------------------------------------------------------------
     def stop(self) -> None:
@@ -135,9 +139,23 @@ class Supervisor:
 
     # -- internals --------------------------------------------------------------------
     def _emit(self, name: str, line: str) -> None:
+        text = self._as_json(name, line) if self._json else f"{name:<{self._width}} | {line}"
         with self._out_lock:
-            self._out.write(f"{name:<{self._width}} | {line}\n")
+            self._out.write(text + "\n")
             self._out.flush()
+
+    @staticmethod
+    def _as_json(name: str, line: str) -> str:
+        """JSON mode (MOSAIC_LOG_FORMAT=json): a child's JSON line gains ``service``;
+        anything else (a print, a third-party line) is wrapped as a message."""
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if not isinstance(entry, dict):
+            entry = {"ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                     "level": "INFO", "logger": "stdout", "message": line}
+        return json.dumps({**entry, "service": name}, ensure_ascii=False)
 
     def _start(self, child: _Child) -> None:
         spec = child.spec
@@ -239,7 +257,8 @@ def run_supervised(settings: Settings, names: Sequence[str], *,
         from mosaic.errors import ConfigError
 
         raise ConfigError(f"unknown service(s) {unknown}; choose from all, {', '.join(specs)}")
-    supervisor = Supervisor([specs[n] for n in chosen], grace_seconds=grace_seconds)
+    supervisor = Supervisor([specs[n] for n in chosen], grace_seconds=grace_seconds,
+                            json_lines=settings.log_format == "json")
     if install_signals:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, lambda *_: supervisor.stop())
