@@ -121,6 +121,9 @@ class IngressSettings(BaseModel):
     delivery_timeout_seconds: float = 10.0
     retry_after_seconds: int = 5
     state_store: Literal["cassandra", "memory"] = "cassandra"
+    # States queued or being written behind accepted requests; when full, opt-in/opt-out
+    # answer 503 + Retry-After (backpressure) rather than accept a state they would drop.
+    state_max_pending: int = Field(default=10_000, ge=1)
 
 
 class IdentitySettings(BaseModel):

@@ -56,7 +56,8 @@ def build_app(settings: Settings, *, publisher: EventPublisher, store: UserState
                         max_entries=cfg.nonce_cache_max_entries, clock=clock)
     verifier = Verifier(cfg.hmac_key.get_secret_value().encode(), nonces,
                         skew_seconds=cfg.clock_skew_seconds, clock=clock)
-    projector = StateProjector(store, on_drop=metrics.state_writes_dropped.inc,
+    projector = StateProjector(store, max_pending=cfg.state_max_pending,
+                               on_drop=metrics.state_writes_dropped.inc,
                                on_failure=metrics.state_write_failures.inc)
     service = IngressService(publisher=metered, store=store, topic=optin_topic(settings),
                              limiters=build_limiters(cfg, clock), clock=clock,

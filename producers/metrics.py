@@ -50,7 +50,7 @@ class IngressMetrics:
             nonce_entries=Gauge("mosaic_ingress_nonce_cache_entries", "Remembered nonces",
                                 registry=reg),
             state_writes_dropped=Counter("mosaic_ingress_state_writes_dropped_total",
-                                         "user_state projections shed under load",
+                                         "requests refused (503): user_state projection full",
                                          registry=reg),
             state_write_failures=Counter("mosaic_ingress_state_write_failures_total",
                                          "user_state batches the store refused", registry=reg),

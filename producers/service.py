@@ -92,12 +92,19 @@ class IngressService:
         if not self._limiters.global_.try_take():
             raise RateLimited("global rate limit",
                               retry_after_seconds=self._limiters.global_.retry_after_seconds())
+        projected = isinstance(command, OptIn | OptOut)
+        if projected and not self._projector.reserve():
+            # Backpressure: accepting it would mean a 202 whose state status cannot show.
+            raise Unavailable("user state projection backlog full",
+                              retry_after_seconds=self._retry_after)
         admit()
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._recent.put(key, command.fingerprint(), future)
         try:
             accepted = await self._publish(command)
         except BaseException as exc:
+            if projected:
+                self._projector.release()
             self._recent.forget(key)  # a retry with the same id publishes again
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters, if any, get it too
@@ -148,15 +155,29 @@ class IngressService:
         self._projector.submit(state)
 
     async def status(self, query: GetStatus, *, admit: Admit = _nothing) -> UserState:
+        """The stored row, or the ingress' own newer state not yet written (so a 202 is
+        never followed by an older answer, e.g. ``not_opted_in``)."""
         self._take(self._limiters.status_per_user, query.user_id)
         admit()
+        unwritten = self._projector.lookup(query.user_id)
         try:
             found = await self._store.get(query.user_id)
         except Exception as exc:
+            if unwritten is not None:
+                return unwritten
             raise Unavailable(f"state store unavailable: {type(exc).__name__}",
                               retry_after_seconds=self._retry_after) from exc
+        unwritten = self._projector.lookup(query.user_id) or unwritten
+        if unwritten is not None and (found is None or _newer(unwritten, found)):
+            return unwritten
         return found if found is not None else UserState(query.user_id)
 
     async def drain(self) -> None:
         """Wait for background state writes (on shutdown and in tests)."""
         await self._projector.drain()
+
+
+def _newer(candidate: UserState, stored: UserState) -> bool:
+    if candidate.updated_at is None or stored.updated_at is None:
+        return stored.updated_at is None
+    return candidate.updated_at > stored.updated_at

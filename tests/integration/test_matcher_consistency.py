@@ -262,11 +262,11 @@ def test_back_to_back_and_duplicate_ticks_see_the_cycle_just_committed(
 def test_duplicate_tick_right_after_each_commit_many_times(
         env: tuple[Settings, TopicCatalog]) -> None:
     """A duplicate tick published during each cycle's commit (before-commit hook), so the
-    service handles it immediately after the commit returns, 15 times over. Before, the
-    catch-up could stop at the last stable offset (markers not yet written) and run the
-    cycle again: two CycleCompleted for one cycle id, its users paired twice."""
+    service handles it immediately after the commit returns. A regression guard: this
+    shape did not reproduce the lagging last stable offset reliably before the fix (the
+    backlog test above did); it checks one CycleCompleted per cycle id round after round."""
     settings, catalog = env
-    rounds = 15
+    rounds = 6
 
     def duplicate_now(plan: CyclePlan) -> None:
         publish_tick(settings, "default", plan.tick.occurred_at + timedelta(minutes=1))

@@ -131,7 +131,7 @@ def test_keyed_limiter_is_per_key_and_bounded() -> None:
     assert limiter.retry_after_seconds("b") == pytest.approx(60.0)
 
 
-def test_projector_keeps_the_newest_state_per_user_and_sheds_when_full() -> None:
+def test_projector_keeps_the_newest_state_per_user_and_refuses_when_full() -> None:
     import asyncio
     from datetime import UTC, datetime, timedelta
 
@@ -139,17 +139,58 @@ def test_projector_keeps_the_newest_state_per_user_and_sheds_when_full() -> None
     from producers.projection import StateProjector
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    store, dropped = InMemoryUserStateStore(), []
-    projector = StateProjector(store, max_pending=2, on_drop=lambda: dropped.append(1))
+    store, refused = InMemoryUserStateStore(), []
+    projector = StateProjector(store, max_pending=2, on_drop=lambda: refused.append(1))
 
     async def run() -> None:
-        projector.submit(UserState("user-a", "opted_out", updated_at=t0 + timedelta(seconds=1)))
-        projector.submit(UserState("user-a", "preparing_profile", updated_at=t0))  # older
-        projector.submit(UserState("user-b", "preparing_profile", updated_at=t0))
-        projector.submit(UserState("user-c", "preparing_profile", updated_at=t0))  # full
+        for state in (UserState("user-a", "opted_out", updated_at=t0 + timedelta(seconds=1)),
+                      UserState("user-a", "preparing_profile", updated_at=t0),  # older
+                      UserState("user-b", "preparing_profile", updated_at=t0)):
+            assert projector.reserve()
+            projector.submit(state)
+        assert not projector.reserve()  # full: the request is refused before publishing
+        assert projector.lookup("user-a") is not None  # unwritten states answer status
         await projector.drain()
+        assert projector.lookup("user-a") is None and projector.backlog == 0
 
     asyncio.run(run())
     assert {u: s.state for u, s in store.rows.items()} == {"user-a": "opted_out",
                                                            "user-b": "preparing_profile"}
-    assert dropped == [1]
+    assert refused == [1]
+
+
+def test_projector_retries_a_failed_write_and_status_answers_meanwhile() -> None:
+    import asyncio
+    from collections.abc import Sequence
+    from datetime import UTC, datetime
+
+    from mosaic.user_state import InMemoryUserStateStore, UserState
+    from producers import projection
+    from producers.projection import StateProjector
+
+    class Flaky(InMemoryUserStateStore):
+        failures = 2
+
+        async def record_many(self, states: Sequence[UserState]) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("cassandra down")
+            await super().record_many(states)
+
+    store, failed = Flaky(), []
+    projector = StateProjector(store, on_failure=lambda: failed.append(1))
+    state = UserState("user-a", "preparing_profile", updated_at=datetime(2026, 1, 1, tzinfo=UTC))
+    projection.RETRY_BACKOFF_SECONDS = 0.01
+
+    async def run() -> None:
+        assert projector.reserve()
+        projector.submit(state)
+        await asyncio.sleep(0)
+        assert projector.lookup("user-a") == state
+        await projector.drain()
+
+    try:
+        asyncio.run(run())
+    finally:
+        projection.RETRY_BACKOFF_SECONDS = 0.2
+    assert store.rows == {"user-a": state} and failed == [1, 1]
