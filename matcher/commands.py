@@ -31,6 +31,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="similarity = z-score of the cosine over the pool (portable across embedders)",
     )
+    cmd.add_argument(
+        "--recall-target",
+        type=float,
+        default=0.95,
+        help="candidate recall@10 the index must reach; below it the search is widened",
+    )
     cmd.set_defaults(func=match_file)
 
 
@@ -46,6 +52,7 @@ def match_file(args: argparse.Namespace) -> int:
         wait_saturation_seconds=args.wait_saturation_seconds,
         min_similarity=args.min_similarity,
         standardize=args.standardize,
+        recall_target=args.recall_target,
     )
     result = match_pool(pool, constraints, params, search=FaissIvfSearch())
     write_pairs(args.out, result.pairs)
@@ -70,10 +77,22 @@ def summary(result: Any, elapsed_seconds: float, peak_rss_bytes: int, out: Path)
         f"search       greedy {stats.greedy_pairs}, fallback {stats.fallback_pairs},"
         f" augmentations {stats.augmentations}, priority swaps {stats.priority_swaps},"
         f" local moves {stats.improve_moves} (+{stats.improve_gain:.3f})",
+        _recall_line(stats),
         f"time         {elapsed_seconds:.2f} s",
         f"memory       peak RSS {peak_rss_bytes / 2**20:.0f} MiB",
     ]
     return "\n".join(lines)
+
+
+def _recall_line(stats: Any) -> str:
+    if stats.candidate_recall is None:
+        return f"recall       exact candidates ({stats.candidate_method})"
+    line = (f"recall       candidate recall@10 {stats.candidate_recall:.3f} on"
+            f" {stats.recall_sample} sampled users (target {stats.recall_target:.2f},"
+            f" {'met' if stats.recall_target_met else 'MISSED'})")
+    if len(stats.candidate_widening) > 1:
+        line += "\n  widened: " + " -> ".join(stats.candidate_widening)
+    return line
 
 
 def _peak_rss_bytes() -> int:

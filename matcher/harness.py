@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from matcher.core.model import MatchParams, Pair, Unmatched
+from matcher.core.model import MatchParams, MatchStats, Pair, Unmatched
 from matcher.pool import REASON_INVALID_VECTOR, CycleInput, Seeker
 from mosaic.errors import ValidationError
 from streams.events import (
@@ -100,6 +100,8 @@ class CycleOutcome:
 
     pairs: tuple[Pair, ...] = ()
     unmatched: tuple[Unmatched, ...] = ()
+    stats: MatchStats | None = field(default=None, compare=False)
+    """The core's statistics (candidate recall, widening), for the report and metrics."""
 
 
 def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,

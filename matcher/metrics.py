@@ -42,6 +42,10 @@ class CycleReport:
     # Seconds since opt-in at the tick, of every seeker in the snapshot and of the matched.
     wait_seconds: Mapping[str, float] = field(default_factory=dict)
     matched_user_ids: tuple[str, ...] = ()
+    # Candidate recall@10 measured by the core on a sample (None: exact search).
+    candidate_recall: float | None = None
+    recall_target_met: bool = True
+    candidate_widening: tuple[str, ...] = ()
 
 
 class CycleObserver(Protocol):
@@ -66,6 +70,8 @@ class MatcherMetrics:
     cycle_length: Gauge
     started: Gauge
     fenced: Counter
+    candidate_recall: Gauge
+    widenings: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None) -> MatcherMetrics:
@@ -105,6 +111,14 @@ class MatcherMetrics:
                           registry=reg),
             fenced=Counter("mosaic_matcher_fenced",
                            "Times this matcher was fenced by another instance", registry=reg),
+            candidate_recall=Gauge(
+                "mosaic_matcher_candidate_recall",
+                "Candidate recall@10 of the last cycle, measured on a sample of exact queries "
+                "(1 with exact search)", ["pool"], registry=reg),
+            widenings=Counter(
+                "mosaic_matcher_candidate_widenings",
+                "Cycles whose candidate search was widened, by result (target met or missed)",
+                ["pool", "result"], registry=reg),
         )
 
     def configure(self, pools: Sequence[str], cycle_seconds: float,
@@ -128,6 +142,11 @@ class MatcherMetrics:
             self.unmatched.labels(pool=report.pool, reason=reason).inc(count)
         for score in report.scores:
             self.scores.observe(score)
+        recall = 1.0 if report.candidate_recall is None else report.candidate_recall
+        self.candidate_recall.labels(pool=report.pool).set(recall)
+        if len(report.candidate_widening) > 1 or not report.recall_target_met:
+            result = "met" if report.recall_target_met else "missed"
+            self.widenings.labels(pool=report.pool, result=result).inc()
         matched = set(report.matched_user_ids)
         for user_id, wait in report.wait_seconds.items():
             outcome = "matched" if user_id in matched else "unmatched"

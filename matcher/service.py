@@ -29,7 +29,7 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-from matcher.core.model import Constraints, MatchParams, MatchResult, PoolSnapshot
+from matcher.core.model import Constraints, MatchParams, MatchResult, MatchStats, PoolSnapshot
 from matcher.harness import CycleOutcome, CyclePlan, Phases, params_hash, plan_cycle
 from matcher.harness_log import MatcherLog, TopicTail
 from matcher.metrics import CycleObserver, CycleReport
@@ -98,9 +98,12 @@ class _Draft:
 
 def _core_match(pool: PoolSnapshot, constraints: Constraints, params: MatchParams
                 ) -> MatchResult:
+    """The core, with the faiss index for pools above ``params.exact_max_users`` (its
+    recall is measured every cycle and widened when below ``params.recall_target``)."""
+    from matcher.ann import FaissIvfSearch
     from matcher.core import match_pool
 
-    return match_pool(pool, constraints, params)
+    return match_pool(pool, constraints, params, search=FaissIvfSearch())
 
 
 class MatcherService:
@@ -277,7 +280,8 @@ class MatcherService:
             return self._report(CycleReport(tick.cycle_id, tick.pool, "duplicate"))
         plan = self._plan(tick, phases)
         plan = self._publish(plan, message, phases)
-        return self._report(_completed(plan, phases, self._waits))
+        stats = self._draft.outcome.stats if self._draft is not None else None
+        return self._report(_completed(plan, phases, self._waits, stats))
 
     # -- a cycle ----------------------------------------------------------------------
 
@@ -309,7 +313,8 @@ class MatcherService:
         if not len(cycle.snapshot):
             return CycleOutcome()
         result = self._match(cycle.snapshot, constraints, self._params)
-        return CycleOutcome(result.pairs, result.unmatched)
+        _log_recall(result.stats)
+        return CycleOutcome(result.pairs, result.unmatched, stats=result.stats)
 
     def _publish(self, plan: CyclePlan, message: Message, phases: Phases) -> CyclePlan:
         """Publish the cycle in one transaction. Users who changed after the snapshot
@@ -424,11 +429,30 @@ class MatcherService:
         return report
 
 
-def _completed(plan: CyclePlan, phases: Phases, waits: dict[str, float]) -> CycleReport:
+def _log_recall(stats: MatchStats) -> None:
+    """Say when the candidate search had to be widened, or missed its recall target."""
+    if stats.candidate_recall is None:
+        return
+    steps = " -> ".join(stats.candidate_widening)
+    if not stats.recall_target_met:
+        log.error("candidate recall@10 %.3f below target %.2f after widening (%s); pairs "
+                  "may be worse than with exact candidates", stats.candidate_recall,
+                  stats.recall_target, steps)
+    elif stats.candidates_widened:
+        log.warning("candidate recall@10 of %s was %.3f, below target %.2f: search widened "
+                    "(%s)", stats.candidate_method, stats.candidate_recall_initial or 0.0,
+                    stats.recall_target, steps)
+
+
+def _completed(plan: CyclePlan, phases: Phases, waits: dict[str, float],
+               stats: MatchStats | None = None) -> CycleReport:
     summary = plan.summary
     return CycleReport(summary.cycle_id, summary.pool, "completed", seekers=summary.seekers,
                        pairs=summary.pairs, scores=tuple(p.score for p in plan.pairs),
                        unmatched_by_reason=dict(summary.unmatched_by_reason),
                        phase_seconds=dict(phases.seconds), wait_seconds=waits,
                        matched_user_ids=tuple(u for p in plan.pairs
-                                              for u in (p.user_a, p.user_b)))
+                                              for u in (p.user_a, p.user_b)),
+                       candidate_recall=None if stats is None else stats.candidate_recall,
+                       recall_target_met=True if stats is None else stats.recall_target_met,
+                       candidate_widening=() if stats is None else stats.candidate_widening)

@@ -2,8 +2,9 @@
 
 The search itself is behind a small interface (``NeighbourSearch``): ``ExactSearch`` uses
 blocked float32 matrix products and never holds an n x n matrix; an approximate index
-(``matcher.ann``) plugs in for large pools. Returned neighbours are re-scored exactly here,
-then forbidden pairs and pairs below the minimum similarity are dropped.
+(``matcher.ann``) plugs in for large pools; ``matcher.core.recall`` measures its recall
+and widens it. The inner products the search returns are exact (the interface requires
+it); here forbidden pairs and pairs below the minimum similarity are dropped.
 """
 
 from __future__ import annotations
@@ -103,14 +104,23 @@ class CandidateGraph:
         return int(self.nbr.shape[1])
 
 
-def build_candidates(
-    prep: Prepared, search: NeighbourSearch, k: int, cos_min: float | None
-) -> CandidateGraph:
-    """Search, re-score exactly, drop forbidden pairs, keep the best ``k`` per user."""
-    n = prep.n
+def search_width(prep: Prepared, k: int) -> int:
+    """Neighbours to ask the search for: ``k`` plus the largest forbidden degree (capped at
+    ``2k``) plus one for the row itself."""
     extra = int(min(prep.forbidden_degree.max(initial=0), 2 * k))
-    want = min(n - 1, k + extra + 1)
-    raw, raw_cos = search.search(prep.x, want)
+    return min(prep.n - 1, k + extra + 1)
+
+
+def build_candidates(
+    prep: Prepared,
+    raw: IntArray,
+    raw_cos: FloatArray,
+    k: int,
+    cos_min: float | None,
+) -> CandidateGraph:
+    """Drop forbidden pairs from the searched neighbours, keep the best ``k`` per user."""
+    n = prep.n
+    want = raw.shape[1]
     nbr, cos = _filter(prep, raw, raw_cos)
     starved = np.flatnonzero((nbr[:, 0] < 0) & (prep.forbidden_degree < n - 1))
     if len(starved):

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from matcher.core.candidates import CandidateGraph, ExactSearch, NeighbourSearch, build_candidates
+from matcher.core.candidates import (
+    CandidateGraph,
+    ExactSearch,
+    NeighbourSearch,
+    build_candidates,
+    search_width,
+)
 from matcher.core.cardinality import Context, Counters, maximum_matching
 from matcher.core.graph import candidate_edges
 from matcher.core.improve import ImproveStats, improve
@@ -23,6 +29,7 @@ from matcher.core.model import (
     UnmatchedReason,
 )
 from matcher.core.prepare import Prepared, prepare
+from matcher.core.recall import RecallPolicy, RecallReport, checked_search
 from matcher.core.similarity import SimilarityScale, pair_cosines, similarity_scale
 
 _SMALL_K = 40
@@ -54,15 +61,28 @@ def match_pool(
     small = search is None or prep.n <= params.exact_max_users
     finder: NeighbourSearch = ExactSearch() if small or search is None else search
     k = params.candidates_k or (_SMALL_K if small else _LARGE_K)
-    cands = build_candidates(prep, finder, k, cos_min)
+    raw, raw_cos, check = checked_search(prep.x, finder, search_width(prep, k), _policy(params))
+    if check.fell_back_to_exact:
+        finder = ExactSearch()
+    cands = build_candidates(prep, raw, raw_cos, k, cos_min)
     reasons = _isolated(prep, cands, cos_min)
     edges = candidate_edges(cands, prep.n)
     ctx = Context(prep, scale, cos_min, k, finder, params.exact_max_users, params.augment_budget)
     counters = Counters()
     mate = maximum_matching(ctx, edges, reasons == "", counters)
     moved = improve(prep, cands, cos_min, mate, **_effort(params, small))
-    run = _Run(finder.name, len(edges), cands.k, counters, moved)
+    run = _Run(finder.name, len(edges), cands.k, counters, moved, check)
     return _result(prep, scale, mate, reasons, run)
+
+
+def _policy(params: MatchParams) -> RecallPolicy:
+    return RecallPolicy(
+        target=params.recall_target,
+        sample=params.recall_sample,
+        seed=params.recall_seed,
+        refine_rows=tuple(params.refine_rows),
+        exact_fallback_max_users=params.exact_fallback_max_users,
+    )
 
 
 def _effort(params: MatchParams, small: bool) -> dict[str, int]:
@@ -89,6 +109,7 @@ class _Run:
     k: int
     counters: Counters
     moved: ImproveStats
+    recall: RecallReport
 
 
 def _trivial(prep: Prepared) -> MatchResult:
@@ -96,7 +117,8 @@ def _trivial(prep: Prepared) -> MatchResult:
     reasons = np.full(prep.n, UnmatchedReason.NO_ALLOWED_PARTNER.value, dtype=object)
     mate = np.full(prep.n, -1, dtype=np.int64)
     scale = SimilarityScale(0.0, 1.0, 0.0, 0.0)
-    return _result(prep, scale, mate, reasons, _Run("none", 0, 0, Counters(), ImproveStats()))
+    run = _Run("none", 0, 0, Counters(), ImproveStats(), RecallReport())
+    return _result(prep, scale, mate, reasons, run)
 
 
 def _isolated(prep: Prepared, cands: CandidateGraph, cos_min: float | None) -> np.ndarray:
@@ -179,5 +201,12 @@ def _result(
         similarity_mean=scale.pool_mean,
         similarity_std=scale.pool_std,
         unmatched_again=sum(1 for u in unmatched if u.missed_cycles > 0),
+        candidate_recall=run.recall.measured,
+        candidate_recall_initial=run.recall.initial,
+        recall_target=run.recall.target,
+        recall_target_met=run.recall.met,
+        recall_sample=run.recall.sample,
+        candidate_widening=run.recall.steps,
+        exact_rows=run.recall.exact_rows,
     )
     return MatchResult(pairs, unmatched, stats)

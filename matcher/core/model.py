@@ -83,6 +83,16 @@ class MatchParams:
     improve_depth: int = 14
     improve_beam: int = 16
     augment_budget: int = 2_000_000
+    recall_target: float = 0.95
+    """Candidate recall@10 an approximate search must reach (measured every cycle)."""
+    recall_sample: int = 256
+    """Rows whose exact top-10 is computed to measure the recall."""
+    recall_seed: int = 0
+    """Seed of the sample (same pool and seed: same sample, same result)."""
+    refine_rows: tuple[int, ...] = (2_000, 4_000, 8_000)
+    """Widening steps below the target: rows given an exact scan, per step."""
+    exact_fallback_max_users: int = 200_000
+    """Below the target after the steps: exact search up to this many users."""
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> MatchParams:
@@ -155,6 +165,22 @@ class MatchStats:
     """Its standard deviation; NaN unless ``standardize`` (computing it costs n d^2)."""
     unmatched_again: int
     """Users left out who had already missed at least one cycle."""
+    candidate_recall: float | None = None
+    """Measured recall@10 of the final candidates on a seeded sample (None: exact search)."""
+    candidate_recall_initial: float | None = None
+    """The search's own recall before any widening."""
+    recall_target: float = 0.95
+    recall_target_met: bool = True
+    recall_sample: int = 0
+    candidate_widening: tuple[str, ...] = ()
+    """Search steps with the recall after each, e.g. ``("faiss-ivf 0.331", "exact 1.000")``;
+    more than one entry means the search was widened."""
+    exact_rows: int = 0
+    """Rows given an exact scan by the widening steps."""
+
+    @property
+    def candidates_widened(self) -> bool:
+        return len(self.candidate_widening) > 1
 
 
 @dataclass(frozen=True)
