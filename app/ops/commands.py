@@ -20,8 +20,9 @@ def register(subparsers: Any) -> None:
                      help=f"all, or any of {', '.join(SERVICES)}")
     run.add_argument("--grace-seconds", type=float, default=20.0,
                      help="on stop, wait this long for children before killing them")
-    run.add_argument("--port", type=int, default=9100,
-                     help="the supervisor's /metrics and /health port")
+    run.add_argument("--ops-port-base", type=int, default=9100,
+                     help="the supervisor's /metrics and /health port; the children's "
+                          "follow it in the order of mosaic/ops/ports.py (9101...)")
     run.set_defaults(func=_run)
 
     wrap = subparsers.add_parser(
@@ -61,10 +62,13 @@ def _instant(text: str) -> datetime:
 
 def _run(args: argparse.Namespace) -> int:
     from app.ops.supervisor import run_supervised
+    from mosaic.ops.ports import OPS_PORTS
     from mosaic.settings import Settings
 
+    shift = args.ops_port_base - OPS_PORTS["run"]
+    ports = {name: port + shift for name, port in OPS_PORTS.items()}
     return run_supervised(Settings(), args.services, grace_seconds=args.grace_seconds,
-                          supervisor_port=args.port)
+                          ports=ports, supervisor_port=ports["run"])
 
 
 def _with_ops(args: argparse.Namespace) -> int:

@@ -54,10 +54,23 @@ def _wait(what: str, check: object, timeout: float, log: Path) -> None:
 @pytest.fixture(scope="module")
 def stack(settings: Settings, kafka_stack: Service, cassandra_stack: Service,
           nakama_stack: Service, s3_stack: Service) -> Settings:
-    for port in (settings.ingress.port, *OPS_PORTS.values()):
-        if port_open("127.0.0.1", port):
-            pytest.fail(f"127.0.0.1:{port} is taken: mosaic run all serves there")
+    if port_open("127.0.0.1", settings.ingress.port):
+        pytest.fail(f"127.0.0.1:{settings.ingress.port} is taken: Nakama's runtime env "
+                    "sends RPCs to the ingress there")
     return settings
+
+
+def _free_port_base() -> int:
+    """Ops ports of our own (the defaults may be held by processes other tests run)."""
+    for _ in range(50):
+        base = random.randrange(20000, 29000, 10)
+        if not any(port_open("127.0.0.1", base + i) for i in range(len(OPS_PORTS))):
+            return base
+    pytest.fail("no free range of ops ports")
+
+
+def _ports(base: int) -> dict[str, int]:
+    return {name: port - OPS_PORTS["run"] + base for name, port in OPS_PORTS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +87,7 @@ def prometheus(stack: Settings) -> Service | None:
 
 @pytest.fixture
 def run(stack: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, subprocess.Popen[bytes],
-                                                           Path]]:
+                                                           Path, dict[str, int]]]:
     tag = f"{random.getrandbits(32):08x}"
     pool = f"run-{tag}"
     settings = with_topic_prefix(stack, f"run{tag}.")
@@ -84,13 +97,15 @@ def run(stack: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, subpro
            "MOSAIC_MATCHER__TRANSACTIONAL_ID": f"run{tag}-matcher",
            "MOSAIC_MATCHER__POOLS": json.dumps([pool])}
     log = tmp_path / "run.log"
+    base = _free_port_base()
     with own_topics(settings):
         with log.open("wb") as sink:
             proc = subprocess.Popen(
-                [sys.executable, "-c", "from app.cli import entry; entry()", "run", "all"],
+                [sys.executable, "-c", "from app.cli import entry; entry()", "run", "all",
+                 "--ops-port-base", str(base)],
                 env=env, stdout=sink, stderr=subprocess.STDOUT)
         try:
-            yield settings, pool, proc, log
+            yield settings, pool, proc, log, _ports(base)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -98,14 +113,14 @@ def run(stack: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, subpro
 
 
 def test_run_all_supervises_a_whole_cycle_and_stops_cleanly(
-        run: tuple[Settings, str, subprocess.Popen[bytes], Path],
+        run: tuple[Settings, str, subprocess.Popen[bytes], Path, dict[str, int]],
         prometheus: Service | None) -> None:
-    settings, pool, proc, log = run
-    specs = service_specs(settings)
+    settings, pool, proc, log, ports = run
+    specs = service_specs(settings, ports)
 
     # Every child up, each with /health and /metrics.
     def all_ready() -> bool:
-        return bool(_get(f"http://127.0.0.1:{OPS_PORTS['run']}/health").json().get("ready")
+        return bool(_get(f"http://127.0.0.1:{ports['run']}/health").json().get("ready")
                     and all(_get(f"http://127.0.0.1:{s.port}/health").status_code == 200
                             for s in specs.values()))
 
@@ -165,7 +180,7 @@ def test_run_all_supervises_a_whole_cycle_and_stops_cleanly(
     # The matcher's histogram saw every matched user's opt-in-to-match time.
     matcher = _get(f"http://127.0.0.1:{specs['matcher'].port}/metrics").text
     assert f'mosaic_matcher_optin_to_match_seconds_count{{pool="{pool}"}} {USERS}.0' in matcher
-    lag = _get(f"http://127.0.0.1:{OPS_PORTS['run']}/metrics").text
+    lag = _get(f"http://127.0.0.1:{ports['run']}/metrics").text
     # The embedding agent's group (run<tag>-embedding) is among those the supervisor sees.
     assert f'group="{settings.kafka.topic_prefix[:-1]}-embedding"' in lag
 
