@@ -89,7 +89,7 @@ class MatchParams:
     """Rows whose exact top-10 is computed to measure the recall."""
     recall_seed: int = 0
     """Seed of the sample (same pool and seed: same sample, same result)."""
-    refine_rows: tuple[int, ...] = (2_000, 4_000, 8_000)
+    refine_rows: tuple[int, ...] = (1_000, 2_000, 3_000, 4_000, 4_000)
     """Widening steps below the target: rows given an exact scan, per step."""
     exact_fallback_max_users: int = 200_000
     """Below the target after the steps: exact search up to this many users."""

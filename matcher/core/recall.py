@@ -29,7 +29,7 @@ from matcher.core.candidates import ExactSearch, NeighbourSearch, block_top_k
 from matcher.core.model import FloatArray, IntArray
 
 _BLOCK_ELEMENTS = 16_000_000
-_SEED_BATCH = 256
+_SEED_BATCH = 64  # small batches: fewer rows of one group scanned before its list spreads
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RecallPolicy:
     sample: int = 256
     k: int = 10
     seed: int = 0
-    refine_rows: tuple[int, ...] = (2_000, 4_000, 8_000)
+    refine_rows: tuple[int, ...] = (1_000, 2_000, 3_000, 4_000, 4_000)
     exact_fallback_max_users: int = 200_000
 
 
