@@ -221,12 +221,20 @@ class MatcherService:
 
     def _assign_ticks(self, consumer: Consumer) -> None:
         topic = self._catalog.ticks.name
-        try:
-            (committed,) = consumer.committed([KafkaTopicPartition(topic, 0)], self._timeout)
-            low, _ = consumer.get_watermark_offsets(KafkaTopicPartition(topic, 0),
-                                                    self._timeout, cached=False)
-        except KafkaException as exc:
-            raise wrap_kafka_error(f"committed offset of {topic}", exc) from exc
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                (committed,) = consumer.committed([KafkaTopicPartition(topic, 0)],
+                                                  self._timeout)
+                low, _ = consumer.get_watermark_offsets(KafkaTopicPartition(topic, 0),
+                                                        self._timeout, cached=False)
+                break
+            except KafkaException as exc:
+                error = wrap_kafka_error(f"committed offset of {topic}", exc)
+                # e.g. NOT_COORDINATOR while a cluster moves the group coordinator
+                if not error.retryable or time.monotonic() > deadline:
+                    raise error from exc
+                time.sleep(0.5)
         if committed.error is not None:
             raise ConfigError(f"{topic}: {committed.error}")
         self._next_tick = max(committed.offset, low)

@@ -42,6 +42,10 @@ class KafkaSettings(BaseModel):
     controller_port: int = 9093
     topic_prefix: str = "mosaic."
     replication_factor: int = 1
+    # min.insync.replicas of every topic; None: 1 below replication factor 3, else 2.
+    min_insync_replicas: int | None = Field(default=None, ge=1)
+    # Nodes `mosaic stack up` starts (1, or a local KRaft cluster of 3: see stack/kafka.py).
+    brokers: int = Field(default=1, ge=1, le=5)
     # TLS / SASL, passed to every client (librdkafka names; docs/security.md). Local: plain.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

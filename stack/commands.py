@@ -15,15 +15,21 @@ def register(subparsers: Any) -> None:
     up.add_argument("services", nargs="*",
                     help="subset of services (default: all but prometheus, which starts "
                          "only when named)")
+    up.add_argument("--kafka-brokers", type=int, choices=(1, 3), default=None,
+                    help="3: a local KRaft cluster kafka-1..3 (replication factor 3, "
+                         "min.insync.replicas 2; give it its own ports and data dir, see "
+                         "docs/local-stack.md). Also MOSAIC_KAFKA__BROKERS.")
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop what 'up' started (pid files)")
     down.add_argument("services", nargs="*")
     down.add_argument("--wipe", action="store_true", help="also delete the services' data")
+    down.add_argument("--kafka-brokers", type=int, choices=(1, 3), default=None)
     down.set_defaults(func=_down)
 
     status = sub.add_parser("status", help="show each service and whether it answers")
     status.add_argument("services", nargs="*")
+    status.add_argument("--kafka-brokers", type=int, choices=(1, 3), default=None)
     status.set_defaults(func=_status)
 
     logs = sub.add_parser("logs", help="print the tail of a service's log")
@@ -32,34 +38,42 @@ def register(subparsers: Any) -> None:
     logs.set_defaults(func=_logs)
 
 
-def _up(args: argparse.Namespace) -> int:
+def _settings(args: argparse.Namespace) -> Any:
     from mosaic.settings import Settings
-    from stack.services import build
+
+    settings = Settings()
+    brokers = getattr(args, "kafka_brokers", None)
+    if brokers is None or brokers == settings.kafka.brokers:
+        return settings
+    kafka = settings.kafka.model_copy(update={"brokers": brokers,
+                                              "replication_factor": min(3, brokers)})
+    return settings.model_copy(update={"kafka": kafka})
+
+
+def _up(args: argparse.Namespace) -> int:
+    from stack.services import build, up_all
 
     started = time.monotonic()
-    for service in build(Settings(), args.services):
-        print(f"... {service.name}", flush=True)
-        print(service.up(), flush=True)
+    for line in up_all(build(_settings(args), args.services)):
+        print(line, flush=True)
     print(f"stack up in {time.monotonic() - started:.1f}s")
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    from mosaic.settings import Settings
     from stack.services import build
 
-    for service in reversed(build(Settings(), args.services, include_optional=True)):
+    for service in reversed(build(_settings(args), args.services, include_optional=True)):
         print(service.down(wipe=args.wipe), flush=True)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
-    from mosaic.settings import Settings
     from stack.services import build
 
     all_ok = True
     print(f"{'service':<10} {'pid':>8}  {'health':<8} where")
-    for service in build(Settings(), args.services):
+    for service in build(_settings(args), args.services):
         st = service.status()
         all_ok &= st.healthy
         pid = str(st.pid) if st.pid else "-"

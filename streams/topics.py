@@ -53,6 +53,7 @@ class Topic:
     name: str
     spec: TopicSpec
     replication_factor: int
+    min_insync_replicas: int = 1
 
     @property
     def partitions(self) -> int:
@@ -64,7 +65,10 @@ class Topic:
 
     def config(self) -> dict[str, str]:
         """Topic-level configs set on creation."""
-        config: dict[str, str] = {"cleanup.policy": self.spec.cleanup_policy}
+        # Always explicit: acks=all waits for this many replicas (2 of 3 on a cluster, so
+        # one broker may die without losing an acknowledged write).
+        config: dict[str, str] = {"cleanup.policy": self.spec.cleanup_policy,
+                                  "min.insync.replicas": str(self.min_insync_replicas)}
         if self.spec.cleanup_policy == "delete":
             config["retention.ms"] = str(self.spec.retention_ms)
         else:
@@ -135,8 +139,13 @@ class TopicCatalog:
 def build_catalog(settings: Settings | None = None) -> TopicCatalog:
     """Resolve :data:`SPECS` with the prefix and replication factor from settings."""
     kafka = (settings or Settings()).kafka
+    min_isr = kafka.min_insync_replicas or (2 if kafka.replication_factor >= 3 else 1)
+    if min_isr > kafka.replication_factor:
+        raise ConfigError(f"min.insync.replicas {min_isr} exceeds the replication factor "
+                          f"{kafka.replication_factor}: no write could ever be acknowledged")
     topics = {
-        spec.logical: Topic(kafka.topic_prefix + spec.logical, spec, kafka.replication_factor)
+        spec.logical: Topic(kafka.topic_prefix + spec.logical, spec, kafka.replication_factor,
+                            min_isr)
         for spec in SPECS
     }
     return TopicCatalog(**topics)
