@@ -257,13 +257,15 @@ def main() -> None:
     serial_rate = serial["pairs"] / serial["seconds"]
     print(f"\n== batched / serial: {rate:.0f} / {serial_rate:.1f} pairs/s = "
           f"{rate / serial_rate:.1f}x")
-    print("== projection at the batched rate of this 2-core machine (Nakama, PostgreSQL, "
-          "Cassandra, Kafka and the agents all on it):")
+    print("== projection from the batched rate of this 2-core machine (Nakama, PostgreSQL, "
+          "Cassandra, Kafka and the agents all share it):")
+    print("   N post-match processes need >= N partitions on pairs and rooms (6 today) and a "
+          "chat/database tier that keeps up; the rate is assumed to scale with N.")
     for n_users in (100_000, 1_000_000):
         n_pairs = n_users // 2
-        print(f"   {n_users:>9,} users = {n_pairs:,} pairs: one process {n_pairs / rate:6.0f} s;"
-              f" serial {n_pairs / serial_rate / 3600:5.1f} h")
-
+        cells = "  ".join(f"N={n}: {n_pairs / (rate * n):6.0f} s" for n in (1, 4, 16))
+        print(f"   {n_users:>9,} users ({n_pairs:,} pairs): {cells};  serial N=1: "
+              f"{n_pairs / serial_rate / 3600:5.1f} h")
 
 if __name__ == "__main__":
     main()
