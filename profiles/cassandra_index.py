@@ -11,8 +11,10 @@ indexes because an ANN query may only restrict SAI-indexed columns. Facts verifi
 - A zero vector fails the write with an opaque WriteFailure: validation rejects it first.
 - ``ANN OF`` needs LIMIT <= 1000.
 
-``update_metadata`` is a lightweight transaction (``IF EXISTS``) so it never creates a
-row without a vector when the record was deleted meanwhile.
+``update_metadata`` reads which records exist, then writes plain updates of those: no
+lightweight transactions, so no cell is written both with and without Paxos (upserts are
+plain writes). A record deleted between the read and the update is left as a row without
+a vector, which fetch and query ignore.
 """
 
 from __future__ import annotations
@@ -190,20 +192,14 @@ class CassandraVectorIndex(VectorIndex):
                 for row in rows]
 
     def _update_metadata(self, record_id: str, fields: dict[str, MetaValue]) -> bool:
-        names = sorted(fields)
-        sets = ", ".join(f"{n} = ?" for n in names)
-        cql = f"UPDATE {self.table} SET {sets} WHERE id = ? IF EXISTS"
-        row = self._run(cql, (*(fields[n] for n in names), record_id), prepared=True).one()
-        return bool(row is not None and row.applied)
+        return self._update_metadata_many([record_id], fields)[0]
 
     def _update_metadata_many(self, record_ids: list[str], fields: dict[str, MetaValue]
                               ) -> list[bool]:
-        """Which ids exist (one IN read per 100), then plain concurrent updates of those:
-        a lightweight transaction per record (as ``update_metadata`` does) costs four
-        round trips each and was the post-match stage's slowest step. A record deleted
-        between the read and its update is left as a row without a vector, which fetch
-        and query ignore (list_ids and count still see it; Pinecone's adapter has the
-        same read-then-update window)."""
+        """Which ids exist (one IN read per 100), then plain concurrent updates of those
+        (a lightweight transaction per record cost four round trips each and was the
+        post-match stage's slowest step). The read-then-update window is the same as
+        Pinecone's adapter has; list_ids and count would see a row left without a vector."""
         from cassandra.concurrent import execute_concurrent_with_args
 
         cql = f"SELECT id FROM {self.table} WHERE id IN ?"
