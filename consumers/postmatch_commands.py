@@ -7,6 +7,7 @@ import argparse
 import logging
 import signal
 import threading
+from datetime import datetime
 from typing import Any
 
 AGENT_CHOICES = ("rooms", "notifier", "index-state")
@@ -139,14 +140,19 @@ def _status(args: argparse.Namespace) -> int:
         if not ids:
             print("no cycles recorded yet")
         print(f"{'cycle':<44} {'pairs':>7} {'done':>7} {'dead':>5} {'parked':>6} "
-              f"{'pending':>7}  state")
+              f"{'pending':>7}  {'state':<12} {'committed (UTC)':<19}  finished (UTC)")
         for cycle_id in ids:
             s = cycle_status(app, cycle_id)
             state = ("finished" if s.finished else
                      "unknown cycle" if s.pairs is None and not s.rows else "in progress")
             pairs = "?" if s.pairs is None else str(s.pairs)
             print(f"{cycle_id:<44} {pairs:>7} {s.completed:>7} {s.dead_lettered:>5} "
-                  f"{s.parked:>6} {s.pending:>7}  {state}")
+                  f"{s.parked:>6} {s.pending:>7}  {state:<12} {_when(s.committed_at):<19}  "
+                  f"{_when(s.finished_at)}")
     finally:
         app.close()
     return 0
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M:%S") if at is not None else "-"

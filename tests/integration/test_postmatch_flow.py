@@ -115,7 +115,8 @@ def test_pairs_become_rooms_and_single_notifications(
     monkeypatch.setenv("MOSAIC_KAFKA__TOPIC_PREFIX", settings.kafka.topic_prefix)
     assert main(["cycle", "status", cycle]) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(cycle))
-    assert line.split()[1:] == ["3", "2", "1", "0", "0", "finished"]
+    assert line.split()[1:7] == ["3", "2", "1", "0", "0", "finished"]
+    assert line.split()[-1] != "-"  # the finish time
 
 
 def test_reconcile_finishes_an_interrupted_pair(app: PostMatch) -> None:
