@@ -127,8 +127,9 @@ def build_binaries(go: str, version: str, folder: Path) -> float:
     tmp = folder / f".build.{os.getpid()}"
     tmp.mkdir(exist_ok=True)
     try:
-        run([go, "build", "-trimpath", "-o", str(tmp) + "/", "./cmd/prometheus",
-             "./cmd/promtool"],
+        run([go, "build", "-trimpath", "-ldflags",
+             f"-X github.com/prometheus/common/version.Version={version}",
+             "-o", str(tmp) + "/", "./cmd/prometheus", "./cmd/promtool"],
             what=f"go build prometheus {version} (in {source})", cwd=source, env=env,
             timeout=3600)
         for name in ("promtool", "prometheus"):  # prometheus last: installed() checks both
