@@ -19,7 +19,9 @@ from mosaic.ops_http import OpsServer
 from mosaic.settings import Settings
 from stack.prometheus import RULES_FILE, Prometheus
 
-pytestmark = pytest.mark.integration
+# The first use on a machine builds Prometheus from source (~15-25 min on 2 cores), inside
+# the first test's fixture: past the suite's 600 s default.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(3600)]
 
 RULES_TEST = RULES_FILE.with_name("rules_test.yml")
 
