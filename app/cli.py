@@ -17,6 +17,7 @@ from mosaic.ops.logs import configure_from_settings
 # Each module exposes ``register(subparsers) -> None``; a sub-command sets
 # ``func(args) -> int`` as its parser default.
 COMMAND_MODULES: tuple[str, ...] = (
+    "mosaic.db_commands",
     "stack.commands",
     "streams.commands",
     "matcher.commands",

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from consumers.embedding_worker import WorkerReport, run_embedding_worker
 from mosaic.cassandra import connect
+from mosaic.migrations import migrate_keyspace
 from mosaic.s3 import s3_client
 from mosaic.settings import (
     CassandraSettings,
@@ -160,6 +161,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     keyspace = f"bench_{uuid.uuid4().hex[:8]}"
     base = Settings().model_copy(update={"cassandra": CassandraSettings(keyspace=keyspace)})
+    migrate_keyspace(base.cassandra)  # `mosaic db migrate --keyspace bench_...`
     session, s3 = connect(base.cassandra), s3_client(base.s3)
     runs: list[Run] = []
     try:

@@ -36,6 +36,7 @@ import numpy as np
 import consumers.postmatch as postmatch
 from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
 from consumers.runner import BatchRunner
+from mosaic.migrations import migrate_keyspace
 from mosaic.settings import Settings
 from profiles.index import VectorRecord
 from stack.nakama import bulk_accounts
@@ -227,6 +228,7 @@ def main() -> None:
         "cassandra": base.cassandra.model_copy(update={"keyspace": "bench_pm"}),
     })
     apply_topics = make_admin(settings)
+    migrate_keyspace(settings.cassandra)  # `mosaic db migrate --keyspace bench_pm`
     app = build_postmatch(settings)
     from profiles.bootstrap import build_embedder
 

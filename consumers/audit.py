@@ -11,7 +11,8 @@ Writes never read first and never use lightweight transactions: the pair's ident
 columns are plain upserts of the same values, and flags only ever go from null/false to
 true, so any number of replays in any order converge on the same row. A cycle's rows are
 spread over ``BUCKETS`` partitions (a 1M-user cycle holds 500k pairs: ~8k rows, about
-2 MB, per partition) so no partition grows with the cycle.
+2 MB, per partition) so no partition grows with the cycle. Rows expire 180 days after
+their last write (the tables' ``default_time_to_live``, mosaic/migrations.py).
 """
 
 from __future__ import annotations
@@ -24,37 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mosaic.errors import ConfigError, ExternalServiceError
+from mosaic.migrations import require
 
 BUCKETS = 64
 
-AUDIT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS cycle_audit (
-    cycle_id text,
-    bucket int,
-    pair_key text,
-    user1_id text,
-    user2_id text,
-    pinecone_metadata_updated boolean,
-    nakama_group_created boolean,
-    nakama_group_id text,
-    nakama_channel_id text,
-    user1_notified boolean,
-    user2_notified boolean,
-    last_attempt_timestamp timestamp,
-    matched_at timestamp,
-    status text,
-    last_error text,
-    PRIMARY KEY ((cycle_id, bucket), pair_key)
-)"""
-
-CYCLE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS cycle_status (
-    cycle_id text PRIMARY KEY,
-    pairs int,
-    seekers int,
-    committed_at timestamp,
-    finished_at timestamp
-)"""
+# Both tables (columns, keys, their 180-day TTL) are migrations 1 and 2 in
+# mosaic/migrations.py, applied by `mosaic db migrate`; the store only checks the version.
 
 PARKED, DEAD_LETTERED = "parked", "dead_lettered"
 
@@ -221,8 +197,7 @@ class CassandraAuditStore(AuditStore):
 
     def __init__(self, session: Any) -> None:
         self._session = session
-        session.execute(AUDIT_SCHEMA)
-        session.execute(CYCLE_SCHEMA)
+        require(session)  # no DDL here: fails clearly unless `mosaic db migrate` ran
         columns = {c.column_name for c in session.execute(
             "SELECT column_name FROM system_schema.columns WHERE keyspace_name = %s "
             "AND table_name = 'cycle_audit'", (session.keyspace,))}

@@ -5,7 +5,7 @@ The embedding agent records each ``BlockRequested``; the matcher harness asks
 one-directional on the wire but symmetric for matching: the answer is the set of sorted
 ``(a, b)`` tuples where a blocked b or b blocked a, both in the pool.
 
-Cassandra table (in the session's keyspace)::
+Cassandra table (in the session's keyspace; created by migration 1 in mosaic/migrations.py)::
 
     blocks (blocker_id text, blocked_id text, blocked_at timestamp,
             PRIMARY KEY ((blocker_id), blocked_id))
@@ -24,19 +24,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from mosaic.errors import ExternalServiceError
+from mosaic.migrations import require
 from streams.events import pair_key as make_pair_key
 from streams.events import split_pair_key
 
 Pair = tuple[str, str]
 T = TypeVar("T")
-
-TABLE_CQL = """
-CREATE TABLE IF NOT EXISTS {table} (
-    blocker_id text,
-    blocked_id text,
-    blocked_at timestamp,
-    PRIMARY KEY ((blocker_id), blocked_id)
-)"""
 
 # Partitions per SELECT ... IN (...): bounded so one query never fans out too widely.
 IN_CHUNK = 50
@@ -86,11 +79,11 @@ class MemoryBlockStore(BlockStore):
 class CassandraBlockStore(BlockStore):
     """``session`` from :func:`mosaic.cassandra.connect` (its keyspace is used)."""
 
-    def __init__(self, session: Any, *, table: str = "blocks", create: bool = True) -> None:
+    def __init__(self, session: Any, *, table: str = "blocks", check: bool = True) -> None:
         self._session = session
         self.table = table
-        if create:
-            self._run(lambda: session.execute(TABLE_CQL.format(table=table)))
+        if check:  # no DDL here: `mosaic db migrate` creates the table
+            self._run(lambda: require(session))
         # First block wins the timestamp: a replay must not move blocked_at.
         self._insert = session.prepare(
             f"INSERT INTO {table} (blocker_id, blocked_id, blocked_at) VALUES (?, ?, ?) "

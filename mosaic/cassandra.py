@@ -1,4 +1,4 @@
-"""One way to open a Cassandra session and create the project's keyspace.
+"""One way to open a Cassandra session on the project's keyspace.
 
 Adapters (audit, user state, vector index) take a session from here so connection
 settings, timeouts and keyspace replication live in one place.
@@ -36,8 +36,11 @@ def security_options(settings: CassandraSettings) -> dict[str, Any]:
     return options
 
 
-def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
-    """Open a session and make sure the keyspace exists (idempotent)."""
+def connect(settings: CassandraSettings, *, keyspace: str | None = None,
+            use_keyspace: bool = True) -> Any:
+    """Open a session on ``keyspace`` (default: the configured one). The keyspace and its
+    tables come from ``mosaic db migrate`` (mosaic/migrations.py), never from here; a
+    missing keyspace is a :class:`~mosaic.migrations.SchemaVersionError`."""
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
     from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
 
@@ -58,10 +61,14 @@ def connect(settings: CassandraSettings, *, keyspace: str | None = None) -> Any:
     except NoHostAvailable as exc:
         cluster.shutdown()
         raise ExternalServiceError(f"Cassandra unreachable at {settings.hosts}: {exc}") from exc
+    if not use_keyspace:
+        return session
     name = keyspace or settings.keyspace
-    session.execute(
-        f"CREATE KEYSPACE IF NOT EXISTS {name} WITH replication = "
-        f"{{'class': 'SimpleStrategy', 'replication_factor': {settings.replication_factor}}}"
-    )
+    from mosaic.migrations import SchemaVersionError, keyspace_exists
+
+    if not keyspace_exists(session, name):
+        cluster.shutdown()
+        raise SchemaVersionError(f"keyspace {name} does not exist (schema version 0): "
+                                 f"run `mosaic db migrate --keyspace {name}`")
     session.set_keyspace(name)
     return session

@@ -1,7 +1,7 @@
 """The ``user_state`` table: where a user stands in matching. This module is its one owner.
 
-Schema, vocabulary, reads and writes live here; every stage calls it, nobody else writes CQL
-for this table:
+Vocabulary, reads and writes live here (the schema is migration 1 in ``mosaic/migrations.py``,
+applied by ``mosaic db migrate``); every stage calls it, nobody else writes CQL for this table:
 
 - the ingress (producers/) records ``preparing_profile`` / ``opted_out`` after the broker
   confirmed an opt-in / opt-out, and reads the row for ``GET /user/{id}/status``
@@ -28,23 +28,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
+from mosaic.migrations import require
+
 State = Literal["not_opted_in", "preparing_profile", "waiting", "profile_failed", "matched",
                 "opted_out"]
 STATES: tuple[State, ...] = get_args(State)
-
-TABLE_CQL = """
-CREATE TABLE IF NOT EXISTS {keyspace}.user_state (
-    user_id text PRIMARY KEY,
-    state text,
-    detail text,
-    opted_in_at timestamp,
-    waiting_since timestamp,
-    missed_cycles int,
-    cycle_id text,
-    room_id text,
-    pool text,
-    updated_at timestamp
-)"""
 
 _SELECT = (
     "SELECT user_id, state, detail, opted_in_at, waiting_since, missed_cycles, cycle_id,"
@@ -134,18 +122,6 @@ class InMemoryUserStateStore:
             await self.record(state)
 
 
-def ensure_table(session: Any, keyspace: str) -> None:
-    """Create the table, or add ``detail`` to one made before it existed (idempotent)."""
-    from cassandra import InvalidRequest
-
-    session.execute(TABLE_CQL.format(keyspace=keyspace))
-    try:
-        session.execute(f"ALTER TABLE {keyspace}.user_state ADD detail text")
-    except InvalidRequest as exc:
-        if "already exist" not in str(exc):
-            raise
-
-
 def read_states(session: Any, keyspace: str, user_ids: Iterable[str]) -> dict[str, State]:
     """The state of each user that has a row (no row: ``not_opted_in``)."""
     from cassandra.query import ValueSequence
@@ -178,7 +154,7 @@ class CassandraUserStateStore:
 
     def __init__(self, session: Any, keyspace: str) -> None:
         self._session = session
-        ensure_table(session, keyspace)
+        require(session, keyspace)  # no DDL: fails clearly if not migrated
         self._select = session.prepare(_SELECT.format(keyspace=keyspace))
         self._record = session.prepare(_UPDATE.format(keyspace=keyspace) + _RECORD)
 
@@ -240,7 +216,7 @@ class CassandraUserStateWriter(UserStateWriter):
 
     def __init__(self, session: Any, keyspace: str) -> None:
         self._session = session
-        ensure_table(session, keyspace)
+        require(session, keyspace)  # no DDL: fails clearly if not migrated
         prefix = _UPDATE.format(keyspace=keyspace)
         self._waiting = session.prepare(prefix + _WAITING)
         self._failed = session.prepare(prefix + _FAILED)

@@ -120,6 +120,17 @@ class Cassandra(Service):
         ]
         return cmd, {}
 
+    def after_start(self) -> None:
+        """The default keyspace at the code's schema version (``mosaic db migrate``)."""
+        from mosaic.migrations import migrate_keyspace
+
+        migrate_keyspace(self.settings.cassandra)
+
+    def up(self) -> str:
+        line = super().up()
+        self.after_start()  # also when reusing a running node (a no-op when up to date)
+        return line
+
     def healthy(self) -> bool:
         """The native protocol answers a real query, not just an open port."""
         port = self.settings.cassandra.port

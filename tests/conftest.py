@@ -79,7 +79,11 @@ def kafka_stack(settings: Settings) -> Service:
 
 @pytest.fixture(scope="session")
 def cassandra_stack(settings: Settings) -> Service:
-    return _ensure(settings, "cassandra")
+    from mosaic.migrations import migrate_keyspace
+
+    service = _ensure(settings, "cassandra")
+    migrate_keyspace(settings.cassandra)  # the default keyspace, also with the Docker stack
+    return service
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,6 @@ from pydantic import SecretStr
 
 from consumers.blocks import CassandraBlockStore
 from consumers.embedding_worker import WorkerReport, build_wiring, run_embedding_worker
-from mosaic.cassandra import connect
 from mosaic.s3 import s3_client
 from mosaic.settings import (
     CassandraSettings,
@@ -58,6 +57,7 @@ from streams.kafka import (
 )
 from streams.serde import decode
 from streams.topics import TopicCatalog, build_catalog
+from tests.support import migrated_session
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ def standin() -> Iterator[VertexStandin]:
 @pytest.fixture(scope="module")
 def keyspace(settings: Settings, cassandra_stack: Service) -> Iterator[tuple[str, Any]]:
     name = f"emb_{uuid.uuid4().hex[:10]}"
-    session = connect(settings.cassandra, keyspace=name)
+    session = migrated_session(settings, name)
     yield name, session
     session.execute(f"DROP KEYSPACE IF EXISTS {name}")
     session.cluster.shutdown()

@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from mosaic.cassandra import connect
 from mosaic.settings import CassandraSettings, IngressSettings, KafkaSettings, Settings
 from producers.bootstrap import build_production_app, optin_topic, serve_in_thread
 from stack.base import Service
 from streams.kafka import make_consumer, read_to_end
+from tests.support import migrated_session
 from tests.testkit import SignedClient
 
 pytestmark = pytest.mark.integration
@@ -26,7 +26,7 @@ MAX_PENDING = 25
 def ingress_settings(settings: Settings, kafka_stack: Service, cassandra_stack: Service,
                      unique: str) -> Iterator[Settings]:
     keyspace = f"st_{unique}"
-    session = connect(settings.cassandra, keyspace=keyspace)  # creates the keyspace
+    session = migrated_session(settings, keyspace)  # creates the keyspace and its tables
     ingress = settings.ingress.model_dump()
     ingress.update(state_store="cassandra", port=0, state_max_pending=MAX_PENDING)
     own = settings.model_copy(update={

@@ -21,7 +21,6 @@ from consumers.blocks import CassandraBlockStore
 from matcher.harness import CyclePlan
 from matcher.pool import LogRecord, PoolState
 from matcher.service import MatcherService
-from mosaic.cassandra import connect
 from mosaic.s3 import s3_client
 from mosaic.settings import KafkaSettings, MatcherSettings, Settings
 from producers.ticker import publish_tick
@@ -41,7 +40,7 @@ from streams.events import (
 from streams.kafka import make_consumer, make_producer, produce_event, read_to_end
 from streams.serde import MAGIC, decode, default_serde, encode_record
 from streams.topics import TopicCatalog
-from tests.support import own_topics
+from tests.support import migrated_session, own_topics
 
 pytestmark = pytest.mark.integration
 
@@ -190,11 +189,8 @@ def test_block_before_commit_withdraws_the_pair(
     """Before: u3 blocked u4 after the snapshot (recorded in the real Cassandra block
     store inside the open transaction) and the pair u3|u4 was committed anyway."""
     settings, catalog = env
-    session = connect(settings.cassandra)
     keyspace = f"blk_{unique}"
-    session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
-                    "{'class': 'SimpleStrategy', 'replication_factor': 1}")
-    session.set_keyspace(keyspace)
+    session = migrated_session(settings, keyspace)
     try:
         blocks = CassandraBlockStore(session)
         seed(settings, catalog, POOL)
@@ -425,7 +421,7 @@ def test_agent_killed_after_publish_replays_without_resurrecting_matched_users(
         store.put_chat_insights(ChatInsights(f"{user}-chat", T0, (user,), {user: insight}),
                                 T0)
     keyspace = f"kill_{unique}"
-    session = connect(settings.cassandra, keyspace=keyspace)
+    session = migrated_session(settings, keyspace)
     producer = make_producer(settings)
     try:
         with VertexStandin(token=AGENT_TOKEN) as vertex:

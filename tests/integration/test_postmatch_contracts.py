@@ -27,9 +27,9 @@ def audit(request: pytest.FixtureRequest, settings: Settings) -> Iterator[AuditS
         yield MemoryAuditStore()
         return
     request.getfixturevalue("cassandra_stack")
-    from mosaic.cassandra import connect
+    from tests.support import migrated_session
 
-    session = connect(settings.cassandra, keyspace=f"test_audit_{uuid.uuid4().hex[:8]}")
+    session = migrated_session(settings, f"test_audit_{uuid.uuid4().hex[:8]}")
     yield CassandraAuditStore(session)
     session.execute(f"DROP KEYSPACE IF EXISTS {session.keyspace}")
     session.cluster.shutdown()

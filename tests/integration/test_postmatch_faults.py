@@ -36,7 +36,7 @@ from stack.nakama import bulk_accounts
 from stack.postgres import Postgres
 from streams.events import CycleCompleted, PairMatched, derive_event_id, pair_key
 from streams.kafka import make_transactional_producer, produce_event, transaction
-from tests.support import own_topics
+from tests.support import migrated, own_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -126,10 +126,10 @@ class Cycle:
 def fault_settings(settings: Settings, kafka_stack: object, cassandra_stack: object,
                    nakama_stack: object) -> Iterator[Settings]:
     run = uuid.uuid4().hex[:8]
-    own = settings.model_copy(update={
+    own = migrated(settings.model_copy(update={
         "kafka": settings.kafka.model_copy(update={"topic_prefix": f"fault{run}."}),
         "cassandra": settings.cassandra.model_copy(update={"keyspace": f"fault_{run}"}),
-    })
+    }))
     with own_topics(own):
         yield own
 

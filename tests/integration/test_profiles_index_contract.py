@@ -230,9 +230,9 @@ def pinecone_standin() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def cassandra_session(settings: Settings, cassandra_stack: Service) -> Any:
-    from mosaic.cassandra import connect
+    from tests.support import migrated_session
 
-    return connect(settings.cassandra, keyspace="mosaic_test_profiles")
+    return migrated_session(settings, "mosaic_test_profiles")
 
 
 @pytest.fixture(scope="module")
