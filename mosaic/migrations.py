@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # hours, an operator for weeks; nobody after half a year. Without a TTL the two tables (and
 # ``cycles()``' full scan of cycle_status) grow with every cycle forever.
 AUDIT_TTL_SECONDS = 180 * 24 * 3600
+# A schema change waits for the node to write its schema tables: seconds on a busy machine,
+# longer than a query's usual 20 s timeout at worst.
+DDL_TIMEOUT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,8 @@ def current_version(session: Any, keyspace: str) -> int:
 def create_keyspace(session: Any, keyspace: str, replication_factor: int) -> None:
     session.execute(
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-        f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}")
+        f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}",
+        timeout=DDL_TIMEOUT_SECONDS)
 
 
 def migrate(session: Any, keyspace: str, *, replication_factor: int = 1) -> list[int]:
@@ -162,7 +166,7 @@ def migrate(session: Any, keyspace: str, *, replication_factor: int = 1) -> list
     concurrently: every statement is idempotent and a version is recorded only after all
     of its statements ran."""
     create_keyspace(session, keyspace, replication_factor)
-    session.execute(_TABLE.format(keyspace=keyspace))
+    session.execute(_TABLE.format(keyspace=keyspace), timeout=DDL_TIMEOUT_SECONDS)
     done = applied_versions(session, keyspace)
     applied: list[int] = []
     for migration in MIGRATIONS:
@@ -171,7 +175,7 @@ def migrate(session: Any, keyspace: str, *, replication_factor: int = 1) -> list
         log.info("%s: applying schema migration %d (%s)", keyspace, migration.version,
                  migration.description)
         for statement in migration.statements:
-            session.execute(statement.format(keyspace=keyspace))
+            session.execute(statement.format(keyspace=keyspace), timeout=DDL_TIMEOUT_SECONDS)
         session.execute(f"INSERT INTO {keyspace}.schema_migrations (version, applied_at, "
                         "description) VALUES (%s, %s, %s)",
                         (migration.version, datetime.now(UTC), migration.description))
