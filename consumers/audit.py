@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from mosaic.cassandra import write_batched
 from mosaic.errors import ConfigError, ExternalServiceError
 from mosaic.migrations import require
 
@@ -241,6 +242,12 @@ class CassandraAuditStore(AuditStore):
             raise ExternalServiceError(f"Cassandra audit write failed: {exc}") from exc
         return [r.result_or_exc for r in results]
 
+    def _write(self, statement: Any, params: list[tuple[Any, ...]]) -> None:
+        """Row writes (their params end with cycle_id, bucket, pair_key) in one unlogged
+        batch per partition: ~10x the rate of single statements (mosaic/cassandra.py)."""
+        write_batched(self._session, statement, params, partition=lambda row: row[-3:-1],
+                      size=50)
+
     @staticmethod
     def _ids(pair: PairRef, at: datetime) -> tuple[Any, ...]:
         return (pair.user1_id, pair.user2_id, at)
@@ -252,28 +259,28 @@ class CassandraAuditStore(AuditStore):
     def mark_rooms(self, rooms: Sequence[tuple[PairRef, str, str]], at: datetime,
                    matched_at: datetime | None = None) -> None:
         if matched_at is None:
-            self._run(self._room, [(*self._ids(p, at), g, c, *self._key(p))
+            self._write(self._room, [(*self._ids(p, at), g, c, *self._key(p))
                                    for p, g, c in rooms])
         else:
-            self._run(self._room_at, [(*self._ids(p, at), g, c, matched_at, *self._key(p))
+            self._write(self._room_at, [(*self._ids(p, at), g, c, matched_at, *self._key(p))
                                       for p, g, c in rooms])
 
     def mark_notified(self, pairs: Sequence[tuple[PairRef, str]], at: datetime) -> None:
         for field in ("user1_notified", "user2_notified"):
-            self._run(self._notified[field], [
+            self._write(self._notified[field], [
                 (*self._ids(p, at), *self._key(p)) for p, user in pairs
                 if (user == p.user1_id) == (field == "user1_notified")])
 
     def mark_index_updated(self, pairs: Sequence[PairRef], at: datetime,
                            matched_at: datetime | None = None) -> None:
         if matched_at is None:
-            self._run(self._index, [(*self._ids(p, at), *self._key(p)) for p in pairs])
+            self._write(self._index, [(*self._ids(p, at), *self._key(p)) for p in pairs])
         else:
-            self._run(self._index_at, [(*self._ids(p, at), matched_at, *self._key(p))
+            self._write(self._index_at, [(*self._ids(p, at), matched_at, *self._key(p))
                                        for p in pairs])
 
     def mark_status(self, pair: PairRef, status: str, error: str, at: datetime) -> None:
-        self._run(self._status, [(*self._ids(pair, at), status, error[:500], *self._key(pair))])
+        self._write(self._status, [(*self._ids(pair, at), status, error[:500], *self._key(pair))])
 
     def get(self, cycle_id: str, pair_key: str) -> AuditRow | None:
         try:

@@ -7,6 +7,7 @@ settings, timeouts and keyspace replication live in one place.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from mosaic.errors import ExternalServiceError
@@ -72,3 +73,39 @@ def connect(settings: CassandraSettings, *, keyspace: str | None = None,
                                  f"run `mosaic db migrate --keyspace {name}`")
     session.set_keyspace(name)
     return session
+
+
+def write_batched(session: Any, statement: Any, params: Sequence[Sequence[Any]], *,
+                  partition: Callable[[Sequence[Any]], Hashable] | None = None,
+                  size: int = 25, concurrency: int = 32) -> None:
+    """Run many writes of one prepared statement as UNLOGGED batches, concurrently.
+
+    Measured on the local node: ~1-3k single-row writes/s through the driver against
+    ~20k rows/s in batches of 25 (the driver's per-request cost dominates). With
+    ``partition`` (a row's partition key), each batch holds rows of one partition only,
+    which is what Cassandra handles best on any cluster; without it, rows of different
+    partitions share a batch of ``size`` (fine on few nodes; the coordinator fans out).
+    Unlogged: each write is idempotent, so a batch retried after a failure is harmless.
+    Driver errors surface as a retryable :class:`ExternalServiceError`."""
+    from cassandra import DriverException
+    from cassandra.cluster import NoHostAvailable
+    from cassandra.concurrent import execute_concurrent
+    from cassandra.query import BatchStatement, BatchType
+
+    groups: dict[Hashable, list[Sequence[Any]]] = {}
+    for row in params:
+        groups.setdefault(partition(row) if partition else None, []).append(row)
+    batches = []
+    for rows in groups.values():
+        for i in range(0, len(rows), size):
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)
+            for row in rows[i:i + size]:
+                batch.add(statement, row)
+            batches.append((batch, None))
+    if not batches:
+        return
+    try:
+        execute_concurrent(session, batches, concurrency=concurrency,
+                           raise_on_first_error=True)
+    except (DriverException, NoHostAvailable, OSError) as exc:
+        raise ExternalServiceError(f"Cassandra batch write failed: {exc}") from exc

@@ -244,11 +244,8 @@ class CassandraUserStateWriter(UserStateWriter):
             self._session.execute(self._room, (_micros(at), cycle_id, room_id, at, user_id))
 
     def matched_many(self, rows: Sequence[tuple[str, str, str, datetime]]) -> None:
-        from cassandra.concurrent import execute_concurrent_with_args
+        from mosaic.cassandra import write_batched
 
-        if rows:
-            execute_concurrent_with_args(
-                self._session, self._room,
-                [(_micros(at), cycle_id, room_id, at, user_id)
-                 for user_id, cycle_id, room_id, at in rows],
-                concurrency=64, raise_on_first_error=True)
+        write_batched(self._session, self._room,
+                      [(_micros(at), cycle_id, room_id, at, user_id)
+                       for user_id, cycle_id, room_id, at in rows])

@@ -196,11 +196,11 @@ class CassandraVectorIndex(VectorIndex):
 
     def _update_metadata_many(self, record_ids: list[str], fields: dict[str, MetaValue]
                               ) -> list[bool]:
-        """Which ids exist (one IN read per 100), then plain concurrent updates of those
-        (a lightweight transaction per record cost four round trips each and was the
-        post-match stage's slowest step). The read-then-update window is the same as
+        """Which ids exist (one IN read per 100), then plain updates of those in unlogged
+        batches (a lightweight transaction per record cost four round trips each and was
+        the post-match stage's slowest step). The read-then-update window is the same as
         Pinecone's adapter has; list_ids and count would see a row left without a vector."""
-        from cassandra.concurrent import execute_concurrent_with_args
+        from mosaic.cassandra import write_batched
 
         cql = f"SELECT id FROM {self.table} WHERE id IN ?"
         present: set[str] = set()
@@ -210,10 +210,7 @@ class CassandraVectorIndex(VectorIndex):
         sets = ", ".join(f"{n} = ?" for n in names)
         statement = self._statement(f"UPDATE {self.table} SET {sets} WHERE id = ?")
         values = tuple(fields[n] for n in names)
-        args = [(*values, i) for i in sorted(present)]
-        if args:
-            self._call(lambda: execute_concurrent_with_args(
-                self._session, statement, args, concurrency=64, raise_on_first_error=True))
+        write_batched(self._session, statement, [(*values, i) for i in sorted(present)])
         return [i in present for i in record_ids]
 
     def _delete(self, ids: list[str]) -> None:
