@@ -29,6 +29,7 @@ from matcher.core.candidates import ExactSearch, NeighbourSearch, block_top_k
 from matcher.core.model import FloatArray, IntArray
 
 _BLOCK_ELEMENTS = 16_000_000
+_SPREAD = 32  # neighbours of a scanned row that receive its list
 _SEED_BATCH = 64  # small batches: fewer rows of one group scanned before its list spreads
 
 
@@ -141,8 +142,8 @@ def refine_with_exact_rows(
         batch = np.sort(order[~scanned[order]])
         if not len(batch):
             break
-        found, found_sims = exact_rows(x, batch, width)
-        nbr[batch], sims[batch] = found, found_sims
+        found, found_sims = exact_rows(x, batch, min(max(width, _SPREAD), len(x) - 1))
+        nbr[batch], sims[batch] = found[:, :width], found_sims[:, :width]
         covered[batch] = scanned[batch] = True
         used += len(batch)
         _spread(x, nbr, sims, batch, found)
@@ -152,20 +153,23 @@ def refine_with_exact_rows(
 
 def _spread(x: FloatArray, nbr: IntArray, sims: FloatArray, seeds: IntArray,
             found: IntArray) -> None:
-    """Each neighbour v of a scanned row u gets u and u's exact list as candidates."""
+    """Each neighbour v of a scanned row u gets u and u's exact list as candidates. The
+    scores among u's list are one small Gram matrix per scanned row."""
     width = nbr.shape[1]
-    lists = np.concatenate([found, seeds[:, None]], axis=1)  # (s, width + 1)
-    targets = found.reshape(-1)
-    cand = np.repeat(lists, width, axis=0).reshape(-1)
-    owner = np.repeat(targets, width + 1)
-    ok = (owner >= 0) & (cand >= 0) & (cand != owner)
-    owner, cand = owner[ok], cand[ok]
+    lists = np.concatenate([seeds[:, None], found], axis=1)  # (s, m): u first, then its list
+    valid = lists >= 0
+    safe = np.maximum(lists, 0)
+    members = x[safe]  # (s, m, d)
+    # numpy's own loop: many tiny BLAS calls cost more in thread hand-offs than they compute
+    gram = np.einsum("sid,sjd->sij", members, members).astype(np.float32)  # (s, m, m)
+    m = lists.shape[1]
+    owner = np.broadcast_to(lists[:, :, None], (len(seeds), m, m))
+    cand = np.broadcast_to(lists[:, None, :], (len(seeds), m, m))
+    ok = valid[:, :, None] & valid[:, None, :] & (owner != cand)
+    ok[:, 0, :] = False  # u itself already has its exact list
+    owner, cand, score = owner[ok], cand[ok], gram[ok]
     if not len(owner):
         return
-    score = np.empty(len(owner), dtype=np.float32)
-    for start in range(0, len(owner), 262_144):
-        stop = start + 262_144
-        score[start:stop] = np.einsum("ij,ij->i", x[owner[start:stop]], x[cand[start:stop]])
     rows = np.unique(owner)
     old_n = nbr[rows].reshape(-1)
     old_s = sims[rows].reshape(-1)
