@@ -5,8 +5,9 @@ accounts, their vectors in the Cassandra index, then
 a cycle of ``--users / 2`` PairMatched + CycleCompleted committed in one Kafka
 transaction, as the matcher does. The clock starts at that commit and stops when every
 pair's audit row is complete (room, both notifications, index flag). Printed: pairs/s
-per agent and end to end, the time by phase, and where each agent's time went (Nakama
-RPCs, Cassandra, Kafka flush + commit, the rest is Python), then the same for the
+per agent and end to end; per agent when its first batch started and its last ended,
+and where its busy time went (Nakama RPCs, Cassandra writes, Kafka flush + commit, the
+rest is Python: decoding, events, bookkeeping); then the same for the
 serial shape (one record per poll: one RPC, one flush and one commit per pair) on
 ``--serial-pairs`` pairs in the same run, the ratio, and a projection for larger cycles.
 
@@ -111,6 +112,8 @@ def _instrument(app: PostMatch) -> None:
     batch = BatchRunner._batch
 
     def timed_batch(self: BatchRunner, *a: Any, **k: Any) -> None:
+        with _lock:
+            _first_start.setdefault(self.name, time.monotonic())
         with _timed("total"):
             batch(self, *a, **k)
         with _lock:
@@ -120,6 +123,7 @@ def _instrument(app: PostMatch) -> None:
 
 
 _last_done: dict[str, float] = {}
+_first_start: dict[str, float] = {}
 
 # -- set-up ------------------------------------------------------------------------------
 
@@ -162,6 +166,7 @@ def _run(app: PostMatch, cycle_id: str, users: list[str], *, max_batch: int,
          timeout: float) -> dict[str, Any]:
     _spent.clear()
     _last_done.clear()
+    _first_start.clear()
     pairs = len(users) // 2
     stop = threading.Event()
     errors: list[BaseException] = []
@@ -174,7 +179,7 @@ def _run(app: PostMatch, cycle_id: str, users: list[str], *, max_batch: int,
 
     worker = threading.Thread(target=agents, name="postmatch", daemon=True)
     worker.start()
-    time.sleep(3)  # consumer groups join before the clock starts (not part of a cycle)
+    time.sleep(8)  # groups join (the broker delays a new group 3 s) before the clock starts
     t0 = _commit_cycle(app, cycle_id, users)
     complete = 0
     while complete < pairs:
@@ -192,20 +197,22 @@ def _run(app: PostMatch, cycle_id: str, users: list[str], *, max_batch: int,
     worker.join(60)
     return {"pairs": pairs, "seconds": t_end - t0, "t0": t0,
             "agents": {a: t - t0 for a, t in _last_done.items()},
+            "starts": {a: t - t0 for a, t in _first_start.items()},
             "spent": dict(_spent)}
 
 
 def _report(title: str, r: dict[str, Any]) -> None:
     pairs, secs = r["pairs"], r["seconds"]
     print(f"\n== {title}: {pairs} pairs in {secs:.1f} s = {pairs / secs:.0f} pairs/s end to end")
-    print(f"   {'agent':<12} {'done at':>8} {'pairs/s':>8} {'total':>7} {'nakama':>7} "
-          f"{'cassandra':>9} {'kafka':>6} {'python':>7}")
+    print(f"   {'agent':<12} {'first':>6} {'done at':>8} {'pairs/s':>8} {'busy':>7} "
+          f"{'nakama':>7} {'cassandra':>9} {'kafka':>6} {'python':>7}")
     for agent in ("rooms", "notifier", "index-state"):
         done = r["agents"].get(agent, secs)
         spent = {c: r["spent"].get((agent, c), 0.0) for c in
                  ("total", "nakama", "cassandra", "kafka")}
         python = spent["total"] - spent["nakama"] - spent["cassandra"] - spent["kafka"]
-        print(f"   {agent:<12} {done:7.1f}s {pairs / max(done, 1e-9):8.0f} "
+        first = r["starts"].get(agent, 0.0)
+        print(f"   {agent:<12} {first:5.1f}s {done:7.1f}s {pairs / max(done, 1e-9):8.0f} "
               f"{spent['total']:6.1f}s {spent['nakama']:6.1f}s {spent['cassandra']:8.1f}s "
               f"{spent['kafka']:5.1f}s {python:6.1f}s")
 
