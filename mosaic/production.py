@@ -59,14 +59,46 @@ def _default(root: BaseModel, dotted: str) -> object:
     return field.get_default(call_default_factory=True)
 
 
+# HMAC keys still accepted during a rotation (dotted path of a key id -> key mapping); each
+# one is held to the rules of a required secret, and none may reuse a local default.
+PREVIOUS_KEY_SETS = (
+    "ingress.hmac_previous_keys",
+    "identity.hook_hmac_previous_keys",
+)
+
+
 def _secret_problem(root: BaseModel, dotted: str, *, required: bool) -> str | None:
     secret = _get(root, dotted)
     assert isinstance(secret, SecretStr)
-    value = secret.get_secret_value()
     default = _default(root, dotted)
+    local = [default.get_secret_value()] if isinstance(default, SecretStr) else []
+    return _value_problem(dotted, secret.get_secret_value(), local, required=required)
+
+
+def _local_hmac_keys(root: BaseModel) -> list[str]:
+    return [d.get_secret_value() for d in (_default(root, "ingress.hmac_key"),
+                                           _default(root, "identity.hook_hmac_key"))
+            if isinstance(d, SecretStr)]
+
+
+def _previous_key_problems(root: BaseModel) -> list[str]:
+    found = []
+    for dotted in PREVIOUS_KEY_SETS:
+        keys = _get(root, dotted)
+        assert isinstance(keys, dict)
+        for key_id, secret in sorted(keys.items()):
+            problem = _value_problem(f"{dotted}[{key_id}]", secret.get_secret_value(),
+                                     _local_hmac_keys(root), required=True)
+            if problem:
+                found.append(problem)
+    return found
+
+
+def _value_problem(dotted: str, value: str, local_defaults: list[str], *,
+                   required: bool) -> str | None:
     if value == "":
         return f"{dotted} is empty" if required else None
-    if isinstance(default, SecretStr) and default.get_secret_value() == value:
+    if value in local_defaults:
         return f"{dotted} still has its built-in local default"
     if "local" in value.lower() or value.lower() in KNOWN_WEAK:
         return f"{dotted} is a local or well-known value"
@@ -88,6 +120,7 @@ def problems(settings: BaseModel) -> list[str]:
              if p]
     found += [p for p in (_secret_problem(settings, d, required=False)
                           for d in OPTIONAL_SECRETS) if p]
+    found += _previous_key_problems(settings)
     s = settings
     identity = s.identity  # type: ignore[attr-defined]
     for name, url in (("identity.issuer", identity.issuer),

@@ -7,12 +7,28 @@ Defaults point at the local stack that ``mosaic stack up`` starts on loopback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+# HMAC key ids (X-Mosaic-Key-Id, producers/signing.py): not secret, they only name a key.
+KEY_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+DEFAULT_HMAC_KEY_ID = "local-1"
+MAX_PREVIOUS_HMAC_KEYS = 4
+KeyId = Annotated[str, StringConstraints(pattern=KEY_ID_PATTERN)]
+
+
+def _check_previous_keys(current_id: str, previous: dict[str, SecretStr], what: str) -> None:
+    # ConfigError, not ValueError: pydantic would print the section's input (the keys).
+    from mosaic.errors import ConfigError
+
+    if current_id in previous:
+        raise ConfigError(f"{what}: the current key id is also listed as a previous key")
+    if len(previous) > MAX_PREVIOUS_HMAC_KEYS:
+        raise ConfigError(f"{what}: at most {MAX_PREVIOUS_HMAC_KEYS} previous keys")
 
 
 def _default_cache_dir() -> Path:
@@ -112,7 +128,11 @@ class IngressSettings(BaseModel):
     model_config = _FROZEN
     host: str = "127.0.0.1"
     port: int = 8088
+    # Nakama signs with this key and sends its id; the ingress also accepts the previous
+    # keys (id -> key) while a rotation is under way (docs/security.md, "Rotating").
+    hmac_key_id: KeyId = DEFAULT_HMAC_KEY_ID
     hmac_key: SecretStr = SecretStr("mosaic-local-ingress-hmac")
+    hmac_previous_keys: dict[KeyId, SecretStr] = Field(default_factory=dict)
     clock_skew_seconds: int = 300
     max_body_bytes: int = 4096
     per_user_rate_per_minute: int = 10
@@ -128,6 +148,12 @@ class IngressSettings(BaseModel):
     # States queued or being written behind accepted requests; when full, opt-in/opt-out
     # answer 503 + Retry-After (backpressure) rather than accept a state they would drop.
     state_max_pending: int = Field(default=10_000, ge=1)
+
+    @model_validator(mode="after")
+    def _previous_keys(self) -> IngressSettings:
+        _check_previous_keys(self.hmac_key_id, self.hmac_previous_keys,
+                             "ingress.hmac_previous_keys")
+        return self
 
 
 class IdentitySettings(BaseModel):
@@ -150,7 +176,15 @@ class IdentitySettings(BaseModel):
     # The verifier Nakama's before-authenticate hook calls (producers/authhook.py).
     hook_host: str = "127.0.0.1"
     hook_port: int = 8089
+    hook_hmac_key_id: KeyId = DEFAULT_HMAC_KEY_ID
     hook_hmac_key: SecretStr = SecretStr("mosaic-local-auth-hook-hmac")
+    hook_hmac_previous_keys: dict[KeyId, SecretStr] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _previous_keys(self) -> IdentitySettings:
+        _check_previous_keys(self.hook_hmac_key_id, self.hook_hmac_previous_keys,
+                             "identity.hook_hmac_previous_keys")
+        return self
 
 
 class EmbeddingSettings(BaseModel):

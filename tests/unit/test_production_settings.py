@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
 import pytest
 
 from mosaic.errors import ConfigError
-from mosaic.production import OPTIONAL_SECRETS, REQUIRED_SECRETS
-from mosaic.settings import Settings
+from mosaic.production import OPTIONAL_SECRETS, PREVIOUS_KEY_SETS, REQUIRED_SECRETS
+from mosaic.settings import MAX_PREVIOUS_HMAC_KEYS, Settings
 
 pytestmark = pytest.mark.unit
 
@@ -69,6 +70,43 @@ def test_optional_secrets_may_be_empty_but_never_local(dotted: str) -> None:
     Settings(**_with(_production_values(), dotted, ""))
     with pytest.raises(ConfigError, match=dotted.replace(".", r"\.")):
         Settings(**_with(_production_values(), dotted, "mosaic-local-" + _strong()))
+
+
+@pytest.mark.parametrize("dotted", PREVIOUS_KEY_SETS)
+@pytest.mark.parametrize("kind", ["default", "other-default", "empty", "local",
+                                  "nakama-default", "short"])
+def test_every_previous_hmac_key_is_checked(dotted: str, kind: str) -> None:
+    defaults = Settings()
+    value = {"default": defaults.ingress.hmac_key.get_secret_value(),
+             "other-default": defaults.identity.hook_hmac_key.get_secret_value(),
+             "empty": "", "local": "my-local-" + _strong(),
+             "nakama-default": "defaulthttpkey", "short": "Zx9!k2"}[kind]
+    keys = {"old-1": _strong(), "old-2": value}
+    with pytest.raises(ConfigError, match=re.escape(f"{dotted}[old-2]")) as info:
+        Settings(**_with(_production_values(), dotted, keys))
+    assert "old-1" not in str(info.value)
+    if value:
+        assert value not in str(info.value)
+
+
+def test_strong_previous_hmac_keys_are_accepted() -> None:
+    values = _production_values()
+    for dotted in PREVIOUS_KEY_SETS:
+        values = _with(values, dotted, {"2025-01": _strong(), "2024-07": _strong()})
+    settings = Settings(**values)
+    assert set(settings.ingress.hmac_previous_keys) == {"2025-01", "2024-07"}
+
+
+@pytest.mark.parametrize(("section", "prefix"), [("ingress", "hmac"), ("identity", "hook_hmac")])
+def test_previous_keys_never_reuse_the_current_id_and_stay_few(section: str,
+                                                               prefix: str) -> None:
+    with pytest.raises(ConfigError, match="current key id") as info:
+        Settings(**{section: {f"{prefix}_key_id": "k-2",
+                              f"{prefix}_previous_keys": {"k-2": "SeCrEt-value-123456"}}})
+    assert "SeCrEt" not in str(info.value)
+    with pytest.raises(ConfigError, match="at most"):
+        Settings(**{section: {f"{prefix}_previous_keys": {
+            f"k{i}": _strong() for i in range(MAX_PREVIOUS_HMAC_KEYS + 1)}}})
 
 
 @pytest.mark.parametrize(("dotted", "value", "words"), [
