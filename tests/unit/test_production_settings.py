@@ -100,13 +100,15 @@ def test_strong_previous_hmac_keys_are_accepted() -> None:
 @pytest.mark.parametrize(("section", "prefix"), [("ingress", "hmac"), ("identity", "hook_hmac")])
 def test_previous_keys_never_reuse_the_current_id_and_stay_few(section: str,
                                                                prefix: str) -> None:
+    same_id: dict[str, Any] = {section: {f"{prefix}_key_id": "k-2", f"{prefix}_previous_keys":
+                                         {"k-2": "SeCrEt-value-123456"}}}
     with pytest.raises(ConfigError, match="current key id") as info:
-        Settings(**{section: {f"{prefix}_key_id": "k-2",
-                              f"{prefix}_previous_keys": {"k-2": "SeCrEt-value-123456"}}})
+        Settings(**same_id)
     assert "SeCrEt" not in str(info.value)
+    too_many: dict[str, Any] = {section: {f"{prefix}_previous_keys": {
+        f"k{i}": _strong() for i in range(MAX_PREVIOUS_HMAC_KEYS + 1)}}}
     with pytest.raises(ConfigError, match="at most"):
-        Settings(**{section: {f"{prefix}_previous_keys": {
-            f"k{i}": _strong() for i in range(MAX_PREVIOUS_HMAC_KEYS + 1)}}})
+        Settings(**too_many)
 
 
 @pytest.mark.parametrize(("dotted", "value", "words"), [
