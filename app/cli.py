@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumers.postmatch_commands",
     "app.demo",
     "app.ops.commands",
+    "app.ops.report",
 )
 
 Handler = Callable[[argparse.Namespace], int]

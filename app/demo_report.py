@@ -34,6 +34,7 @@ class DemoReport:
     unmatched: dict[str, int] = field(default_factory=dict)
     blocked: tuple[str, str] | None = None
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    report_path: str = ""  # the cycle's HTML report (mosaic report), once written
 
     @property
     def ok(self) -> bool:
@@ -120,6 +121,8 @@ def render(report: DemoReport) -> str:
                      f"{sim:>10.3f} {score:>7.3f}")
     lines += ["", "stage timings:"]
     lines += [f"  {name:<58} {secs:6.1f}s" for name, secs in report.timings.stages.items()]
+    if report.report_path:
+        lines += ["", f"cycle report (plots, opens offline): {report.report_path}"]
     lines += ["", "checks:"]
     for name, passed, detail in report.checks:
         lines.append(f"  [{'ok' if passed else 'FAIL'}] {name}" + (f" — {detail}" if detail

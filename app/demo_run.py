@@ -51,6 +51,8 @@ def run_demo(settings: Settings, *, users: int, seed: int,
         with stage(report, "checking what users see in Nakama"):
             _verify(client, sessions, report)
     client.close()
+    with stage(report, "cycle report (mosaic report)"):
+        _cycle_report(settings, report)
     return report
 
 
@@ -195,6 +197,17 @@ def _pairs_of(app: Any, report: DemoReport, rows: list[Any]) -> list[tuple[str, 
         if pair is not None:
             out.append((pair.user_a, pair.user_b, pair.score, pair.similarity))
     return out
+
+
+def _cycle_report(settings: Settings, report: DemoReport) -> None:
+    from app.ops.report import report_cycle
+
+    try:
+        report.report_path = str(report_cycle(settings, report.cycle_id))
+    except MosaicError as exc:  # the checks above stand; say why there is no page
+        print(f"   no cycle report: {exc}")
+        return
+    print(f"   {report.report_path}")
 
 
 def _verify(client: NakamaClient, sessions: dict[str, Session], report: DemoReport) -> None:
