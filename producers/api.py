@@ -77,8 +77,8 @@ def accepted_body(result: Accepted) -> bytes:
                        "duplicate": result.duplicate}).encode()
 
 
-_AUTH_HEADERS = frozenset({b"x-mosaic-timestamp", b"x-mosaic-nonce", b"x-mosaic-signature",
-                           b"content-length"})
+_AUTH_HEADERS = frozenset({b"x-mosaic-key-id", b"x-mosaic-timestamp", b"x-mosaic-nonce",
+                           b"x-mosaic-signature", b"content-length"})
 
 
 def auth_headers(scope: Mapping[str, Any]) -> dict[str, str]:
@@ -101,6 +101,11 @@ def raw_path(scope: Mapping[str, Any]) -> str:
     return str(raw.decode("latin-1").split("?", 1)[0])
 
 
+def raw_query(scope: Mapping[str, Any]) -> str:
+    """The query string as sent (the signature covers it in its canonical form)."""
+    return bytes(scope.get("query_string") or b"").decode("latin-1")
+
+
 class Ingress:
     """What both HTTP entry points need: the service, the verifier, limits and metrics."""
 
@@ -120,19 +125,20 @@ class Ingress:
         return datetime.fromtimestamp(round(self.clock(), 3), UTC)
 
     def authenticate(self, method: str, path: str, headers: Mapping[str, str],
-                     body: bytes) -> Callable[[], None]:
+                     body: bytes, *, query: str = "") -> Callable[[], None]:
         """Check the signature; returns the step that stores the nonce, which the service
         runs only after the rate limits let the request through."""
         if len(body) > self.max_body_bytes:
             raise PayloadTooLarge(f"body over {self.max_body_bytes} bytes")
-        signed = self.verifier.authenticate(method, path, headers, body)
+        signed = self.verifier.authenticate(method, path, headers, body, query=query)
         return lambda: self.verifier.remember(signed)
 
     async def command(self, route: CommandRoute, user_id: str, path: str,
-                      headers: Mapping[str, str], body: bytes) -> Accepted:
+                      headers: Mapping[str, str], body: bytes, *, query: str = "",
+                      ) -> Accepted:
         if not valid_user_id(user_id):
             raise InvalidRequest("user_id: malformed")
-        admit = self.authenticate("POST", path, headers, body)
+        admit = self.authenticate("POST", path, headers, body, query=query)
         try:
             decoded = route.model.model_validate_json(body or b"{}")
         except pydantic.ValidationError as exc:

@@ -7,8 +7,10 @@
       503 {"error": "unavailable", ...}      no signing keys (JWKS down and nothing cached)
     GET  /health           {"ok": true, "keys": <cached signing keys>}
 
-Requests are signed exactly like the ingress' (producers/signing.py) but with their own key
-(``identity.hook_hmac_key``): whoever holds it can only ask "is this token valid?".
+Requests are signed exactly like the ingress' (producers/signing.py: key id, query string and
+all) but with their own keys (``identity.hook_hmac_key`` under ``hook_hmac_key_id``, plus
+``hook_hmac_previous_keys`` during a rotation): whoever holds one can only ask "is this token
+valid?". A repeated signature header is 401, as at the ingress.
 It is a separate process from the ingress so logins depend on neither Kafka nor Cassandra.
 ``python -m producers.authhook`` serves it on ``identity.hook_host:hook_port``; the local
 stack starts it (stack/authhook.py).
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -35,7 +37,15 @@ from producers.idtoken import (
     JwksUnavailable,
     build_verifier,
 )
-from producers.signing import NonceCache, Verifier
+from producers.signing import (
+    KEY_ID_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    NonceCache,
+    Verifier,
+    keyring,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +71,8 @@ class AuthHookApp:
             return
         method, path = scope["method"], scope["path"]
         raw = (scope.get("raw_path") or path.encode()).decode("latin-1").split("?", 1)[0]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        query = bytes(scope.get("query_string") or b"").decode("latin-1")
+        headers, repeated = _headers(scope["headers"])
         if method == "GET" and path == "/health":
             await _respond(send, 200, {"ok": True, "keys": len(self.tokens.jwks)})
             return
@@ -72,15 +83,19 @@ class AuthHookApp:
             await _respond(send, 405, {"error": "method", "message": "POST only"})
             return
         body = await _read(receive, MAX_BODY_BYTES)
-        status, answer = (413, {"error": "too_large", "message": "body too large"}) \
-            if body is None else await self.check(raw, headers, body)
+        if body is None:
+            status, answer = 413, {"error": "too_large", "message": "body too large"}
+        elif repeated:  # which copy counts would depend on the parser: refuse, as the ingress
+            status, answer = 401, {"error": "unauthorized", "message": "repeated signature header"}
+        else:
+            status, answer = await self.check(raw, headers, body, query=query)
         self.counts[answer.get("error", "ok")] = self.counts.get(answer.get("error", "ok"), 0) + 1
         await _respond(send, status, answer)
 
-    async def check(self, path: str, headers: dict[str, str],
-                    body: bytes) -> tuple[int, dict[str, Any]]:
+    async def check(self, path: str, headers: dict[str, str], body: bytes, *,
+                    query: str = "") -> tuple[int, dict[str, Any]]:
         try:
-            self.signatures.verify("POST", path, headers, body)
+            self.signatures.verify("POST", path, headers, body, query=query)
         except IngressError as exc:
             log.warning("auth hook: refused an unsigned call (%s)", exc)
             return exc.status, {"error": exc.code, "message": str(exc)}
@@ -102,6 +117,20 @@ class AuthHookApp:
             log.error("auth hook: %s", exc)
             return 503, {"error": "unavailable", "message": "identity provider unreachable"}
         return 200, {"ok": True}
+
+
+_SIGNATURE_HEADERS = frozenset({KEY_ID_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER})
+
+
+def _headers(raw: Iterable[tuple[bytes, bytes]]) -> tuple[dict[str, str], bool]:
+    """The headers as a dict, and whether a signature header came more than once."""
+    headers: dict[str, str] = {}
+    repeated = False
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        repeated = repeated or (key in _SIGNATURE_HEADERS and key in headers)
+        headers[key] = value.decode("latin-1")
+    return headers, repeated
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -139,8 +168,8 @@ def build_app(settings: Settings, *, fetch: FetchJson | None = None,
     cfg = settings.identity
     skew = settings.ingress.clock_skew_seconds
     nonces = NonceCache(window_seconds=skew, max_entries=1_000_000, clock=clock)
-    signatures = Verifier(cfg.hook_hmac_key.get_secret_value().encode(), nonces,
-                          skew_seconds=skew, clock=clock)
+    keys = keyring(cfg.hook_hmac_key_id, cfg.hook_hmac_key, cfg.hook_hmac_previous_keys)
+    signatures = Verifier(keys, nonces, skew_seconds=skew, clock=clock)
     return AuthHookApp(signatures, build_verifier(cfg, fetch))
 
 

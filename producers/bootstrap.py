@@ -22,7 +22,7 @@ from producers.projection import StateProjector
 from producers.publisher import EventPublisher
 from producers.ratelimit import KeyedRateLimiter, TokenBucket
 from producers.service import IngressService, Limiters
-from producers.signing import NonceCache, Verifier
+from producers.signing import NonceCache, Verifier, keyring
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def build_app(settings: Settings, *, publisher: EventPublisher, store: UserState
     metered = MeteredPublisher(publisher, metrics)
     nonces = NonceCache(window_seconds=cfg.clock_skew_seconds,
                         max_entries=cfg.nonce_cache_max_entries, clock=clock)
-    verifier = Verifier(cfg.hmac_key.get_secret_value().encode(), nonces,
+    verifier = Verifier(keyring(cfg.hmac_key_id, cfg.hmac_key, cfg.hmac_previous_keys), nonces,
                         skew_seconds=cfg.clock_skew_seconds, clock=clock)
     projector = StateProjector(store, max_pending=cfg.state_max_pending,
                                on_drop=metrics.state_writes_dropped.inc,

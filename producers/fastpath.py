@@ -20,6 +20,7 @@ from producers.api import (
     check_length,
     error_body,
     raw_path,
+    raw_query,
 )
 from producers.errors import IngressError, PayloadTooLarge
 
@@ -45,7 +46,7 @@ class CommandFastPath:
             headers = auth_headers(scope)
             body = await self._read(receive, headers.get("content-length"))
             result = await self._ingress.command(route, match.group(1), raw_path(scope),
-                                                 headers, body)
+                                                 headers, body, query=raw_query(scope))
         except IngressError as exc:
             self._ingress.metrics.rejections.labels(exc.code).inc()
             payload, extra = error_body(exc)

@@ -26,6 +26,7 @@ from producers.api import (
     describe,
     error_body,
     raw_path,
+    raw_query,
 )
 from producers.domain import USER_ID_PATTERN, GetStatus
 from producers.errors import IngressError, InvalidRequest, PayloadTooLarge
@@ -42,9 +43,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _API_DOC = (
     "Opt-in, opt-out, block and status for matching cycles, called by the Nakama runtime.\n\n"
     "Every /user request is signed: X-Mosaic-Signature = hex HMAC-SHA256(key, METHOD\\nPATH"
-    "\\nTIMESTAMP\\nNONCE\\nSHA256_HEX(BODY)), with X-Mosaic-Timestamp (Unix seconds, "
-    "+/-300 s) and a single-use X-Mosaic-Nonce. 202 means the event is on Kafka.")
-_SECURITY: list[dict[str, list[str]]] = [{"timestamp": [], "nonce": [], "signature": []}]
+    "\\nCANONICAL_QUERY\\nKEY_ID\\nTIMESTAMP\\nNONCE\\nSHA256_HEX(BODY)), with "
+    "X-Mosaic-Key-Id (which active key), X-Mosaic-Timestamp (Unix seconds, +/-300 s) and a "
+    "single-use X-Mosaic-Nonce. 202 means the event is on Kafka.")
+_SIGNATURE_HEADERS = ("key-id", "timestamp", "nonce", "signature")
+_SECURITY: list[dict[str, list[str]]] = [{name: [] for name in _SIGNATURE_HEADERS}]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -159,7 +162,8 @@ def _command_route(app: FastAPI, route: CommandRoute, ingress: Ingress) -> None:
     async def endpoint(user_id: UserId, request: Request) -> Response:
         body = await read_body(request, ingress.max_body_bytes)
         result = await ingress.command(route, user_id, raw_path(request.scope),
-                                       auth_headers(request.scope), body)
+                                       auth_headers(request.scope), body,
+                                       query=raw_query(request.scope))
         return Response(accepted_body(result), status_code=202, media_type="application/json")
 
     app.add_api_route(
@@ -176,7 +180,8 @@ def _install_read_routes(app: FastAPI, ingress: Ingress) -> None:
     async def status(user_id: UserId, request: Request) -> JSONResponse:
         body = await read_body(request, ingress.max_body_bytes)
         admit = ingress.authenticate("GET", raw_path(request.scope),
-                                     auth_headers(request.scope), body)
+                                     auth_headers(request.scope), body,
+                                     query=raw_query(request.scope))
         state = await ingress.service.status(GetStatus(user_id), admit=admit)
         return JSONResponse(status_body(state))
 
@@ -202,7 +207,7 @@ def _install_openapi(app: FastAPI) -> None:
                                  description=app.description, routes=app.routes)
             schema.setdefault("components", {})["securitySchemes"] = {
                 name: {"type": "apiKey", "in": "header", "name": f"X-Mosaic-{name.title()}"}
-                for name in ("timestamp", "nonce", "signature")}
+                for name in _SIGNATURE_HEADERS}
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -94,8 +94,10 @@ class Nakama(Service):
                 "env": [
                     f"mosaic_ingress_url=http://{ingress.host}:{ingress.port}",
                     f"mosaic_ingress_hmac_key={ingress.hmac_key.get_secret_value()}",
+                    f"mosaic_ingress_hmac_key_id={ingress.hmac_key_id}",
                     f"mosaic_auth_url=http://{identity.hook_host}:{identity.hook_port}",
                     f"mosaic_auth_hmac_key={identity.hook_hmac_key.get_secret_value()}",
+                    f"mosaic_auth_hmac_key_id={identity.hook_hmac_key_id}",
                 ],
             },
             "socket": {"address": host, "port": port,

@@ -10,8 +10,9 @@ This before-hook asks the auth hook service (producers/authhook.py) to verify th
 (RS256 against the user pool's JWKS, issuer, audience, token_use=id, expiry) and that its
 sub equals the id; anything else refuses the login with UNAUTHENTICATED (HTTP 401). The
 token is removed from vars before Nakama continues, so it never lands in the session
-token. The call is HMAC-signed like the ingress calls (mosaic_match.lua), with its own key:
-runtime env mosaic_auth_url and mosaic_auth_hmac_key.
+token. The call is HMAC-signed like the ingress calls (mosaic_signing.lua: key id, empty
+query), with its own key: runtime env mosaic_auth_url, mosaic_auth_hmac_key and
+mosaic_auth_hmac_key_id.
 
 LinkCustom gets the same check (otherwise an account from another login method could
 claim someone's sub); every other authenticate and link method is refused: the Cognito
@@ -20,33 +21,24 @@ sub is the only identity. Server-to-server calls (http_key) and runtime function
 ]]
 
 local nk = require("nakama")
+local signing = require("mosaic_signing")
 
 local PATH = "/auth/v1/custom"
 local TIMEOUT_MS = 5000
 local INTERNAL, UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED = 13, 14, 16, 7
 
-local function signed_headers(key, body)
-  local ts = tostring(math.floor(nk.time() / 1000))
-  local nonce = (string.gsub(nk.uuid_v4(), "-", ""))
-  local canonical = table.concat({ "POST", PATH, ts, nonce, nk.sha256_hash(body) }, "\n")
-  return {
-    ["Content-Type"] = "application/json",
-    ["X-Mosaic-Timestamp"] = ts,
-    ["X-Mosaic-Nonce"] = nonce,
-    ["X-Mosaic-Signature"] = nk.base16_encode(nk.hmac_sha256_hash(canonical, key)),
-  }
-end
-
 local function verify(context, custom_id, id_token)
   local env = context.env or {}
-  local url, key = env["mosaic_auth_url"], env["mosaic_auth_hmac_key"]
-  if url == nil or url == "" or key == nil or key == "" then
-    nk.logger_error("mosaic_auth: mosaic_auth_url / mosaic_auth_hmac_key not set")
+  local url = env["mosaic_auth_url"]
+  local key = signing.key_from_env(env, "mosaic_auth_hmac_key", "mosaic_auth_hmac_key_id")
+  if url == nil or url == "" or key == nil then
+    nk.logger_error("mosaic_auth: mosaic_auth_url / mosaic_auth_hmac_key / "
+      .. "mosaic_auth_hmac_key_id not set (or the key id is malformed)")
     error({ "login is not available", UNAVAILABLE })
   end
   local body = nk.json_encode({ custom_id = custom_id, id_token = id_token })
-  local ok, status = pcall(nk.http_request, url .. PATH, "POST", signed_headers(key, body),
-    body, TIMEOUT_MS)
+  local ok, status = pcall(nk.http_request, url .. PATH, "POST",
+    signing.headers(key, "POST", PATH, "", body), body, TIMEOUT_MS)
   if not ok then
     nk.logger_warn("mosaic_auth: auth hook unreachable")
     error({ "login is temporarily unavailable", UNAVAILABLE })

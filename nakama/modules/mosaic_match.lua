@@ -9,25 +9,32 @@ Client RPCs for matching (called with a user session):
 The caller is always the session's account: its custom id (the Cognito sub, GlobalUserID)
 is looked up from ctx.user_id; a user id in the payload is never trusted for the caller.
 Each RPC calls the ingress over HTTP, signed with HMAC-SHA256 over
-METHOD\nPATH\nTIMESTAMP\nNONCE\nSHA256_HEX(BODY) (producers/signing.py builds the same string).
-The ingress URL and key come from the runtime env (mosaic_ingress_url,
-mosaic_ingress_hmac_key). A block is confidential: nothing is sent to the blocked user.
+METHOD\nPATH\nCANONICAL_QUERY\nKEY_ID\nTIMESTAMP\nNONCE\nSHA256_HEX(BODY)
+(mosaic_signing.lua; producers/signing.py checks the same string). The ingress URL, key and
+key id come from the runtime env (mosaic_ingress_url, mosaic_ingress_hmac_key,
+mosaic_ingress_hmac_key_id). A block is confidential: nothing is sent to the blocked user.
+
+Server to server only (http_key): mosaic_signing_canonical_query {params: [[name, value]...]}
+-> {query}, the canonical query this runtime signs (tests compare it with producers/signing.py).
 
 Errors use gRPC codes: 3 invalid, 8 rate limited, 14 unavailable, 16 no session.
 ]]
 
 local nk = require("nakama")
+local signing = require("mosaic_signing")
 
-local EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 local TIMEOUT_MS = 15000
 local ID_PATTERN = "^[%w_%-]+$"
 local INVALID, NOT_FOUND, RATE_LIMITED, INTERNAL, UNAVAILABLE, UNAUTHENTICATED = 3, 5, 8, 13, 14, 16
+local PERMISSION_DENIED = 7
 
 local function settings(context)
   local env = context.env or {}
-  local url, key = env["mosaic_ingress_url"], env["mosaic_ingress_hmac_key"]
-  if url == nil or url == "" or key == nil or key == "" then
-    nk.logger_error("mosaic_match: mosaic_ingress_url / mosaic_ingress_hmac_key not set")
+  local url = env["mosaic_ingress_url"]
+  local key = signing.key_from_env(env, "mosaic_ingress_hmac_key", "mosaic_ingress_hmac_key_id")
+  if url == nil or url == "" or key == nil then
+    nk.logger_error("mosaic_match: mosaic_ingress_url / mosaic_ingress_hmac_key / "
+      .. "mosaic_ingress_hmac_key_id not set (or the key id is malformed)")
     error({ "matching is not available", UNAVAILABLE })
   end
   return url, key
@@ -75,22 +82,6 @@ local function request_id(body)
   return rid
 end
 
-local function signed_headers(key, method, path, body)
-  local ts = tostring(math.floor(nk.time() / 1000))
-  local nonce = (string.gsub(nk.uuid_v4(), "-", ""))
-  local digest = EMPTY_SHA256
-  if body ~= "" then
-    digest = nk.sha256_hash(body)
-  end
-  local canonical = table.concat({ method, path, ts, nonce, digest }, "\n")
-  return {
-    ["Content-Type"] = "application/json",
-    ["X-Mosaic-Timestamp"] = ts,
-    ["X-Mosaic-Nonce"] = nonce,
-    ["X-Mosaic-Signature"] = nk.base16_encode(nk.hmac_sha256_hash(canonical, key)),
-  }
-end
-
 local function answer_error(status, headers, answer)
   local retry = (headers or {})["Retry-After"]
   local hint = ""
@@ -109,15 +100,17 @@ local function answer_error(status, headers, answer)
   error({ "matching is temporarily unavailable", INTERNAL })
 end
 
-local function call_ingress(context, method, path, body_table)
+-- params: optional list of {name, value} query parameters (signed with the rest).
+local function call_ingress(context, method, path, body_table, params)
   local url, key = settings(context)
   local body = ""
   if body_table ~= nil then
     body = nk.json_encode(body_table)
   end
-  local headers = signed_headers(key, method, path, body)
-  local ok, status, resp_headers, resp_body = pcall(nk.http_request, url .. path, method,
-    headers, body, TIMEOUT_MS)
+  local query = signing.canonical_query(params)
+  local headers = signing.headers(key, method, path, query, body)
+  local ok, status, resp_headers, resp_body = pcall(nk.http_request,
+    signing.url(url, path, query), method, headers, body, TIMEOUT_MS)
   if not ok then
     nk.logger_warn("mosaic_match: ingress unreachable")
     error({ "matching is temporarily unavailable", UNAVAILABLE })
@@ -189,6 +182,23 @@ local function rpc_block_user(context, payload)
   return nk.json_encode({ blocked = true })
 end
 
+-- Server to server only: the canonical query of the given pairs (no key, no secret involved).
+local function rpc_signing_canonical_query(context, payload)
+  if context.user_id ~= nil and context.user_id ~= "" then
+    error({ "server to server only", PERMISSION_DENIED })
+  end
+  local body = decode(payload)
+  local params = {}
+  for _, pair in ipairs(body.params or {}) do
+    if type(pair) ~= "table" or type(pair[1]) ~= "string" or type(pair[2]) ~= "string" then
+      error({ "params must be [[name, value], ...] strings", INVALID })
+    end
+    params[#params + 1] = { pair[1], pair[2] }
+  end
+  return nk.json_encode({ query = signing.canonical_query(params) })
+end
+
+nk.register_rpc(rpc_signing_canonical_query, "mosaic_signing_canonical_query")
 nk.register_rpc(rpc_opt_in_match, "rpc_opt_in_match")
 nk.register_rpc(rpc_opt_out_match, "rpc_opt_out_match")
 nk.register_rpc(rpc_get_user_match_status, "rpc_get_user_match_status")

@@ -41,8 +41,9 @@ class HmacAuth(requests.auth.AuthBase):
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body = request.body or b""
         data = body.encode() if isinstance(body, str) else bytes(body)  # type: ignore[arg-type]
-        path = request.path_url.split("?", 1)[0]
-        request.headers.update(signed_headers(self.key, str(request.method), path, data))
+        path, _, query = request.path_url.partition("?")
+        request.headers.update(signed_headers(self.key, str(request.method), path, data,
+                                              query=query))
         return request
 
 

@@ -36,6 +36,10 @@ def configured_secrets(settings: Settings) -> dict[str, str]:
             value = getattr(model, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 found[prefix + name] = value.get_secret_value()
+            elif isinstance(value, dict):  # previous HMAC keys: key id -> key
+                found.update({f"{prefix}{name}[{k}]": v.get_secret_value()
+                              for k, v in value.items()
+                              if isinstance(v, SecretStr) and v.get_secret_value()})
             elif isinstance(value, BaseModel):
                 walk(value, f"{prefix}{name}.")
 

@@ -86,6 +86,7 @@ def test_nakama_uses_the_same_keys_and_database(compose: dict[str, Any],
     assert flag("--session.token_expiry_sec") == str(nk.session_token_expiry_seconds)
     hmac_key = defaults.ingress.hmac_key.get_secret_value()
     assert f"mosaic_ingress_hmac_key={hmac_key}" in script
+    assert f"mosaic_ingress_hmac_key_id={defaults.ingress.hmac_key_id}" in script
     password = pg.password.get_secret_value()
     assert flag("--database.address") == f"{pg.user}:{password}@postgres:5432/{pg.database}"
     env = compose["services"]["postgres"]["environment"]

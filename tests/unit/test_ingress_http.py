@@ -20,6 +20,7 @@ from streams.events import BlockRequested, OptInRequested, OptOutRequested
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
 KEY = "unit-key"
+OLD_KEY = "unit-old-key"
 NOW = 1_800_000_000.0
 ALICE = "11111111-1111-4111-8111-111111111111"
 BOB = "22222222-2222-4222-8222-222222222222"
@@ -46,11 +47,16 @@ class Harness:
         assert self.app is not None
         await self.app.state.ingress.service.drain()
 
-    async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                   headers: dict[str, str] | None = None, key: str = KEY) -> httpx.Response:
+    async def call(self, method: str, path: str, body: Any = None, *,
+                   raw: bytes | None = None, headers: dict[str, str] | None = None,
+                   key: str = KEY, key_id: str = "local-1", query: str = "",
+                   signed_query: str | None = None) -> httpx.Response:
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
-        signed = signed_headers(key.encode(), method, path, data, now=self.clock.now)
-        return await self.client.request(method, path, content=data,
+        signed = signed_headers(key.encode(), method, path, data, key_id=key_id,
+                                query=query if signed_query is None else signed_query,
+                                now=self.clock.now)
+        url = f"{path}?{query}" if query else path
+        return await self.client.request(method, url, content=data,
                                          headers={**signed, **(headers or {})})
 
 
@@ -61,7 +67,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(params=[True, False], ids=["fast-path", "fastapi-routes"])
 async def h(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    settings = Settings(ingress=IngressSettings(hmac_key=KEY, global_rate_per_second=20))
+    settings = Settings(ingress=IngressSettings(hmac_key=KEY, global_rate_per_second=20,
+                                                hmac_previous_keys={"old-1": OLD_KEY}))
     publisher, store, clock = InMemoryPublisher(), InMemoryUserStateStore(), Clock()
     app = build_app(settings, publisher=publisher, store=store, clock=clock,
                     fast_path=request.param)
@@ -120,6 +127,63 @@ async def test_broker_down_is_503_with_retry_hint_and_retry_publishes_same_id(
     ok = await h.call("POST", _opt_in(), body)
     assert ok.status_code == 202 and ok.json()["duplicate"] is False
     assert len(h.publisher.published) == 1
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_current_and_previous_keys_are_accepted_by_id(h: Harness, method: str) -> None:
+    path = _opt_in() if method == "POST" else f"/user/{ALICE}/status"
+    for key, key_id in ((KEY, "local-1"), (OLD_KEY, "old-1")):
+        r = await h.call(method, path, {} if method == "POST" else None, key=key,
+                         key_id=key_id)
+        assert r.status_code == (202 if method == "POST" else 200), (key_id, r.text)
+
+
+@pytest.mark.parametrize(("key", "key_id"), [
+    (KEY, "retired-0"),  # unknown id, even with a good key
+    (OLD_KEY, "local-1"),  # a known id with another key
+    (KEY, "old-1"),
+])
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_unknown_or_mismatched_key_id_is_401(h: Harness, method: str, key: str,
+                                                   key_id: str) -> None:
+    path = _opt_in() if method == "POST" else f"/user/{ALICE}/status"
+    r = await h.call(method, path, {} if method == "POST" else None, key=key, key_id=key_id)
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "unauthorized"
+    assert h.publisher.published == []
+
+
+async def test_a_retired_key_is_refused() -> None:
+    settings = Settings(ingress=IngressSettings(hmac_key=KEY))  # old-1 retired
+    app = build_app(settings, publisher=InMemoryPublisher(), store=InMemoryUserStateStore(),
+                    clock=Clock())
+    transport = httpx.ASGITransport(app=app.state.front)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+        h = Harness(client, InMemoryPublisher(), InMemoryUserStateStore(), Clock())
+        assert (await h.call("POST", _opt_in(), {}, key=OLD_KEY, key_id="old-1")
+                ).status_code == 401
+        assert (await h.call("POST", _opt_in(), {})).status_code == 202
+
+
+@pytest.mark.parametrize(("sent", "signed", "ok"), [
+    ("a=1&b=2", None, True),  # signed as sent
+    ("b=2&a=1", "a=1&b=2", True),  # another order reads the same
+    ("x=1", "", False),  # an added parameter
+    ("a=1&x=1", "a=1", False),
+    ("a=2", "a=1", False),  # a changed value
+    ("a=1", "a=1&a=2", False),  # a removed one
+])
+@pytest.mark.parametrize("method", ["POST", "GET"])
+async def test_the_query_string_is_signed(h: Harness, method: str, sent: str,
+                                          signed: str | None, ok: bool) -> None:
+    path = _opt_in() if method == "POST" else f"/user/{ALICE}/status"
+    r = await h.call(method, path, {} if method == "POST" else None, query=sent,
+                     signed_query=signed)
+    if ok:
+        assert r.status_code == (202 if method == "POST" else 200), r.text
+    else:
+        assert r.status_code == 401, r.text
+        assert h.publisher.published == []
 
 
 @pytest.mark.parametrize(

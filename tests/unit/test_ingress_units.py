@@ -7,18 +7,22 @@ import pytest
 from producers.errors import AuthError, Unavailable
 from producers.ratelimit import KeyedRateLimiter, TokenBucket
 from producers.signing import (
+    KEY_ID_HEADER,
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     NonceCache,
     Verifier,
     canonical,
+    canonical_query,
     signed_headers,
 )
 
 pytestmark = pytest.mark.unit
 
 KEY = b"test-key"
+OLD_KEY = b"old-test-key"
+KEYS = {"local-1": KEY, "old-1": OLD_KEY}
 NOW = 1_800_000_000.0
 
 
@@ -32,15 +36,96 @@ class FakeClock:
 
 def _verifier(clock: FakeClock, max_entries: int = 100) -> Verifier:
     nonces = NonceCache(window_seconds=300, max_entries=max_entries, clock=clock)
-    return Verifier(KEY, nonces, skew_seconds=300, clock=clock)
+    return Verifier(KEYS, nonces, skew_seconds=300, clock=clock)
 
 
 def test_canonical_string_is_documented_layout() -> None:
-    text = canonical("post", "/user/u1/opt-in-embedding", 12, "n" * 16, b"").decode()
+    text = canonical("post", "/user/u1/opt-in-embedding", 12, "n" * 16, b"", key_id="k-2",
+                     query="b=2&a=x+y").decode()
     assert text.split("\n") == [
-        "POST", "/user/u1/opt-in-embedding", "12", "n" * 16,
+        "POST", "/user/u1/opt-in-embedding", "a=x%20y&b=2", "k-2", "12", "n" * 16,
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     ]
+    assert canonical("GET", "/p", 1, "n" * 16, b"").decode().split("\n")[2:4] == [
+        "", "local-1"]
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("", ""),
+    ("a=1", "a=1"),
+    ("b=2&a=1", "a=1&b=2"),
+    ("a=2&a=1&a=10", "a=1&a=10&a=2"),  # repeated names: sorted by value too
+    ("a", "a="),  # a name without "=" reads as an empty value
+    ("a=&&b=", "a=&b="),  # empty pieces are not parameters
+    ("x=a+b", "x=a%20b"),  # "+" is a space, as the application reads it
+    ("x=a%2Bb", "x=a%2Bb"),
+    ("x=%7e%41", "x=~A"),  # unreserved characters literal, whatever the spelling
+    ("x=%c3%a9", "x=%C3%A9"),  # upper-case hex
+    ("x=\u00e9", "x=%C3%A9"),
+    ("%2F=/?", "%2F=%2F%3F"),
+    ("a-b=1&a=1&a.b=1&a_b=1&a~b=1", "a=1&a-b=1&a.b=1&a_b=1&a~b=1"),
+])
+def test_canonical_query(query: str, expected: str) -> None:
+    assert canonical_query(query) == expected
+
+
+@pytest.mark.parametrize(("signed", "sent", "ok"), [
+    ("a=1&b=2", "b=2&a=1", True),  # same parameters, another order
+    ("a=%7E", "a=~", True),  # same value, another spelling
+    ("a=1", "a=2", False),  # changed value
+    ("a=1", "a=1&b=2", False),  # added parameter
+    ("a=1&a=2", "a=1", False),  # removed repeat
+    ("", "a=1", False),  # a query on an unsigned request
+    ("a=x%20y", "a=x+y", True),
+    ("a=x%2By", "a=x+y", False),  # "+" and "%2B" read differently
+])
+def test_signature_covers_the_query(signed: str, sent: str, ok: bool) -> None:
+    verifier = _verifier(FakeClock())
+    headers = signed_headers(KEY, "GET", "/p", b"", query=signed, now=NOW)
+    if ok:
+        verifier.verify("GET", "/p", headers, b"", query=sent)
+    else:
+        with pytest.raises(AuthError, match="bad signature"):
+            verifier.verify("GET", "/p", headers, b"", query=sent)
+
+
+def test_every_active_key_is_accepted_by_its_id() -> None:
+    verifier = _verifier(FakeClock())
+    for key_id, key in KEYS.items():
+        headers = signed_headers(key, "POST", "/p", b"{}", key_id=key_id, now=NOW)
+        assert headers[KEY_ID_HEADER] == key_id
+        verifier.verify("POST", "/p", headers, b"{}")
+    assert verifier.key_ids == {"local-1", "old-1"}
+
+
+@pytest.mark.parametrize(("key", "key_id", "reason"), [
+    (KEY, "old-1", "bad signature"),  # another active key's id
+    (OLD_KEY, "local-1", "bad signature"),
+    (KEY, "retired-0", "unknown key id"),
+    (b"anything", "nobody", "unknown key id"),
+])
+def test_key_id_must_name_the_key_that_signed(key: bytes, key_id: str, reason: str) -> None:
+    verifier = _verifier(FakeClock())
+    headers = signed_headers(key, "POST", "/p", b"{}", key_id=key_id, now=NOW)
+    with pytest.raises(AuthError, match=reason):
+        verifier.verify("POST", "/p", headers, b"{}")
+
+
+def test_the_key_id_is_signed() -> None:
+    # The same key under two ids: the id is part of the signed string, so it cannot be
+    # swapped even where the keys are equal.
+    nonces = NonceCache(window_seconds=300, max_entries=10, clock=FakeClock())
+    verifier = Verifier({"a": KEY, "b": KEY}, nonces, skew_seconds=300, clock=FakeClock())
+    headers = signed_headers(KEY, "POST", "/p", b"{}", key_id="a", now=NOW)
+    with pytest.raises(AuthError, match="bad signature"):
+        verifier.verify("POST", "/p", {**headers, KEY_ID_HEADER: "b"}, b"{}")
+
+
+def test_a_verifier_needs_valid_keys() -> None:
+    nonces = NonceCache(window_seconds=300, max_entries=10, clock=FakeClock())
+    for keys in ({}, {"bad id": KEY}, {"k": b""}):
+        with pytest.raises(ValueError, match="key"):
+            Verifier(keys, nonces, skew_seconds=300, clock=FakeClock())
 
 
 def test_valid_signature_passes_once_then_is_a_replay() -> None:
@@ -60,6 +145,11 @@ def test_valid_signature_passes_once_then_is_a_replay() -> None:
         ("upper-case hex", lambda h: {**h, SIGNATURE_HEADER: h[SIGNATURE_HEADER].upper()}),
         ("short nonce", lambda h: {**h, NONCE_HEADER: "abc"}),
         ("non-numeric timestamp", lambda h: {**h, TIMESTAMP_HEADER: "12a"}),
+        ("no key id", lambda h: {k: v for k, v in h.items() if k != KEY_ID_HEADER}),
+        ("empty key id", lambda h: {**h, KEY_ID_HEADER: ""}),
+        ("key id with a space", lambda h: {**h, KEY_ID_HEADER: "local 1"}),
+        ("key id with a newline", lambda h: {**h, KEY_ID_HEADER: "local-1\n"}),
+        ("oversized key id", lambda h: {**h, KEY_ID_HEADER: "k" * 65}),
     ],
 )
 def test_bad_headers_are_rejected(name: str, mutate: object) -> None:
