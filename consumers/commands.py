@@ -14,9 +14,13 @@ def register(subparsers: Any) -> None:
 
     embedding = sub.add_parser(
         "embedding", help="opt-in topic -> traits -> embed -> vector index -> seekers topic")
-    embedding.add_argument("--idle-exit", type=float, metavar="SECONDS",
+    embedding.add_argument("--idle-seconds", type=float, metavar="SECONDS",
                            help="stop after this long without records (default: run forever)")
-    embedding.add_argument("--max-seconds", type=float, help="stop after this long")
+    # The old spelling, kept working (scripts and tests use it) but not advertised.
+    embedding.add_argument("--idle-exit", type=float, dest="idle_seconds",
+                           help=argparse.SUPPRESS)
+    embedding.add_argument("--max-seconds", type=float, metavar="SECONDS",
+                           help="stop after this long (default: run forever)")
     embedding.set_defaults(func=_embedding)
 
 
@@ -41,7 +45,7 @@ def _embedding(args: argparse.Namespace) -> int:
     # /metrics + /health on MOSAIC_METRICS_PORT or the default port (mosaic.ops.ports).
     ops = start_ops_server(settings, "embedding", readiness(settings, stop, cassandra=True))
     try:
-        report = run_embedding_worker(settings, stop_after_idle_seconds=args.idle_exit,
+        report = run_embedding_worker(settings, stop_after_idle_seconds=args.idle_seconds,
                                       max_seconds=args.max_seconds, stop=stop)
     finally:
         if ops is not None:

@@ -21,11 +21,16 @@ def register(subparsers: Any) -> None:
             "missed_cycles (int) and optional forbidden (m x 2 row indices)."
         ),
     )
-    cmd.add_argument("pool", type=Path, metavar="POOL.npz")
-    cmd.add_argument("--out", type=Path, required=True, metavar="PAIRS.csv")
-    cmd.add_argument("--wait-boost", type=float, default=0.1)
-    cmd.add_argument("--wait-saturation-seconds", type=float, default=_DEFAULT_SATURATION)
-    cmd.add_argument("--min-similarity", type=float, default=None)
+    cmd.add_argument("pool", type=Path, metavar="POOL.npz", help="the pool file (see above)")
+    cmd.add_argument("--out", type=Path, required=True, metavar="PAIRS.csv",
+                     help="where to write the pairs")
+    cmd.add_argument("--wait-boost", type=float, default=0.1,
+                     help="added to the score of a pair whose users both waited "
+                          "--wait-saturation-seconds (less, pro rata, below)")
+    cmd.add_argument("--wait-saturation-seconds", type=float, default=_DEFAULT_SATURATION,
+                     help="wait after which the boost stops growing")
+    cmd.add_argument("--min-similarity", type=float, default=None,
+                     help="never pair below this similarity (default: no floor)")
     cmd.add_argument(
         "--standardize",
         action="store_true",

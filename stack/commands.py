@@ -22,19 +22,21 @@ def register(subparsers: Any) -> None:
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop what 'up' started (pid files)")
-    down.add_argument("services", nargs="*")
+    down.add_argument("services", nargs="*", help="subset of services (default: all)")
     down.add_argument("--wipe", action="store_true", help="also delete the services' data")
-    down.add_argument("--kafka-brokers", type=int, choices=(1, 3), default=None)
+    down.add_argument("--kafka-brokers", type=int, choices=(1, 3), default=None,
+                      help="the Kafka layout 'up' started (default: MOSAIC_KAFKA__BROKERS)")
     down.set_defaults(func=_down)
 
     status = sub.add_parser("status", help="show each service and whether it answers")
-    status.add_argument("services", nargs="*")
-    status.add_argument("--kafka-brokers", type=int, choices=(1, 3), default=None)
+    status.add_argument("services", nargs="*", help="subset of services (default: all)")
+    status.add_argument("--kafka-brokers", type=int, choices=(1, 3), default=None,
+                        help="the Kafka layout to check (default: MOSAIC_KAFKA__BROKERS)")
     status.set_defaults(func=_status)
 
     logs = sub.add_parser("logs", help="print the tail of a service's log")
-    logs.add_argument("service")
-    logs.add_argument("-n", "--lines", type=int, default=50)
+    logs.add_argument("service", help="one service name (see 'mosaic stack status')")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many last lines")
     logs.set_defaults(func=_logs)
 
 
