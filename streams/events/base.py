@@ -1,15 +1,21 @@
-"""What every event shares: ids, UTC times, the pair key, strict field readers.
+"""What every event shares: ids, UTC times, the pair key, strict field readers, the codec.
 
-Events are frozen dataclasses with explicit ``to_dict`` (wire-ready: times as epoch
-milliseconds, map keys as strings) and ``from_dict`` (accepts what ``to_dict`` or the
-Avro decoder returns and rejects anything else with ``SerializationError``).
+Events are frozen dataclasses; the dataclass fields are the single source of truth for the
+dict codec. ``to_dict`` (wire-ready: times as epoch milliseconds, tuples as lists, map keys
+as strings) and ``from_dict`` (accepts what ``to_dict`` or the Avro decoder returns, fills a
+missing field with the dataclass default, rejects anything else with ``SerializationError``)
+are derived once per class from the field types (``_codec``). Adding a field to an event is
+two edits: the dataclass and its ``.avsc`` (tests/unit/test_schemas.py checks they agree).
+Supported field types are the keys of ``_READERS``; anything else fails the first encode.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import typing
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Self
 
@@ -78,11 +84,14 @@ class Event:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The wire-ready dict of this event (see the module docstring)."""
+        return {f.name: f.encode(getattr(self, f.name)) for f in _codec(type(self))}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        raise NotImplementedError
+        """The event from a decoded dict; any mismatch is a ``SerializationError``."""
+        r = FieldReader(cls.schema_name, data)
+        return cls(**{f.name: f.decode(r, f.name, f.default()) for f in _codec(cls)})
 
     def __post_init__(self) -> None:
         # Catch mistakes where the event is built, not later on the wire.
@@ -208,3 +217,75 @@ def check_pair(where: str, key: str, user_a: str, user_b: str) -> None:
         raise ValidationError(
             f"{where}: pair_key {key!r} does not match sorted users ({user_a!r}, {user_b!r})"
         )
+
+
+def _int_keys(reader: FieldReader, field: str, default: Any) -> dict[int, int]:
+    """An Avro map (string keys) whose keys are partitions: ``{"0": 12}`` -> ``{0: 12}``."""
+    offsets = reader.int_map(field, default)
+    if not all(p.isascii() and p.isdigit() for p in offsets):
+        raise SerializationError(f"{reader._name}.{field}: bad partition in {offsets}")
+    return {int(p): o for p, o in offsets.items()}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+# Field type -> (encode for the wire, decode with the strict reader).
+_Reader = Callable[[FieldReader, str, Any], Any]
+_READERS: dict[Any, tuple[Callable[[Any], Any], _Reader]] = {
+    str: (_same, lambda r, f, d: r.string(f, d)),
+    str | None: (_same, lambda r, f, d: r.opt_string(f)),
+    int: (_same, lambda r, f, d: r.integer(f, d)),
+    float: (_same, lambda r, f, d: r.number(f, d)),
+    float | None: (_same, lambda r, f, d: r.opt_number(f)),
+    bool: (_same, lambda r, f, d: r.boolean(f, d)),
+    datetime: (to_millis, lambda r, f, d: r.time(f)),
+    bytes | None: (_same, lambda r, f, d: r.opt_bytes(f)),
+    tuple[str, ...]: (list, lambda r, f, d: r.strings(f, d)),
+    tuple[float, ...]: (list, lambda r, f, d: r.numbers(f)),
+    Mapping[str, int]: (dict, lambda r, f, d: r.int_map(f, d)),
+    Mapping[str, float]: (dict, lambda r, f, d: r.float_map(f, d)),
+    # Avro map keys are strings.
+    Mapping[int, int]: (lambda m: {str(k): v for k, v in m.items()}, _int_keys),
+}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _CodecField:
+    name: str
+    encode: Callable[[Any], Any]
+    decode: _Reader
+    default: Callable[[], Any]  # returns _MISSING for a required field
+
+
+_CODECS: dict[type[Event], tuple[_CodecField, ...]] = {}
+
+
+def _codec(cls: type[Event]) -> tuple[_CodecField, ...]:
+    """The codec of an event class (built on first use, then cached)."""
+    codec = _CODECS.get(cls)
+    if codec is None:
+        codec = _CODECS[cls] = _build_codec(cls)
+    return codec
+
+
+def _build_codec(cls: type[Event]) -> tuple[_CodecField, ...]:
+    """Derive the codec from the dataclass fields and their types."""
+    hints = typing.get_type_hints(cls)
+    fields = []
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        try:
+            encode, decode = _READERS[hints[field.name]]
+        except KeyError:
+            where = f"{cls.__name__}.{field.name}"
+            raise TypeError(f"{where}: no codec for {hints[field.name]!r}") from None
+        default: Callable[[], Any]
+        if field.default is not dataclasses.MISSING:
+            default = functools.partial(_same, field.default)
+        elif field.default_factory is not dataclasses.MISSING:
+            default = field.default_factory
+        else:
+            default = functools.partial(_same, _MISSING)
+        fields.append(_CodecField(field.name, encode, decode, default))
+    return tuple(fields)

@@ -6,12 +6,11 @@ are derived from the cycle and the pair/user, so a rerun of a cycle repeats them
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import ClassVar
 
-from streams.events.base import Event, FieldReader, check_pair, to_millis
+from streams.events.base import Event, check_pair
 from streams.events.optin import DEFAULT_POOL
 
 # SeekerUnmatched.reason values are the matcher core's UnmatchedReason (plus the service's
@@ -38,34 +37,6 @@ class PairMatched(Event):
     def key(self) -> str:
         return self.pair_key
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "occurred_at": to_millis(self.occurred_at),
-            "cycle_id": self.cycle_id,
-            "pool": self.pool,
-            "pair_key": self.pair_key,
-            "user_a": self.user_a,
-            "user_b": self.user_b,
-            "score": self.score,
-            "similarity": self.similarity,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        r = FieldReader(cls.schema_name, data)
-        return cls(
-            event_id=r.string("event_id"),
-            occurred_at=r.time("occurred_at"),
-            cycle_id=r.string("cycle_id"),
-            pool=r.string("pool", DEFAULT_POOL),
-            pair_key=r.string("pair_key"),
-            user_a=r.string("user_a"),
-            user_b=r.string("user_b"),
-            score=r.number("score"),
-            similarity=r.number("similarity"),
-        )
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SeekerUnmatched(Event):
@@ -80,27 +51,3 @@ class SeekerUnmatched(Event):
 
     def key(self) -> str:
         return self.user_id
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "occurred_at": to_millis(self.occurred_at),
-            "cycle_id": self.cycle_id,
-            "pool": self.pool,
-            "user_id": self.user_id,
-            "reason": self.reason,
-            "missed_cycles": self.missed_cycles,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        r = FieldReader(cls.schema_name, data)
-        return cls(
-            event_id=r.string("event_id"),
-            occurred_at=r.time("occurred_at"),
-            cycle_id=r.string("cycle_id"),
-            pool=r.string("pool", DEFAULT_POOL),
-            user_id=r.string("user_id"),
-            reason=r.string("reason"),
-            missed_cycles=r.integer("missed_cycles"),
-        )

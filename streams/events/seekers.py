@@ -7,13 +7,12 @@ The latest record per user is that user's state: ``SeekerUpdated`` while waiting
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Self
+from typing import ClassVar
 
 from mosaic.errors import ValidationError
-from streams.events.base import Event, FieldReader, to_millis
+from streams.events.base import Event
 from streams.events.optin import DEFAULT_POOL
 
 STATUS_WAITING = "waiting"
@@ -56,44 +55,6 @@ class SeekerUpdated(Event):
     def key(self) -> str:
         return self.user_id
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "occurred_at": to_millis(self.occurred_at),
-            "user_id": self.user_id,
-            "pool": self.pool,
-            "opted_in_at": to_millis(self.opted_in_at),
-            "missed_cycles": self.missed_cycles,
-            "vector": list(self.vector),
-            "model": self.model,
-            "traits_hash": self.traits_hash,
-            "status": self.status,
-            "blocked_user_ids": list(self.blocked_user_ids),
-            "recent_partner_ids": list(self.recent_partner_ids),
-            "version": self.version,
-            "cycle_id": self.cycle_id,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        r = FieldReader(cls.schema_name, data)
-        return cls(
-            event_id=r.string("event_id"),
-            occurred_at=r.time("occurred_at"),
-            user_id=r.string("user_id"),
-            pool=r.string("pool", DEFAULT_POOL),
-            opted_in_at=r.time("opted_in_at"),
-            missed_cycles=r.integer("missed_cycles", 0),
-            vector=r.numbers("vector"),
-            model=r.string("model"),
-            traits_hash=r.string("traits_hash"),
-            status=r.string("status", STATUS_WAITING),
-            blocked_user_ids=r.strings("blocked_user_ids", ()),
-            recent_partner_ids=r.strings("recent_partner_ids", ()),
-            version=r.integer("version", 0),
-            cycle_id=r.opt_string("cycle_id"),
-        )
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SeekerRemoved(Event):
@@ -108,27 +69,3 @@ class SeekerRemoved(Event):
 
     def key(self) -> str:
         return self.user_id
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "event_id": self.event_id,
-            "occurred_at": to_millis(self.occurred_at),
-            "user_id": self.user_id,
-            "pool": self.pool,
-            "reason": self.reason,
-            "cycle_id": self.cycle_id,
-            "version": self.version,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Self:
-        r = FieldReader(cls.schema_name, data)
-        return cls(
-            event_id=r.string("event_id"),
-            occurred_at=r.time("occurred_at"),
-            user_id=r.string("user_id"),
-            pool=r.string("pool", DEFAULT_POOL),
-            reason=r.string("reason"),
-            cycle_id=r.opt_string("cycle_id"),
-            version=r.integer("version", 0),
-        )
