@@ -9,7 +9,12 @@ then drives it from this process with a bounded number of keep-alive loopback co
 3. raw: the same events produced straight to Kafka (same producer config), no HTTP.
 
 Each opt-in uses a fresh user id so the per-user limit (10/min) never applies; the
-global limit is raised for the run. Usage:
+global limit is raised for the run. The run writes to a topic of its own
+(``bench-ingress-<run>.optin``, deleted at the end; ``--keep-topic`` keeps it), never to
+the shared ``mosaic.optin``: its ~100,000 opt-ins would otherwise sit in front of every
+later demo's and agent's records. With ``--state-store cassandra`` the ingress also writes
+one ``user_state`` row per (fresh, bench-only) user id to the configured keyspace.
+Usage:
 
     python bench/ingress_bench.py --seconds 15 --connections 64
 """
@@ -164,6 +169,15 @@ def raw_producer(settings: Settings, count: int) -> float:
     return done[0] / (time.perf_counter() - started)
 
 
+def _delete_topic(settings: Settings, topic: str) -> None:
+    from streams.kafka import make_admin
+
+    admin = make_admin(settings)  # keep the handle alive until the futures resolve
+    for future in admin.delete_topics([topic], operation_timeout=30).values():
+        future.result(timeout=30)
+    print(f"deleted {topic}", flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -179,9 +193,10 @@ def scrape(port: int, metric: str) -> float:
     return float("nan")
 
 
-def start_ingress(port: int, store: str) -> subprocess.Popen[bytes]:
+def start_ingress(port: int, store: str, topic_prefix: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "MOSAIC_INGRESS__GLOBAL_RATE_PER_SECOND": "1000000",
-           "MOSAIC_INGRESS__STATE_STORE": store, "NO_PROXY": "127.0.0.1"}
+           "MOSAIC_INGRESS__STATE_STORE": store, "NO_PROXY": "127.0.0.1",
+           "MOSAIC_KAFKA__TOPIC_PREFIX": topic_prefix}
     proc = subprocess.Popen([sys.executable, "-c", "from app.cli import entry; entry()",
                              "ingress", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -223,15 +238,26 @@ async def http_phases(port: int, key: bytes, args: argparse.Namespace,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--paced-rate", type=float, default=0.0, help="default: saturation/2")
-    parser.add_argument("--state-store", choices=["memory", "cassandra"], default="memory")
+    parser.add_argument("--seconds", type=float, default=15.0,
+                        help="length of the saturation and of the paced phase (default 15)")
+    parser.add_argument("--connections", type=int, default=32,
+                        help="keep-alive connections (default 32)")
+    parser.add_argument("--paced-rate", type=float, default=0.0,
+                        help="opt-ins/s of the paced phase (default: saturation/2)")
+    parser.add_argument("--state-store", choices=["memory", "cassandra"], default="memory",
+                        help="the ingress's user_state projection (default memory)")
+    parser.add_argument("--keep-topic", action="store_true",
+                        help="keep the run's own opt-in topic afterwards")
     args = parser.parse_args()
-    settings = Settings()
-    ensure_optin_topic(settings)
+    base = Settings()
+    prefix = f"bench-ingress-{uuid.uuid4().hex[:8]}."
+    settings = base.model_copy(update={
+        "kafka": base.kafka.model_copy(update={"topic_prefix": prefix})})
+    topic = ensure_optin_topic(settings)
+    print(f"writing to {topic} (a topic of this run's own, not {optin_topic(base)})",
+          flush=True)
     port = free_port()
-    proc = start_ingress(port, args.state_store)
+    proc = start_ingress(port, args.state_store, prefix)
     try:
         key = settings.ingress.hmac_key.get_secret_value().encode()
         sat, pace, cpu = asyncio.run(http_phases(port, key, args, proc.pid))
@@ -239,7 +265,11 @@ def main() -> int:
     finally:
         proc.terminate()
         proc.wait(30)
-    raw = raw_producer(settings, max(20_000, int(sat.rate * args.seconds)))
+    try:
+        raw = raw_producer(settings, max(20_000, int(sat.rate * args.seconds)))
+    finally:
+        if not args.keep_topic:
+            _delete_topic(settings, topic)
     print(f"machine: {os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}; "
           f"connections={args.connections}; state store={args.state_store}")
     print(sat.line("ingress saturation"))
