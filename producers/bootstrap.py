@@ -90,7 +90,7 @@ def ensure_optin_topic(settings: Settings) -> str:
     return topic.name
 
 
-def build_production_app(settings: Settings) -> FastAPI:
+def build_production_app(settings: Settings, *, fast_path: bool = True) -> FastAPI:
     from producers.kafka_publisher import KafkaEventPublisher, ingress_producer_config
     from streams.serde import default_serde
 
@@ -98,7 +98,8 @@ def build_production_app(settings: Settings) -> FastAPI:
     serde = default_serde()
     publisher = KafkaEventPublisher(ingress_producer_config(settings), serde.encode)
     store, close_store = _state_store(settings)
-    return build_app(settings, publisher=publisher, store=store, on_close=close_store)
+    return build_app(settings, publisher=publisher, store=store, on_close=close_store,
+                     fast_path=fast_path)
 
 
 def _state_store(settings: Settings) -> tuple[UserStateStore, Callable[[], None] | None]:
