@@ -63,9 +63,18 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+HEARTBEAT_SECONDS = 30.0
+
+
 def run(cmd: Sequence[str], *, what: str, cwd: Path | None = None,
-        env: Mapping[str, str] | None = None, timeout: float = 1800) -> str:
-    """Run a set-up step; on failure raise with the step's name and its output tail."""
+        env: Mapping[str, str] | None = None, timeout: float = 1800,
+        expect: str | None = None) -> str:
+    """Run a set-up step; on failure raise with the step's name and its output tail.
+
+    ``expect`` (e.g. "first use only; about a minute") marks a long step: it is announced
+    with that estimate, and a line every 30 s says it is still running, so a cold
+    ``stack up`` never sits silent for minutes."""
+    beat = _Heartbeat(what, expect) if expect is not None else None
     try:
         proc = subprocess.run(
             list(cmd), cwd=cwd, env=dict(env) if env is not None else None,
@@ -75,10 +84,41 @@ def run(cmd: Sequence[str], *, what: str, cwd: Path | None = None,
         raise StackError(f"{what}: {exc}") from exc
     except subprocess.TimeoutExpired as exc:
         raise StackError(f"{what}: timed out after {timeout:.0f}s") from exc
+    finally:
+        if beat is not None:
+            beat.stop()
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr).strip().splitlines()[-25:]
         raise StackError(f"{what} failed (exit {proc.returncode}):\n" + "\n".join(tail))
     return proc.stdout
+
+
+class _Heartbeat:
+    def __init__(self, what: str, expect: str) -> None:
+        import threading
+
+        self._what, self._started = what, time.monotonic()
+        self._stopped = threading.Event()
+        print(f"... {what} ({expect})", flush=True)
+        self._thread = threading.Thread(target=self._beat, name="stack-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            print(f"    still {self._what}: {_clock(time.monotonic() - self._started)} so far",
+                  flush=True)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(1)
+        print(f"    {self._what}: done in {_clock(time.monotonic() - self._started)}",
+              flush=True)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def wait_until(check: Callable[[], bool], *, what: str, timeout: float,

@@ -62,7 +62,9 @@ def ensure_jars(target: Path, pom_resource: str, version: str) -> Path:
 def _mvn(mvn: str, cwd: Path, what: str) -> None:
     cmd = [mvn, "-q", "-B", COPY_DEPENDENCIES, "-DoutputDirectory=lib", "-DincludeScope=runtime"]
     try:
-        run(cmd, what=what, cwd=cwd)
+        run(cmd, what=what, cwd=cwd, expect="first use only; the jars (Kafka ~45, 43 MB; "
+                                          "Cassandra ~100, 67 MB) usually take under a "
+                                          "minute, longer on a slow network")
     except StackError as exc:
         # Debian's Maven prints colour resets even in batch mode; keep the message readable.
         raise StackError(_ANSI.sub("", str(exc))) from exc

@@ -189,7 +189,9 @@ def build_binary(go: str, version: str, target: Path) -> float:
     started = time.monotonic()
     target.parent.mkdir(parents=True, exist_ok=True)
     out = run([go, "mod", "download", "-json", f"{MODULE}@v{version}"],
-              what=f"go mod download {MODULE}@v{version}", cwd=target.parent, timeout=900)
+              what=f"go mod download {MODULE}@v{version}", cwd=target.parent, timeout=900,
+              expect="first use only; Nakama's source and its modules from the Go proxy, "
+                     "usually a minute or two")
     try:
         source = Path(json.loads(out)["Dir"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -199,7 +201,9 @@ def build_binary(go: str, version: str, target: Path) -> float:
     try:
         run([go, "build", "-trimpath", "-ldflags", f"-X main.version={version}",
              "-o", str(tmp), "."],
-            what=f"go build nakama {version} (in {source})", cwd=source, env=env, timeout=3600)
+            what=f"go build nakama {version} (in {source})", cwd=source, env=env, timeout=3600,
+            expect="first use only; several minutes on 2 cores, the binary is cached in "
+                   f"{target.parent}")
         tmp.chmod(0o755)
         os.replace(tmp, target)
     finally:

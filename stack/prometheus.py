@@ -118,7 +118,8 @@ def build_binaries(go: str, version: str, folder: Path) -> float:
     started = time.monotonic()
     folder.mkdir(parents=True, exist_ok=True)
     out = run([go, "mod", "download", "-json", f"{MODULE}@v{version}"],
-              what=f"go mod download {MODULE}@v{version}", cwd=folder, timeout=900)
+              what=f"go mod download {MODULE}@v{version}", cwd=folder, timeout=900,
+              expect="Prometheus's source and its modules from the Go proxy, a few minutes")
     try:
         source = Path(json.loads(out)["Dir"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -131,7 +132,7 @@ def build_binaries(go: str, version: str, folder: Path) -> float:
              f"-X github.com/prometheus/common/version.Version={version}",
              "-o", str(tmp) + "/", "./cmd/prometheus", "./cmd/promtool"],
             what=f"go build prometheus {version} (in {source})", cwd=source, env=env,
-            timeout=3600)
+            timeout=3600, expect="most of the 10-15 minutes on 2 cores")
         for name in ("promtool", "prometheus"):  # prometheus last: installed() checks both
             (tmp / name).chmod(0o755)
             os.replace(tmp / name, folder / name)

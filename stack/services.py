@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterator
 
 from mosaic.errors import StackError
 from mosaic.settings import Settings
@@ -53,20 +54,20 @@ def build(settings: Settings, only: list[str] | None = None, *,
     return services
 
 
-def up_all(services: list[Service]) -> list[str]:
-    """``up`` each service in order; the nodes of a Kafka cluster start together (a node
-    is healthy only once a majority of the controller quorum runs)."""
+def up_all(services: list[Service]) -> Iterator[str]:
+    """``up`` each service in order, yielding its line as soon as it is up (a cold start
+    takes minutes; nothing should wait for the last service to say anything); the nodes of
+    a Kafka cluster start together (a node is healthy only once a majority of the
+    controller quorum runs)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from stack.kafka import Kafka
 
-    lines: list[str] = []
     cluster = [s for s in services if isinstance(s, Kafka) and s.cluster]
     for service in services:
         if service in cluster:
             if service is cluster[0]:
                 with ThreadPoolExecutor(len(cluster)) as pool:
-                    lines += list(pool.map(lambda node: node.up(), cluster))
+                    yield from list(pool.map(lambda node: node.up(), cluster))
             continue
-        lines.append(service.up())
-    return lines
+        yield service.up()
