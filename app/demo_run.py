@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
+from app.demo_backlog import end_offsets, measure
 from app.demo_data import make_personas, write_insights
 from app.demo_report import DemoReport, cluster_purity, demo_pool, now_utc, verify
 from mosaic.errors import MosaicError
@@ -31,6 +32,10 @@ def run_demo(settings: Settings, *, users: int, seed: int,
              timeout_seconds: float) -> DemoReport:
     report = DemoReport(pool=demo_pool(seed), personas=make_personas(users, seed))
     print(f"Mosaic Match demo: {users} users, pool {report.pool}, persona seed {seed}")
+    print(f"shares with everything else on this stack: topics {settings.kafka.topic_prefix}* "
+          f"(Nakama's RPCs call the one ingress), the embedding agent's consumer group "
+          f"{settings.embedding_agent.group_id}, keyspace {settings.cassandra.keyspace}; "
+          f"the pool is its own")
     with stage(report, "topics"):
         _apply_topics(settings)
     with stage(report, "insights to S3"):
@@ -41,9 +46,10 @@ def run_demo(settings: Settings, *, users: int, seed: int,
                     for p in tqdm(report.personas, unit="user", leave=False)}
     with _ingress(settings):  # the status RPC at the end goes through it too
         with stage(report, "opt-in via Nakama RPC -> ingress -> Kafka"):
+            before = end_offsets(settings)  # anything below is not this demo's
             _opt_in(client, sessions, report)
         with stage(report, "embedding agent (S3 traits -> embed -> index -> seekers)"):
-            _embed(settings, report, timeout_seconds)
+            _embed(settings, report, timeout_seconds, before)
         with stage(report, "matching cycle (one Kafka transaction)"):
             _match(settings, report)
         with stage(report, "rooms and notifications"):
@@ -108,11 +114,11 @@ def _opt_in(client: NakamaClient, sessions: dict[str, Session], report: DemoRepo
 
 
 def _watch(what: str, total: int, progress: Callable[[], int], worker: threading.Thread,
-           timeout_seconds: float) -> int:
+           timeout_seconds: float, *, desc: str | None = None) -> int:
     """Show a progress bar until ``progress()`` reaches ``total`` or the worker ends."""
     done = 0
     deadline = time.monotonic() + timeout_seconds
-    with tqdm(total=total, unit=what, leave=False) as bar:
+    with tqdm(total=total, unit=what, leave=False, desc=desc) as bar:
         while worker.is_alive() and time.monotonic() < deadline:
             done = progress()
             bar.update(done - bar.n)
@@ -122,7 +128,8 @@ def _watch(what: str, total: int, progress: Callable[[], int], worker: threading
     return done
 
 
-def _embed(settings: Settings, report: DemoReport, timeout_seconds: float) -> None:
+def _embed(settings: Settings, report: DemoReport, timeout_seconds: float,
+           before: dict[int, int]) -> None:
     from consumers.embedding_worker import run_embedding_worker
     from mosaic.cassandra import connect
     from mosaic.user_state import read_states
@@ -133,11 +140,21 @@ def _embed(settings: Settings, report: DemoReport, timeout_seconds: float) -> No
     result: dict[str, Any] = {}
     worker = threading.Thread(target=lambda: result.update(report=run_embedding_worker(
         settings, stop=stop, max_seconds=timeout_seconds)), name="embedding", daemon=True)
+    backlog = measure(settings, before)
     worker.start()
+    started = time.monotonic()
+    if backlog.earlier:
+        print(f"   catching up: {backlog.earlier:,} earlier records on the shared topic "
+              f"{backlog.topic} (group {backlog.group}) come before this demo's opt-ins",
+              flush=True)
+        _watch("record", backlog.earlier, lambda: backlog.consumed(settings), worker,
+               timeout_seconds, desc="catching up")
+        print(f"   worked through {backlog.consumed(settings):,} earlier records in "
+              f"{time.monotonic() - started:.0f}s", flush=True)
     ids = [p.user_id for p in report.personas]
     done = _watch("profile", len(ids), lambda: sum(
         s == "waiting" for s in read_states(session, keyspace, ids).values()),
-        worker, timeout_seconds)
+        worker, max(1.0, timeout_seconds - (time.monotonic() - started)))
     stop.set()
     worker.join(60)
     states = read_states(session, keyspace, ids)
