@@ -18,8 +18,7 @@ log = logging.getLogger(__name__)
 
 def register(subparsers: Any) -> None:
     run = subparsers.add_parser(
-        "postmatch", help="run the post-match agents (rooms, notifications, index state)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "postmatch", help="run the post-match agents (rooms, notifications, index state)")
     run.add_argument("agents", nargs="*", metavar="AGENT",
                      help=f"any of {', '.join(AGENT_CHOICES)} (default: all three)")
     run.add_argument("--idle-seconds", type=float, default=None,
@@ -34,14 +33,13 @@ def register(subparsers: Any) -> None:
     run.set_defaults(func=_run)
 
     loop = subparsers.add_parser(
-        "reconciler", help="find unfinished cycles and finish them by replay, on a schedule",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        "reconciler", help="find unfinished cycles and finish them by replay, on a schedule")
     loop.add_argument("--every", type=float, default=30.0, help="seconds between sweeps")
     loop.add_argument("--once", action="store_true", help="one sweep, then exit")
     loop.set_defaults(func=_reconciler)
 
     rec = subparsers.add_parser("reconcile", help="finish every unsettled pair of a cycle")
-    rec.add_argument("cycle_id")
+    rec.add_argument("cycle_id", help="the cycle to finish (see `mosaic cycle status`)")
     rec.set_defaults(func=_reconcile)
 
     cycle = subparsers.add_parser("cycle", help="post-match progress of cycles")
