@@ -122,7 +122,7 @@ def cassandra_call(what: str, call: Callable[[], T]) -> T:
     (timeouts, unavailable, no host) so the agent retries instead of stopping."""
     from cassandra import DriverException
 
-    from profiles.cassandra_index import is_transient
+    from mosaic.retry import is_cassandra_unavailable as is_transient
 
     try:
         return call()

@@ -18,7 +18,8 @@ from typing import Protocol, TypeVar
 from confluent_kafka import KafkaError, Message, Producer
 
 from consumers.embedding_metrics import RETRIES, timed
-from mosaic.errors import ExternalServiceError, MosaicError
+from mosaic.errors import MosaicError
+from mosaic.retry import Backoff, is_retryable
 from streams.deadletter import RawRecord
 from streams.events import DeadLettered, Event
 from streams.kafka import KafkaOperationError, produce_event
@@ -30,10 +31,6 @@ T = TypeVar("T")
 
 class StopRequested(MosaicError):
     """The worker is stopping while a stage waits to retry: the batch stays unacked."""
-
-
-def is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ExternalServiceError) and exc.retryable
 
 
 class StageRetry:
@@ -59,7 +56,7 @@ class StageRetry:
                 attempt += 1
                 self.retries += 1
                 RETRIES.labels(stage=stage).inc()
-                pause = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+                pause = Backoff(self.backoff_seconds, self.max_backoff_seconds).delay(attempt)
                 log.warning("stage %s failed (attempt %d), retrying in %.1fs: %s",
                             stage, attempt, pause, exc)
                 self.stop.wait(pause)

@@ -298,7 +298,7 @@ class Reconciler:
                 try:
                     self.sweep()
                 except Exception as exc:
-                    from consumers.runner import is_transient
+                    from mosaic.retry import is_transient
 
                     if not is_transient(exc):
                         raise

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from prometheus_client import Counter, Gauge, Histogram
 
 from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
+from mosaic.retry import Backoff, Jitter, is_transient
 from mosaic.settings import Settings
 from streams.deadletter import DeadLetterPublisher, RawRecord
 from streams.events import Event
@@ -102,23 +102,8 @@ class RetryPolicy:
     max_item_attempts: int = 5
 
     def delay(self, attempt: int) -> float:
-        return random.uniform(0, min(self.max_seconds, self.base_seconds * 2 ** attempt))
-
-
-# Cassandra driver errors that mean "the request is wrong", not "a node is away".
-_CASSANDRA_FATAL = frozenset({"InvalidRequest", "SyntaxException", "Unauthorized",
-                              "AuthenticationFailed", "ConfigurationException"})
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, ExternalServiceError):
-        return exc.retryable
-    if type(exc).__module__.startswith("cassandra"):
-        return type(exc).__name__ not in _CASSANDRA_FATAL
-    if isinstance(exc, KafkaException):
-        err = exc.args[0] if exc.args else None
-        return isinstance(err, KafkaError) and (err.retriable() or not err.fatal())
-    return False
+        """Uniform in [0, min(max, base * 2**attempt)] (``attempt`` counts from 1)."""
+        return Backoff(self.base_seconds, self.max_seconds, Jitter.FULL).delay(attempt + 1)
 
 
 class BatchRunner:

@@ -21,7 +21,12 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from matcher.pool import CycleHistory, LogRecord, PoolState
-from streams.kafka import DEFAULT_TIMEOUT_SECONDS, KafkaOperationError, wrap_kafka_error
+from streams.kafka import (
+    DEFAULT_TIMEOUT_SECONDS,
+    KafkaOperationError,
+    watermarks,
+    wrap_kafka_error,
+)
 from streams.topics import TopicCatalog
 
 # Pairs are produced before their cycle's summary within one transaction, which lasts at
@@ -117,21 +122,7 @@ class TopicTail:
                                       retryable=error.retriable(), fatal=error.fatal())
 
     def _watermarks(self) -> dict[int, tuple[int, int]]:
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                metadata = self._consumer.list_topics(self.topic, self._timeout)
-                topic = metadata.topics[self.topic]
-                if topic.error is not None:
-                    raise KafkaException(topic.error)
-                return {p: self._consumer.get_watermark_offsets(
-                            KafkaTopicPartition(self.topic, p), self._timeout, cached=False)
-                        for p in sorted(topic.partitions)}
-            except KafkaException as exc:
-                error = wrap_kafka_error(f"watermarks of {self.topic}", exc)
-                if not error.retryable or time.monotonic() > deadline:
-                    raise error from exc
-                time.sleep(0.2)
+        return watermarks(self._consumer, self.topic, self._timeout)
 
     def offsets_for_time(self, timestamp_ms: int) -> dict[int, int]:
         """Per partition, the first offset at or after ``timestamp_ms`` (else the end)."""

@@ -35,6 +35,7 @@ from matcher.harness_log import MatcherLog, TopicTail
 from matcher.metrics import CycleObserver, CycleReport
 from matcher.pool import CycleInput, Seeker, build_constraints, build_snapshot, late_changes
 from mosaic.errors import ConfigError, ExternalServiceError, MosaicError, SerializationError
+from mosaic.retry import Backoff
 from mosaic.settings import Settings
 from streams.deadletter import DeadLetterPublisher, RawRecord
 from streams.events import CycleTick
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 IDLE_REFRESH_SECONDS = 60.0
 # Transactions aborted and redone because users changed while one was open, per attempt.
 MAX_REVISIONS = 5
+# A failed tick is retried after 0.5 s, 1 s, 2 s ... up to 10 s (no jitter: one matcher).
+TICK_BACKOFF = Backoff(0.5, 10.0)
 
 MatchFunction = Callable[[PoolSnapshot, Constraints, MatchParams], MatchResult]
 BeforeCommit = Callable[[CyclePlan], None]
@@ -272,7 +275,7 @@ class MatcherService:
                     raise
                 log.warning("tick @%s attempt %d failed, retrying: %s", message.offset(),
                             attempt, exc)
-                self._sleep(min(10.0, 0.5 * 2 ** (attempt - 1)))
+                self._sleep(TICK_BACKOFF.delay(attempt))
                 attempt += 1
 
     def _handle_tick(self, tick: CycleTick, message: Message) -> CycleReport:

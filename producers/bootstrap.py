@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from mosaic.ratelimit import KeyedRateLimiter, TokenBucket
 from mosaic.settings import IngressSettings, Settings
 from mosaic.user_state import InMemoryUserStateStore, UserStateStore
 from producers.api import Ingress
@@ -20,7 +21,6 @@ from producers.http import create_app
 from producers.metrics import IngressMetrics, MeteredPublisher
 from producers.projection import StateProjector
 from producers.publisher import EventPublisher
-from producers.ratelimit import KeyedRateLimiter, TokenBucket
 from producers.service import IngressService, Limiters
 from producers.signing import NonceCache, Verifier, keyring
 

@@ -20,12 +20,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from mosaic.retry import Backoff
 from mosaic.user_state import UserState, UserStateStore
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_SECONDS = 0.2
 RETRY_MAX_BACKOFF_SECONDS = 5.0
+RETRY_BACKOFF = Backoff(RETRY_BACKOFF_SECONDS, RETRY_MAX_BACKOFF_SECONDS)
 
 
 def _noop() -> None:
@@ -98,8 +100,7 @@ class StateProjector:
                     if old is None or not _not_newer(state, old):
                         self._pending[state.user_id] = state
                     self._inflight.pop(state.user_id, None)
-                await asyncio.sleep(min(RETRY_MAX_BACKOFF_SECONDS,
-                                        RETRY_BACKOFF_SECONDS * 2 ** (failures - 1)))
+                await asyncio.sleep(RETRY_BACKOFF.delay(failures))
                 continue
             failures = 0
             for state in batch:

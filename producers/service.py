@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from mosaic.ratelimit import KeyedRateLimiter, TokenBucket
 from mosaic.user_state import UserState, UserStateStore
 from producers.domain import Accepted, Command, GetStatus, OptIn, OptOut, event_id_for
 from producers.errors import Conflict, RateLimited, Unavailable
 from producers.events import to_event
 from producers.projection import StateProjector
 from producers.publisher import EventPublisher, PublishFailed
-from producers.ratelimit import KeyedRateLimiter, TokenBucket
 
 log = logging.getLogger(__name__)
 

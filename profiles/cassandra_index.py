@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mosaic.errors import ConfigError, ExternalServiceError, ValidationError
+from mosaic.retry import Retrier
+from mosaic.retry import is_cassandra_unavailable as is_transient
 from profiles.index import (
     FILTERABLE,
     METADATA_FIELDS,
@@ -38,7 +40,6 @@ from profiles.index import (
     VectorIndex,
     VectorRecord,
 )
-from profiles.retry import Retrier
 
 T = TypeVar("T")
 COLUMNS = tuple(METADATA_FIELDS)
@@ -57,14 +58,6 @@ def schema_statements(table: str, dim: int) -> list[str]:
     statements += [f"CREATE CUSTOM INDEX IF NOT EXISTS {table}_{c}_sai ON {table} ({c}) "
                    "USING 'StorageAttachedIndex'" for c in FILTERABLE]
     return statements
-
-
-def is_transient(exc: Exception) -> bool:
-    from cassandra import OperationTimedOut, ReadTimeout, Unavailable, WriteTimeout
-    from cassandra.cluster import NoHostAvailable
-
-    return isinstance(exc, Unavailable | ReadTimeout | WriteTimeout | OperationTimedOut
-                      | NoHostAvailable)
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:

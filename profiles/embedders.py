@@ -21,8 +21,9 @@ import numpy as np
 import numpy.typing as npt
 
 from mosaic.errors import ExternalServiceError, ValidationError
-from profiles.ratelimit import TokenBucket
-from profiles.retry import Retrier
+from mosaic.ratelimit import TokenBucket
+from mosaic.retry import Retrier
+from mosaic.retry import is_vertex_transient as is_transient
 
 Vectors = npt.NDArray[np.float32]
 _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
@@ -129,16 +130,6 @@ _MAX_INSTANCES = {"gemini-embedding-001": 1}
 _DEFAULT_MAX_INSTANCES = 250
 NATIVE_DIMS = {"gemini-embedding-001": 3072}
 DEFAULT_NATIVE_DIM = 768
-
-
-def is_transient(exc: Exception) -> bool:
-    """429, 408 and 5xx answers and transport failures are worth another attempt."""
-    import httpx
-    from google.genai import errors
-
-    if isinstance(exc, errors.APIError):
-        return exc.code in (408, 429) or exc.code >= 500
-    return isinstance(exc, httpx.TransportError)
 
 
 def static_token_credentials(token: str) -> Any:

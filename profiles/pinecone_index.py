@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import numpy as np
 
 from mosaic.errors import ExternalServiceError
+from mosaic.retry import Retrier
+from mosaic.retry import is_pinecone_transient as is_transient
 from profiles.index import (
     Condition,
     Match,
@@ -25,23 +27,9 @@ from profiles.index import (
     coerce_metadata,
     unparse_filter,
 )
-from profiles.retry import Retrier
 
 T = TypeVar("T")
 BATCH = 100
-
-
-def is_transient(exc: Exception) -> bool:
-    from pinecone.errors.exceptions import (
-        ApiError,
-        PineconeConnectionError,
-        PineconeTimeoutError,
-    )
-
-    if isinstance(exc, PineconeConnectionError | PineconeTimeoutError):
-        return True
-    return isinstance(exc, ApiError) and (exc.status_code in (408, 429)
-                                          or exc.status_code >= 500)
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

@@ -21,6 +21,7 @@ from confluent_kafka import Message, Producer
 from prometheus_client import Counter
 
 from mosaic.errors import ExternalServiceError, RecordError, SerializationError, ValidationError
+from mosaic.retry import Backoff
 from streams.events import DeadLettered, Event, derive_event_id
 from streams.kafka import produce_and_wait, produce_event
 from streams.serde import AvroSerde, default_serde
@@ -93,7 +94,8 @@ class ErrorPolicy:
         return action
 
     def backoff(self, attempt: int) -> float:
-        return float(min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1)))
+        """Seconds to wait after failed attempt ``attempt`` (1-based), no jitter."""
+        return Backoff(self.backoff_seconds, self.max_backoff_seconds).delay(attempt)
 
 
 RAISE_ALL = ErrorPolicy(ErrorAction.RAISE, ErrorAction.RAISE, ErrorAction.RAISE,

@@ -387,7 +387,8 @@ def read_to_end(consumer: Consumer, topic: str | Topic, *,
     assignment, so the consumer's group offsets are neither used nor changed."""
     name = topic.name if isinstance(topic, Topic) else topic
     deadline = time.monotonic() + timeout_seconds
-    ends = _end_offsets(consumer, name, timeout_seconds)
+    ends = {p: high for p, (_, high) in
+            watermarks(consumer, name, timeout_seconds, what="end offsets").items()}
     consumer.assign([KafkaTopicPartition(name, p, OFFSET_BEGINNING) for p in ends])
     messages: list[Message] = []
     try:
@@ -409,7 +410,10 @@ def read_to_end(consumer: Consumer, topic: str | Topic, *,
     return Snapshot(messages, ends)
 
 
-def _end_offsets(consumer: Consumer, name: str, timeout_seconds: float) -> dict[int, int]:
+def watermarks(consumer: Consumer, name: str, timeout_seconds: float, *,
+               what: str = "watermarks") -> dict[int, tuple[int, int]]:
+    """Per partition of topic ``name``, its (low, high) watermarks from the broker (not
+    the cache); retries retryable failures until ``timeout_seconds`` have passed."""
     deadline = time.monotonic() + timeout_seconds
     while True:
         try:
@@ -417,10 +421,10 @@ def _end_offsets(consumer: Consumer, name: str, timeout_seconds: float) -> dict[
             if metadata.error is not None:
                 raise KafkaException(metadata.error)
             return {p: consumer.get_watermark_offsets(KafkaTopicPartition(name, p),
-                                                      timeout_seconds, cached=False)[1]
+                                                      timeout_seconds, cached=False)
                     for p in sorted(metadata.partitions)}
         except KafkaException as exc:
-            error = wrap_kafka_error(f"end offsets of {name}", exc)
+            error = wrap_kafka_error(f"{what} of {name}", exc)
             # A just-created topic answers "not leader" for a moment.
             if not error.retryable or time.monotonic() > deadline:
                 raise error from exc

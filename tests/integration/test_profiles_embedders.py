@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from mosaic.errors import ExternalServiceError
+from mosaic.ratelimit import TokenBucket
+from mosaic.retry import Retrier
 from mosaic.settings import EmbeddingSettings
 from profiles.embedders import LocalE5Embedder, VertexEmbedder, static_token_credentials
-from profiles.ratelimit import TokenBucket
-from profiles.retry import Retrier
 from standins.vertex import VertexStandin
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from mosaic.errors import ConfigError, ExternalServiceError, ValidationError
+from mosaic.retry import Retrier
 from mosaic.settings import Settings
 from profiles.index import VectorIndex, VectorRecord
-from profiles.retry import Retrier
 from stack.base import Service
 
 DIM = 8

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mosaic.ratelimit import KeyedRateLimiter, TokenBucket
 from producers.errors import AuthError, Unavailable
-from producers.ratelimit import KeyedRateLimiter, TokenBucket
 from producers.signing import (
     KEY_ID_HEADER,
     NONCE_HEADER,

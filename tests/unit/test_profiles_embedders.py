@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from mosaic.errors import ExternalServiceError, ValidationError
+from mosaic.ratelimit import TokenBucket
+from mosaic.retry import Retrier
 from mosaic.settings import EmbeddingSettings, Settings
 from profiles.embedders import (
     FakeEmbedder,
@@ -19,8 +21,6 @@ from profiles.embedders import (
     hashed_embedding,
     normalize_rows,
 )
-from profiles.ratelimit import TokenBucket
-from profiles.retry import Retrier
 
 pytestmark = pytest.mark.unit
 

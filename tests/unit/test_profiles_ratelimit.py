@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from profiles.ratelimit import TokenBucket
-from profiles.retry import Retrier
+from mosaic.ratelimit import TokenBucket
+from mosaic.retry import Retrier
 
 pytestmark = pytest.mark.unit
 
