@@ -17,7 +17,6 @@ each block between two pool members is found in its blocker's partition, so no s
 
 from __future__ import annotations
 
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
@@ -60,20 +59,6 @@ class BlockStore(ABC):
             for blocked in self.blocked_by(blocker):
                 yield blocker, blocked
 
-
-class MemoryBlockStore(BlockStore):
-    def __init__(self) -> None:
-        self._blocks: dict[str, dict[str, datetime]] = {}
-        self._lock = threading.Lock()
-
-    def add(self, blocker: str, blocked: str, at: datetime) -> None:
-        sorted_pair(blocker, blocked)
-        with self._lock:
-            self._blocks.setdefault(blocker, {}).setdefault(blocked, at)
-
-    def blocked_by(self, blocker: str) -> set[str]:
-        with self._lock:
-            return set(self._blocks.get(blocker, {}))
 
 
 class CassandraBlockStore(BlockStore):

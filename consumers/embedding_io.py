@@ -68,14 +68,6 @@ class SeekerSink(ABC):
         """Deliver all ``events`` in order (or raise ExternalServiceError)."""
 
 
-class MemorySeekerSink(SeekerSink):
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    def publish(self, events: Sequence[Event]) -> None:
-        self.events.extend(events)
-
-
 class KafkaSeekerSink(SeekerSink):
     """Queues every event, then flushes once: one round trip per batch, not per event.
     The idempotent producer keeps per-key order across its internal retries."""
@@ -110,24 +102,3 @@ class DeadLetters(Protocol):
 
     def publish(self, record: RawRecord, error: BaseException | str, *,
                 attempts: int = 1) -> DeadLettered: ...
-
-
-class MemoryDeadLetters:
-    def __init__(self) -> None:
-        self.letters: list[tuple[RawRecord, str]] = []
-
-    def publish(self, record: RawRecord, error: BaseException | str, *,
-                attempts: int = 1) -> DeadLettered:
-        from datetime import UTC, datetime
-
-        from streams.events import derive_event_id
-
-        reason = str(error)
-        self.letters.append((record, reason))
-        return DeadLettered(
-            event_id=derive_event_id("dead-letter", record.topic, str(record.partition),
-                                     str(record.offset)),
-            occurred_at=datetime.now(UTC), reason=reason,
-            error_type=type(error).__name__, source_topic=record.topic,
-            source_partition=record.partition, source_offset=record.offset,
-            source_key=record.key, source_value=record.value, attempts=attempts)

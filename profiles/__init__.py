@@ -4,9 +4,9 @@ Public API (see docs/profiles.md):
 
 - insights: ``InsightStore`` (``S3InsightStore``, ``InMemoryInsightStore``)
 - traits: ``TraitsService`` over a ``TraitsCache`` (``S3TraitsCache``, ``InMemoryTraitsCache``)
-- embedders: ``Embedder`` (``LocalE5Embedder``, ``VertexEmbedder``, ``FakeEmbedder``)
-- index: ``VectorIndex`` (``InMemoryVectorIndex``, ``PineconeVectorIndex``,
-  ``CassandraVectorIndex``)
+- embedders: ``Embedder`` (``LocalE5Embedder``, ``VertexEmbedder``)
+- index: ``VectorIndex`` (``PineconeVectorIndex``, ``CassandraVectorIndex``)
+- the test fakes (``FakeEmbedder``, ``InMemoryVectorIndex``) live in ``tests/fakes.py``.
 - ``profiles.bootstrap`` builds them from ``mosaic.settings.Settings``.
 
 Nothing here connects at import time.

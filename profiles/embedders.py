@@ -110,18 +110,6 @@ def hashed_embedding(text: str, dim: int, salt: str = "") -> Vectors:
     return (vector / norm).astype(np.float32) if norm else _token_vector("", dim, salt)
 
 
-class FakeEmbedder(Embedder):
-    """Deterministic, instant, dependency-free: for unit tests of code above the seam."""
-
-    def __init__(self, dim: int = 16, model: str = "fake-hash") -> None:
-        self.dim, self.model = dim, model
-        self.calls: list[list[str]] = []
-
-    def _embed(self, texts: list[str]) -> Vectors:
-        self.calls.append(list(texts))
-        return np.stack([hashed_embedding(t, self.dim, self.model) for t in texts])
-
-
 # -- Vertex AI -------------------------------------------------------------------------
 
 # Request limits from the Vertex text-embeddings docs: 250 texts per request, except

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -246,54 +245,3 @@ class VectorIndex(ABC):
 def unit(vector: Vector) -> Vector:
     normalized: Vector = (vector / np.linalg.norm(vector)).astype(np.float32)
     return normalized
-
-
-class InMemoryVectorIndex(VectorIndex):
-    """Exact brute-force cosine; the fake for unit tests and single-process demos."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self._records: dict[str, VectorRecord] = {}
-        self._lock = threading.Lock()
-
-    def _upsert(self, records: list[VectorRecord]) -> None:
-        with self._lock:
-            for r in records:
-                self._records[r.id] = VectorRecord(r.id, r.vector.copy(), dict(r.metadata))
-
-    def _fetch(self, ids: list[str]) -> dict[str, VectorRecord]:
-        with self._lock:
-            return {i: self._records[i] for i in ids if i in self._records}
-
-    def _query(self, vector: Vector, top_k: int, conditions: tuple[Condition, ...],
-               include_vectors: bool) -> list[Match]:
-        with self._lock:
-            pool = [r for r in self._records.values()
-                    if all(c.test(r.metadata) for c in conditions)]
-        q = unit(vector)
-        scored = sorted(((float(unit(r.vector) @ q), r) for r in pool),
-                        key=lambda sr: (-sr[0], sr[1].id))[:top_k]
-        return [Match(r.id, s, dict(r.metadata), r.vector.copy() if include_vectors else None)
-                for s, r in scored]
-
-    def _update_metadata(self, record_id: str, fields: dict[str, MetaValue]) -> bool:
-        with self._lock:
-            old = self._records.get(record_id)
-            if old is None:
-                return False
-            self._records[record_id] = VectorRecord(old.id, old.vector,
-                                                    {**old.metadata, **fields})
-            return True
-
-    def _delete(self, ids: list[str]) -> None:
-        with self._lock:
-            for i in ids:
-                self._records.pop(i, None)
-
-    def list_ids(self) -> list[str]:
-        with self._lock:
-            return sorted(self._records)
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self._records)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
+
+from consumers.blocks import BlockStore, sorted_pair
+from consumers.embedding_io import SeekerSink
 from mosaic.user_state import UserStateWriter
+from profiles.embedders import Embedder, Vectors, hashed_embedding
+from profiles.index import Condition, Match, MetaValue, Vector, VectorIndex, VectorRecord, unit
+from streams.deadletter import RawRecord
+from streams.events import DeadLettered, Event, derive_event_id
 
 
 class MemoryUserStateWriter(UserStateWriter):
@@ -38,3 +48,106 @@ class MemoryUserStateWriter(UserStateWriter):
         if room_id is not None:
             fields["room_id"] = room_id
         self._write(user_id, at, **fields)
+
+
+class FakeEmbedder(Embedder):
+    """Deterministic, instant, dependency-free: for unit tests of code above the seam."""
+
+    def __init__(self, dim: int = 16, model: str = "fake-hash") -> None:
+        self.dim, self.model = dim, model
+        self.calls: list[list[str]] = []
+
+    def _embed(self, texts: list[str]) -> Vectors:
+        self.calls.append(list(texts))
+        return np.stack([hashed_embedding(t, self.dim, self.model) for t in texts])
+
+
+class InMemoryVectorIndex(VectorIndex):
+    """Exact brute-force cosine; the fake for unit tests and single-process demos."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._records: dict[str, VectorRecord] = {}
+        self._lock = threading.Lock()
+
+    def _upsert(self, records: list[VectorRecord]) -> None:
+        with self._lock:
+            for r in records:
+                self._records[r.id] = VectorRecord(r.id, r.vector.copy(), dict(r.metadata))
+
+    def _fetch(self, ids: list[str]) -> dict[str, VectorRecord]:
+        with self._lock:
+            return {i: self._records[i] for i in ids if i in self._records}
+
+    def _query(self, vector: Vector, top_k: int, conditions: tuple[Condition, ...],
+               include_vectors: bool) -> list[Match]:
+        with self._lock:
+            pool = [r for r in self._records.values()
+                    if all(c.test(r.metadata) for c in conditions)]
+        q = unit(vector)
+        scored = sorted(((float(unit(r.vector) @ q), r) for r in pool),
+                        key=lambda sr: (-sr[0], sr[1].id))[:top_k]
+        return [Match(r.id, s, dict(r.metadata), r.vector.copy() if include_vectors else None)
+                for s, r in scored]
+
+    def _update_metadata(self, record_id: str, fields: dict[str, MetaValue]) -> bool:
+        with self._lock:
+            old = self._records.get(record_id)
+            if old is None:
+                return False
+            self._records[record_id] = VectorRecord(old.id, old.vector,
+                                                    {**old.metadata, **fields})
+            return True
+
+    def _delete(self, ids: list[str]) -> None:
+        with self._lock:
+            for i in ids:
+                self._records.pop(i, None)
+
+    def list_ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._records)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+
+class MemorySeekerSink(SeekerSink):
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def publish(self, events: Sequence[Event]) -> None:
+        self.events.extend(events)
+
+
+class MemoryDeadLetters:
+    def __init__(self) -> None:
+        self.letters: list[tuple[RawRecord, str]] = []
+
+    def publish(self, record: RawRecord, error: BaseException | str, *,
+                attempts: int = 1) -> DeadLettered:
+        reason = str(error)
+        self.letters.append((record, reason))
+        return DeadLettered(
+            event_id=derive_event_id("dead-letter", record.topic, str(record.partition),
+                                     str(record.offset)),
+            occurred_at=datetime.now(UTC), reason=reason,
+            error_type=type(error).__name__, source_topic=record.topic,
+            source_partition=record.partition, source_offset=record.offset,
+            source_key=record.key, source_value=record.value, attempts=attempts)
+
+
+class MemoryBlockStore(BlockStore):
+    def __init__(self) -> None:
+        self._blocks: dict[str, dict[str, datetime]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, blocker: str, blocked: str, at: datetime) -> None:
+        sorted_pair(blocker, blocked)
+        with self._lock:
+            self._blocks.setdefault(blocker, {}).setdefault(blocked, at)
+
+    def blocked_by(self, blocker: str) -> set[str]:
+        with self._lock:
+            return set(self._blocks.get(blocker, {}))

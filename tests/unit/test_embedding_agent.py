@@ -10,18 +10,13 @@ from typing import Any
 
 import pytest
 
-from consumers.blocks import MemoryBlockStore
 from consumers.embedding import STATE_DELAY, EmbeddingPipeline
 from consumers.embedding_io import (
-    MemoryDeadLetters,
-    MemorySeekerSink,
     StageRetry,
     StopRequested,
 )
 from consumers.embedding_traits import PrefetchingTraitsService
 from mosaic.errors import ExternalServiceError, ValidationError
-from profiles.embedders import FakeEmbedder
-from profiles.index import InMemoryVectorIndex
 from profiles.insights import ChatInsights, InMemoryInsightStore, ParticipantInsight
 from profiles.pipeline import ProfileIndexer
 from profiles.traits import InMemoryTraitsCache
@@ -36,7 +31,14 @@ from streams.events import (
     derive_event_id,
 )
 from streams.serde import encode
-from tests.fakes import MemoryUserStateWriter
+from tests.fakes import (
+    FakeEmbedder,
+    InMemoryVectorIndex,
+    MemoryBlockStore,
+    MemoryDeadLetters,
+    MemorySeekerSink,
+    MemoryUserStateWriter,
+)
 
 pytestmark = pytest.mark.unit
 

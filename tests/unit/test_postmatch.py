@@ -15,7 +15,7 @@ from consumers.audit import DEAD_LETTERED, PARKED, CycleRow, summarize
 from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
 from consumers.runner import BatchRunner, Failure, Item, RetryPolicy
 from mosaic.settings import Settings
-from profiles.index import InMemoryVectorIndex, VectorRecord
+from profiles.index import VectorRecord
 from streams.deadletter import RawRecord
 from streams.events import (
     CycleCompleted,
@@ -30,7 +30,7 @@ from streams.events import (
 )
 from streams.kafka import BatchPublisher
 from streams.serde import decode
-from tests.fakes import MemoryUserStateWriter
+from tests.fakes import InMemoryVectorIndex, MemoryUserStateWriter
 from tests.postmatch_fakes import MemoryAuditStore, MemoryChat
 
 pytestmark = pytest.mark.unit

@@ -14,13 +14,13 @@ from mosaic.ratelimit import TokenBucket
 from mosaic.retry import Retrier
 from mosaic.settings import EmbeddingSettings, Settings
 from profiles.embedders import (
-    FakeEmbedder,
     LocalE5Embedder,
     VertexEmbedder,
     build_embedder,
     hashed_embedding,
     normalize_rows,
 )
+from tests.fakes import FakeEmbedder
 
 pytestmark = pytest.mark.unit
 

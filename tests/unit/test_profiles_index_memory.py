@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiles.index import InMemoryVectorIndex, VectorIndex
+from profiles.index import VectorIndex
+from tests.fakes import InMemoryVectorIndex
 from tests.integration.test_profiles_index_contract import DIM, IndexContract
 
 pytestmark = pytest.mark.unit

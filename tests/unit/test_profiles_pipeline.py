@@ -9,12 +9,11 @@ import pytest
 from mosaic.errors import ConfigError
 from mosaic.settings import Settings, VectorIndexSettings
 from profiles.bootstrap import build_vector_index
-from profiles.embedders import FakeEmbedder
 from profiles.errors import NoInsightsError
-from profiles.index import InMemoryVectorIndex
 from profiles.insights import ChatInsights, InMemoryInsightStore, ParticipantInsight
 from profiles.pipeline import IndexedProfile, IndexRequest, ProfileIndexer
 from profiles.traits import InMemoryTraitsCache, TraitsService
+from tests.fakes import FakeEmbedder, InMemoryVectorIndex
 
 pytestmark = pytest.mark.unit
 
