@@ -11,7 +11,8 @@ core checks each search it did not do exactly:
    ``k``-th found cosine, not yet covered) an exact row scan, and hands each scanned row's
    exact list to its neighbours (a neighbour's neighbours are candidates). Step sizes come
    from ``MatchParams.refine_rows``. The sample rows are never scanned by a step, so the
-   measurement stays honest.
+   measurement stays honest. The steps stop early when the remaining ones cannot reach the
+   target at the rate of the last step.
 3. **Fall back to exact search** when the steps did not reach the target and the pool has
    at most ``exact_fallback_max_users`` users. Above that, the result says the target was
    missed (``RecallReport.met`` is false) instead of silently degrading.
@@ -212,9 +213,10 @@ def checked_search(
     covered = np.zeros(n, dtype=bool)
     scanned = np.zeros(n, dtype=bool)
     scanned[sample.rows] = True  # the measurement stays on rows the steps never scan
-    for rows in policy.refine_rows:
+    for i, rows in enumerate(policy.refine_rows):
         if recall >= policy.target:
             break
+        before = recall
         added = refine_with_exact_rows(
             x, nbr, sims, rows, covered=covered, scanned=scanned, k=policy.k
         )
@@ -223,6 +225,12 @@ def checked_search(
         scanned_rows += added
         recall = sample_recall(sample, nbr)
         steps.append(f"exact rows {scanned_rows} {recall:.3f}")
+        # Stop early when the remaining steps cannot reach the target at this step's rate.
+        remaining = sum(policy.refine_rows[i + 1 :])
+        if recall < policy.target and recall + (recall - before) / added * remaining < (
+            policy.target
+        ):
+            break
     fell_back = recall < policy.target and n <= policy.exact_fallback_max_users
     if fell_back:
         nbr, sims = ExactSearch().search(x, width)

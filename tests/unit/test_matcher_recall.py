@@ -159,3 +159,11 @@ def test_metrics_export_the_recall_and_the_widenings() -> None:
     assert get("mosaic_matcher_candidate_widenings_total", {"pool": "p", "result": "met"}) == 1
     metrics.cycle_handled(CycleReport("p:2", "p", "completed", seekers=4, pairs=2))
     assert get("mosaic_matcher_candidate_recall", {"pool": "p"}) == 1.0
+
+
+def test_widening_stops_early_when_the_remaining_steps_cannot_reach_the_target() -> None:
+    x = _unit(clustered_pool(3000, 32, seed=5).vectors)
+    policy = RecallPolicy(refine_rows=(10, 10, 10, 10), exact_fallback_max_users=0)
+    _, _, report = checked_search(x, PoorSearch(), 21, policy)
+    assert len(report.steps) == 2 and report.exact_rows == 10
+    assert not report.met and not report.fell_back_to_exact
