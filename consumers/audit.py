@@ -85,10 +85,11 @@ class PairRef:
 @dataclass(frozen=True)
 class CycleRow:
     cycle_id: str
-    pairs: int
+    pairs: int | None  # None until the cycle's CycleCompleted was recorded
     seekers: int
     committed_at: datetime | None
     finished_at: datetime | None
+    last_activity: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -152,14 +153,20 @@ class AuditStore(ABC):
     def mark_cycle_finished(self, cycle_id: str, at: datetime) -> None: ...
 
     @abstractmethod
+    def touch_cycles(self, cycle_ids: Iterable[str], at: datetime) -> None:
+        """Agents worked on these cycles at ``at`` (one write per cycle per batch)."""
+
+    @abstractmethod
     def cycles(self) -> list[CycleRow]: ...
+
+    def cycle(self, cycle_id: str) -> CycleRow | None:
+        return next((c for c in self.cycles() if c.cycle_id == cycle_id), None)
 
     def incomplete(self, cycle_id: str) -> list[AuditRow]:
         return [r for r in self.rows(cycle_id) if not r.settled]
 
     def cycle_status(self, cycle_id: str) -> CycleStatus:
-        meta = next((c for c in self.cycles() if c.cycle_id == cycle_id), None)
-        return summarize(cycle_id, self.rows(cycle_id), meta)
+        return summarize(cycle_id, self.rows(cycle_id), self.cycle(cycle_id))
 
 
 def summarize(cycle_id: str, rows: Iterable[AuditRow], meta: CycleRow | None) -> CycleStatus:
@@ -226,8 +233,10 @@ class CassandraAuditStore(AuditStore):
         self._cycle = p("INSERT INTO cycle_status (cycle_id, pairs, seekers, committed_at) "
                         "VALUES (?, ?, ?, ?)")
         self._cycle_done = p("UPDATE cycle_status SET finished_at = ? WHERE cycle_id = ?")
-        self._cycles = p("SELECT cycle_id, pairs, seekers, committed_at, finished_at "
-                         "FROM cycle_status")
+        self._touch = p("UPDATE cycle_status SET last_activity = ? WHERE cycle_id = ?")
+        cycle_columns = "cycle_id, pairs, seekers, committed_at, finished_at, last_activity"
+        self._cycles = p(f"SELECT {cycle_columns} FROM cycle_status")
+        self._one_cycle = p(f"SELECT {cycle_columns} FROM cycle_status WHERE cycle_id = ?")
 
     def _run(self, statement: Any, params: list[tuple[Any, ...]]) -> list[Any]:
         from cassandra.concurrent import execute_concurrent_with_args
@@ -302,15 +311,25 @@ class CassandraAuditStore(AuditStore):
     def mark_cycle_finished(self, cycle_id: str, at: datetime) -> None:
         self._run(self._cycle_done, [(at, cycle_id)])
 
-    def cycles(self) -> list[CycleRow]:
+    def touch_cycles(self, cycle_ids: Iterable[str], at: datetime) -> None:
+        self._run(self._touch, [(at, c) for c in sorted(set(cycle_ids))])
+
+    def _read_cycles(self, statement: Any, params: tuple[Any, ...] = ()) -> list[CycleRow]:
         try:
-            found = list(self._session.execute(self._cycles))
+            found = list(self._session.execute(statement, params))
         except _driver_errors() as exc:
             raise ExternalServiceError(f"Cassandra cycle status read failed: {exc}") from exc
-        return sorted((CycleRow(r.cycle_id, r.pairs or 0, r.seekers or 0,
-                                _utc(r.committed_at), _utc(r.finished_at)) for r in found),
+        return [CycleRow(r.cycle_id, r.pairs, r.seekers or 0, _utc(r.committed_at),
+                         _utc(r.finished_at), _utc(r.last_activity)) for r in found]
+
+    def cycles(self) -> list[CycleRow]:
+        return sorted(self._read_cycles(self._cycles),
                       key=lambda c: (c.committed_at.timestamp() if c.committed_at else 0.0,
                                      c.cycle_id))
+
+    def cycle(self, cycle_id: str) -> CycleRow | None:
+        found = self._read_cycles(self._one_cycle, (cycle_id,))
+        return found[0] if found else None
 
 
 def _utc(value: datetime | None) -> datetime | None:

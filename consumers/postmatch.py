@@ -78,6 +78,12 @@ class _Base:
     def gave_up(self, item: Item, error: str) -> None:
         self._note(item, DEAD_LETTERED, error)
 
+    def _touch(self, events: Sequence[Event]) -> None:
+        """Mark the batch's cycles as being worked on (the reconciler waits for quiet)."""
+        cycles = {e.cycle_id for e in events if isinstance(e, PairMatched | RoomCreated)}
+        if cycles:
+            self._audit.touch_cycles(cycles, self._clock())
+
     def _note(self, item: Item, status: str, error: str) -> None:
         event = item.event
         if isinstance(event, PairMatched | RoomCreated):
@@ -102,6 +108,7 @@ class RoomsHandler(_Base):
                  if isinstance(e, PairMatched)]
         if not pairs:
             return out
+        self._touch(pairs)
         results = self._chat.create_rooms([
             RoomRequest(p.cycle_id, p.pair_key, p.user_a, p.user_b) for p in pairs])
         by_key = {(p.cycle_id, p.pair_key): f for p, f in self.finish(pairs, results)}
@@ -150,6 +157,7 @@ class NotifierHandler(_Base):
                 firsts.setdefault((item.event.cycle_id, item.event.pair_key), i)
         rooms = [e for e in (items[i].event for i in firsts.values())
                  if isinstance(e, RoomCreated)]
+        self._touch(rooms)
         failures = self.notify(rooms)
         for i, item in enumerate(items):
             if out[i] is None and isinstance(item.event, RoomCreated):
@@ -209,6 +217,7 @@ class IndexStateHandler(_Base):
                                          event.occurred_at)
             else:
                 out[i] = _unexpected(item, "PairMatched, SeekerUnmatched or CycleCompleted")
+        self._touch(list(pairs.values()))
         self.on_pairs(list(pairs.values()))
         _parallel(self._pool, self.on_unmatched, [(e,) for e in unmatched])
         return out

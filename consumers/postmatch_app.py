@@ -164,8 +164,8 @@ def reconcile(app: PostMatch, cycle_id: str) -> Reconciled:
     Pairs come from the audit rows when the cycle's row count matches its
     CycleCompleted; otherwise (a pair the agents never saw) from the pairs topic."""
     rows = {r.pair_key: r for r in app.audit.rows(cycle_id)}
-    expected = next((c.pairs for c in app.audit.cycles() if c.cycle_id == cycle_id), None)
-    if expected is not None and len(rows) >= expected:
+    meta = app.audit.cycle(cycle_id)
+    if meta is not None and meta.pairs is not None and len(rows) >= meta.pairs:
         pairs = [_pair_of(r) for r in rows.values()]
     else:
         pairs = cycle_pairs(app, cycle_id)
@@ -240,18 +240,15 @@ def cycle_pairs(app: PostMatch, cycle_id: str) -> list[PairMatched]:
     return [seen[k] for k in sorted(seen)]
 
 
-def cycle_status(app: PostMatch, cycle_id: str) -> CycleStatus:
-    meta = next((c for c in app.audit.cycles() if c.cycle_id == cycle_id), None)
-    return summarize(cycle_id, app.audit.rows(cycle_id), meta)
-
-
 class Reconciler:
     """Finds cycles whose post-match work is unsettled and finishes them by replay.
 
-    A cycle is left to the agents for ``grace`` after its commit (and while any of its
-    rows was touched within ``grace``); after that its unsettled pairs, parked ones
-    included, are replayed. A cycle whose every pair is settled is marked finished and
-    never looked at again."""
+    A cycle is left to the agents, without even reading its pair rows, until it has been
+    quiet for ``grace``: committed, and last worked on by an agent (cycle_status
+    .last_activity, one write per batch), more than ``grace`` ago. Then its rows are
+    counted: every pair settled -> the cycle is marked finished and never looked at again;
+    otherwise its unsettled pairs, parked ones included, are replayed. A cycle whose
+    CycleCompleted is not recorded yet is skipped: its size is unknown."""
 
     def __init__(self, app: PostMatch, *, grace: timedelta = timedelta(seconds=30),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -261,9 +258,12 @@ class Reconciler:
         done: list[Reconciled] = []
         now = self._clock()
         for cycle in self._app.audit.cycles():
-            if cycle.finished_at is not None:
+            if cycle.finished_at is not None or cycle.pairs is None:
                 continue
-            status = cycle_status(self._app, cycle.cycle_id)
+            if any(now - t < self._grace for t in (cycle.committed_at, cycle.last_activity)
+                   if t is not None):
+                continue  # the agents are on it
+            status = summarize(cycle.cycle_id, self._app.audit.rows(cycle.cycle_id), cycle)
             self._export(status)
             if status.finished:
                 self._app.audit.mark_cycle_finished(cycle.cycle_id, now)
@@ -271,9 +271,6 @@ class Reconciler:
                 log.info("cycle %s: all %d pairs settled (%d dead-lettered)",
                          cycle.cycle_id, status.pairs, status.dead_lettered)
                 continue
-            recent = [t for t in (cycle.committed_at, status.last_attempt) if t is not None]
-            if any(now - _aware(t) < self._grace for t in recent) and not status.parked:
-                continue  # the agents are still on it
             result = reconcile(self._app, cycle.cycle_id)
             log.info("reconciled cycle %s: %d pairs, %d finished now, %d still failing",
                      cycle.cycle_id, result.pairs, result.finished, result.failed)
@@ -306,6 +303,3 @@ class Reconciler:
                 next_sweep = time.monotonic() + every
             time.sleep(0.5)
 
-
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)

@@ -128,7 +128,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from consumers.postmatch_app import build_postmatch, cycle_status
+    from consumers.postmatch_app import build_postmatch
     from mosaic.settings import Settings
 
     app = build_postmatch(Settings())
@@ -140,7 +140,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{'cycle':<44} {'pairs':>7} {'done':>7} {'dead':>5} {'parked':>6} "
               f"{'pending':>7}  {'state':<12} {'committed (UTC)':<19}  finished (UTC)")
         for cycle_id in ids:
-            s = cycle_status(app, cycle_id)
+            s = app.audit.cycle_status(cycle_id)
             state = ("finished" if s.finished else
                      "unknown cycle" if s.pairs is None and not s.rows else "in progress")
             pairs = "?" if s.pairs is None else str(s.pairs)

@@ -105,6 +105,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         f"ALTER TABLE {{keyspace}}.cycle_audit WITH default_time_to_live = {AUDIT_TTL_SECONDS}",
         f"ALTER TABLE {{keyspace}}.cycle_status WITH default_time_to_live = {AUDIT_TTL_SECONDS}",
     )),
+    Migration(3, "cycle_status.last_activity: when post-match agents last worked on a cycle", (
+        # The reconciler leaves a cycle alone while this is recent, without reading its rows.
+        "ALTER TABLE {keyspace}.cycle_status ADD IF NOT EXISTS last_activity timestamp",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -55,10 +55,17 @@ class MemoryAuditStore(AuditStore):
 
     def record_cycle(self, cycle_id: str, pairs: int, seekers: int,
                      committed_at: datetime) -> None:
-        self._cycles[cycle_id] = CycleRow(cycle_id, pairs, seekers, committed_at, None)
+        old = self._cycles.get(cycle_id)
+        self._cycles[cycle_id] = CycleRow(cycle_id, pairs, seekers, committed_at, None,
+                                          old.last_activity if old else None)
 
     def mark_cycle_finished(self, cycle_id: str, at: datetime) -> None:
         self._cycles[cycle_id] = replace(self._cycles[cycle_id], finished_at=at)
+
+    def touch_cycles(self, cycle_ids: Any, at: datetime) -> None:
+        for cycle_id in set(cycle_ids):
+            row = self._cycles.get(cycle_id) or CycleRow(cycle_id, None, 0, None, None)
+            self._cycles[cycle_id] = replace(row, last_activity=at)
 
     def cycles(self) -> list[CycleRow]:
         return list(self._cycles.values())
