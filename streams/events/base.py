@@ -71,13 +71,20 @@ def from_millis(value: int) -> datetime:
         raise SerializationError(f"timestamp {value} ms is out of range") from exc
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Event:
-    """Base of every event dataclass; subclasses set ``schema_name``."""
+    """Base of every event dataclass (declared with :func:`event_type`). Subclasses add their
+    fields, which follow ``event_id`` and ``occurred_at`` in the codec's order; the schema
+    name (the ``.avsc``) is the class name."""
 
-    __slots__ = ()
     schema_name: ClassVar[str]
     event_id: str
     occurred_at: datetime
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # No zero-argument super() here: slots=True dataclasses are re-created classes.
+        super(Event, cls).__init_subclass__(**kwargs)
+        cls.schema_name = cls.__name__
 
     def key(self) -> str | bytes | None:
         """The Kafka message key this event is produced with."""
@@ -95,7 +102,7 @@ class Event:
 
     def __post_init__(self) -> None:
         # Catch mistakes where the event is built, not later on the wire.
-        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+        for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, datetime) and value.tzinfo is None:
                 raise ValidationError(f"{self.schema_name}.{field.name}: naive datetime")
@@ -104,6 +111,15 @@ class Event:
         except ValueError as exc:
             bad = self.event_id
             raise ValidationError(f"{self.schema_name}.event_id {bad!r}: not a UUID") from exc
+
+
+_E = typing.TypeVar("_E", bound=Event)
+
+
+@typing.dataclass_transform(frozen_default=True, kw_only_default=True)
+def event_type(cls: type[_E]) -> type[_E]:
+    """Declare an event: a frozen, keyword-only, slotted dataclass like :class:`Event`."""
+    return dataclasses.dataclass(frozen=True, kw_only=True, slots=True)(cls)
 
 
 class FieldReader:
@@ -274,7 +290,7 @@ def _build_codec(cls: type[Event]) -> tuple[_CodecField, ...]:
     """Derive the codec from the dataclass fields and their types."""
     hints = typing.get_type_hints(cls)
     fields = []
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):
         try:
             encode, decode = _READERS[hints[field.name]]
         except KeyError:

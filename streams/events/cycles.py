@@ -7,19 +7,14 @@ every pair of that cycle is on the ``pairs`` topic too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import ClassVar
+from dataclasses import field
 
-from streams.events.base import Event
+from streams.events.base import Event, event_type
 from streams.events.optin import DEFAULT_POOL
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class CycleCompleted(Event):
-    schema_name: ClassVar[str] = "CycleCompleted"
-    event_id: str
-    occurred_at: datetime
     cycle_id: str
     pairs: int
     pool: str = DEFAULT_POOL

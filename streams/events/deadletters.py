@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import ClassVar
-
-from streams.events.base import Event
+from streams.events.base import Event, event_type
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class DeadLettered(Event):
-    schema_name: ClassVar[str] = "DeadLettered"
-    event_id: str
-    occurred_at: datetime
     reason: str
     error_type: str
     source_topic: str

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
 
-from streams.events.base import Event
+from streams.events.base import Event, event_type
 
 DEFAULT_POOL = "default"
 DEFAULT_TOP_CHATS = 5
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class OptInRequested(Event):
-    schema_name: ClassVar[str] = "OptInRequested"
-    event_id: str
-    occurred_at: datetime
     request_id: str
     user_id: str
     opted_in_at: datetime
@@ -28,11 +23,8 @@ class OptInRequested(Event):
         return self.user_id
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class OptOutRequested(Event):
-    schema_name: ClassVar[str] = "OptOutRequested"
-    event_id: str
-    occurred_at: datetime
     request_id: str
     user_id: str
     pool: str = DEFAULT_POOL
@@ -41,11 +33,8 @@ class OptOutRequested(Event):
         return self.user_id
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class BlockRequested(Event):
-    schema_name: ClassVar[str] = "BlockRequested"
-    event_id: str
-    occurred_at: datetime
     request_id: str
     user_id: str
     blocked_user_id: str

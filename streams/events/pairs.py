@@ -6,22 +6,15 @@ are derived from the cycle and the pair/user, so a rerun of a cycle repeats them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import ClassVar
-
-from streams.events.base import Event, check_pair
+from streams.events.base import Event, check_pair, event_type
 from streams.events.optin import DEFAULT_POOL
 
 # SeekerUnmatched.reason values are the matcher core's UnmatchedReason (plus the service's
 # "invalid_vector"); kept as a plain string so new reasons never break old readers.
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class PairMatched(Event):
-    schema_name: ClassVar[str] = "PairMatched"
-    event_id: str
-    occurred_at: datetime
     cycle_id: str
     pair_key: str
     user_a: str
@@ -38,11 +31,8 @@ class PairMatched(Event):
         return self.pair_key
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class SeekerUnmatched(Event):
-    schema_name: ClassVar[str] = "SeekerUnmatched"
-    event_id: str
-    occurred_at: datetime
     cycle_id: str
     user_id: str
     reason: str

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from typing import ClassVar
-
-from streams.events.base import Event, check_pair
+from streams.events.base import Event, check_pair, event_type
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class RoomCreated(Event):
-    schema_name: ClassVar[str] = "RoomCreated"
-    event_id: str
-    occurred_at: datetime
     cycle_id: str
     pair_key: str
     group_id: str

@@ -7,12 +7,10 @@ The latest record per user is that user's state: ``SeekerUpdated`` while waiting
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
 
 from mosaic.errors import ValidationError
-from streams.events.base import Event
+from streams.events.base import Event, event_type
 from streams.events.optin import DEFAULT_POOL
 
 STATUS_WAITING = "waiting"
@@ -26,11 +24,8 @@ REMOVED_EXPIRED = "expired"
 FLOAT32_MAX = 3.4028234663852886e38
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class SeekerUpdated(Event):
-    schema_name: ClassVar[str] = "SeekerUpdated"
-    event_id: str
-    occurred_at: datetime
     user_id: str
     opted_in_at: datetime
     vector: tuple[float, ...]  # float32 on the wire
@@ -56,11 +51,8 @@ class SeekerUpdated(Event):
         return self.user_id
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class SeekerRemoved(Event):
-    schema_name: ClassVar[str] = "SeekerRemoved"
-    event_id: str
-    occurred_at: datetime
     user_id: str
     reason: str
     pool: str = DEFAULT_POOL

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import ClassVar
 
-from streams.events.base import Event
+from streams.events.base import Event, event_type
 from streams.events.optin import DEFAULT_POOL
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@event_type
 class CycleTick(Event):
-    schema_name: ClassVar[str] = "CycleTick"
-    event_id: str
-    occurred_at: datetime
     cycle_id: str
     slot_start: datetime
     pool: str = DEFAULT_POOL
