@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from mosaic.errors import ExternalServiceError
+from mosaic.cassandra import cassandra_call
 from mosaic.migrations import require
 from streams.events import pair_key as make_pair_key
 from streams.events import split_pair_key
@@ -100,20 +100,3 @@ class CassandraBlockStore(BlockStore):
 
     def _run(self, call: Callable[[], T]) -> T:
         return cassandra_call(f"Cassandra {self.table}", call)
-
-
-def cassandra_call(what: str, call: Callable[[], T]) -> T:
-    """Run a driver call; failures become ExternalServiceError, retryable when transient
-    (timeouts, unavailable, no host) so the agent retries instead of stopping."""
-    from cassandra import DriverException
-
-    from mosaic.retry import is_cassandra_unavailable as is_transient
-
-    try:
-        return call()
-    except DriverException as exc:
-        raise ExternalServiceError(f"{what}: {exc}", retryable=is_transient(exc)) from exc
-    except Exception as exc:
-        if not is_transient(exc):  # NoHostAvailable is not a DriverException
-            raise
-        raise ExternalServiceError(f"{what}: {exc}") from exc

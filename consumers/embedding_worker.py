@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from consumers.blocks import CassandraBlockStore, cassandra_call
+from consumers.blocks import CassandraBlockStore
 from consumers.embedding import EmbeddingPipeline
 from consumers.embedding_agent import BatchHandler, attach_agent, build_app
 from consumers.embedding_io import KafkaSeekerSink, StageRetry
 from consumers.embedding_metrics import TimedEmbedder, TimedVectorIndex
 from consumers.embedding_traits import PrefetchingTraitsService
+from mosaic.cassandra import cassandra_call
 from mosaic.settings import Settings
 from mosaic.user_state import CassandraUserStateWriter, UserStateWriter
 from profiles.embedders import Embedder, LocalE5Embedder, build_embedder

@@ -8,12 +8,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from mosaic.errors import ExternalServiceError
+from mosaic.retry import is_cassandra_unavailable
 from mosaic.settings import CassandraSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def cassandra_call(what: str, call: Callable[[], T]) -> T:
+    """Run a driver call; failures become ExternalServiceError, retryable when transient
+    (timeouts, unavailable, no host) so the caller retries instead of stopping."""
+    from cassandra import DriverException
+
+    try:
+        return call()
+    except DriverException as exc:
+        raise ExternalServiceError(f"{what}: {exc}",
+                                   retryable=is_cassandra_unavailable(exc)) from exc
+    except Exception as exc:
+        if not is_cassandra_unavailable(exc):  # NoHostAvailable is not a DriverException
+            raise
+        raise ExternalServiceError(f"{what}: {exc}") from exc
 
 
 def security_options(settings: CassandraSettings) -> dict[str, Any]:

@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from mosaic.errors import ConfigError, ExternalServiceError, ValidationError
+from mosaic.cassandra import cassandra_call
+from mosaic.errors import ConfigError, ValidationError
 from mosaic.retry import Retrier
 from mosaic.retry import is_cassandra_unavailable as is_transient
 from profiles.index import (
@@ -114,17 +115,8 @@ class CassandraVectorIndex(VectorIndex):
         return self._call(lambda: self._session.execute(statement, params))
 
     def _call(self, fn: Callable[[], T]) -> T:
-        from cassandra import DriverException
-
-        try:
-            return self.retrier.call(fn, retryable=is_transient, what="Cassandra")
-        except DriverException as exc:
-            raise ExternalServiceError(f"Cassandra {self.table}: {exc}",
-                                       retryable=is_transient(exc)) from exc
-        except Exception as exc:
-            if not is_transient(exc):  # NoHostAvailable is not a DriverException
-                raise
-            raise ExternalServiceError(f"Cassandra {self.table}: {exc}") from exc
+        return cassandra_call(f"Cassandra {self.table}", lambda: self.retrier.call(
+            fn, retryable=is_transient, what="Cassandra"))
 
     def _record(self, row: Any) -> VectorRecord:
         meta = {c: getattr(row, c) for c in COLUMNS if getattr(row, c) is not None}
