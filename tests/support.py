@@ -1,12 +1,14 @@
-"""Helpers shared by integration tests (fixtures live in conftest.py)."""
+"""Helpers and data shared by the tests (fixtures live in conftest.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from mosaic.settings import CassandraSettings, Settings
+from mosaic.settings import CassandraSettings, KafkaSettings, MatcherSettings, Settings
+from stack.base import Service
 from streams.admin import apply
 from streams.kafka import make_admin
 from streams.topics import TopicCatalog, build_catalog
@@ -51,3 +53,36 @@ def migrated_session(settings: Settings | CassandraSettings, keyspace: str | Non
     cassandra = settings.cassandra if isinstance(settings, Settings) else settings
     migrate_keyspace(cassandra, keyspace)
     return connect(cassandra, keyspace=keyspace)
+
+
+def assert_up_reuses(service: Service) -> None:
+    """A second ``up`` finds the running process and leaves it be (``stack_scripts`` tests)."""
+    pid_before = service.pid()
+    assert "reused" in service.up()
+    assert service.pid() == pid_before
+    assert service.status().healthy
+
+
+# The matcher tests' clock and pool: three tight clusters and one user far from everyone
+# (three pairs and an odd one out).
+T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
+CLUSTERED_POOL = {
+    "u1": (1.0, 0.05, 0.0), "u2": (0.95, 0.0, 0.05),
+    "u3": (0.0, 1.0, 0.05), "u4": (0.05, 0.95, 0.0),
+    "u5": (0.0, 0.05, 1.0), "u6": (0.05, 0.0, 0.95),
+    "u7": (-1.0, -1.0, -1.0),
+}
+EXPECTED_PAIRS = {"u1|u2", "u3|u4", "u5|u6"}
+
+
+@contextmanager
+def matcher_topics(settings: Settings, topic_prefix: str, transactional_id: str
+                   ) -> Iterator[tuple[Settings, TopicCatalog]]:
+    """Settings for one matcher test (its own topics and transactional id, no block store,
+    hourly cycles) and its topic catalog; the topics are deleted afterwards."""
+    own = Settings(kafka=KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                       topic_prefix=topic_prefix),
+                   matcher=MatcherSettings(transactional_id=transactional_id, block_store="none",
+                                           cycle_seconds=3600))
+    with own_topics(own) as catalog:
+        yield own, catalog

@@ -12,7 +12,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from confluent_kafka import Producer, TopicPartition
@@ -22,7 +22,7 @@ from matcher.harness import CyclePlan
 from matcher.pool import LogRecord, PoolState
 from matcher.service import MatcherService
 from mosaic.s3 import s3_client
-from mosaic.settings import KafkaSettings, MatcherSettings, Settings
+from mosaic.settings import Settings
 from producers.ticker import publish_tick
 from profiles.insights import ChatInsights, ParticipantInsight, S3InsightStore
 from stack.base import Service
@@ -40,30 +40,19 @@ from streams.events import (
 from streams.kafka import make_consumer, make_producer, produce_event, read_to_end
 from streams.serde import MAGIC, decode, default_serde, encode_record
 from streams.topics import TopicCatalog
-from tests.support import migrated_session, own_topics
+from tests.support import CLUSTERED_POOL as POOL
+from tests.support import T0, matcher_topics, migrated_session
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 OPTED_IN = T0 - timedelta(hours=2)
-# Three tight clusters and one user far from everyone: three pairs and an odd one out.
-POOL = {
-    "u1": (1.0, 0.05, 0.0), "u2": (0.95, 0.0, 0.05),
-    "u3": (0.0, 1.0, 0.05), "u4": (0.05, 0.95, 0.0),
-    "u5": (0.0, 0.05, 1.0), "u6": (0.05, 0.0, 0.95),
-    "u7": (-1.0, -1.0, -1.0),
-}
 
 
 @pytest.fixture
 def env(settings: Settings, kafka_stack: Service, unique: str
         ) -> Iterator[tuple[Settings, TopicCatalog]]:
-    own = Settings(kafka=KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                       topic_prefix=f"c{unique}."),
-                   matcher=MatcherSettings(transactional_id=f"mc-{unique}", block_store="none",
-                                           cycle_seconds=3600))
-    with own_topics(own) as catalog:
-        yield own, catalog
+    with matcher_topics(settings, f"c{unique}.", f"mc-{unique}") as env:
+        yield env
 
 
 def waiting(user: str, vector: tuple[float, ...], *, at: datetime = OPTED_IN

@@ -9,14 +9,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TypeVar
 
 import pytest
 from confluent_kafka import Producer
 
 from matcher.service import MatcherFenced, MatcherService
-from mosaic.settings import KafkaSettings, MatcherSettings, Settings
+from mosaic.settings import Settings
 from producers.ticker import publish_tick
 from stack.base import Service
 from streams.events import (
@@ -31,32 +31,19 @@ from streams.events import (
 from streams.kafka import make_consumer, make_producer, produce_event, read_to_end
 from streams.serde import decode
 from streams.topics import TopicCatalog
-from tests.support import own_topics
+from tests.support import CLUSTERED_POOL as POOL
+from tests.support import EXPECTED_PAIRS, T0, matcher_topics
 
 pytestmark = pytest.mark.integration
 
 E = TypeVar("E", bound=Event)
 
-T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
-# Three tight clusters and one user far from everyone: three pairs and an odd one out.
-POOL = {
-    "u1": (1.0, 0.05, 0.0), "u2": (0.95, 0.0, 0.05),
-    "u3": (0.0, 1.0, 0.05), "u4": (0.05, 0.95, 0.0),
-    "u5": (0.0, 0.05, 1.0), "u6": (0.05, 0.0, 0.95),
-    "u7": (-1.0, -1.0, -1.0),
-}
-EXPECTED_PAIRS = {"u1|u2", "u3|u4", "u5|u6"}
-
 
 @pytest.fixture
 def env(settings: Settings, kafka_stack: Service, unique: str
         ) -> Iterator[tuple[Settings, TopicCatalog]]:
-    own = Settings(kafka=KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                       topic_prefix=f"t{unique}."),
-                   matcher=MatcherSettings(transactional_id=f"m-{unique}", block_store="none",
-                                           cycle_seconds=3600))
-    with own_topics(own) as catalog:
-        yield own, catalog
+    with matcher_topics(settings, f"t{unique}.", f"m-{unique}") as env:
+        yield env
 
 
 def seed(settings: Settings, catalog: TopicCatalog, vectors: Mapping[str, tuple[float, ...]],

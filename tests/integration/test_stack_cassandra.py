@@ -11,6 +11,7 @@ from cassandra.policies import RoundRobinPolicy
 
 from mosaic.settings import Settings
 from stack.base import Service
+from tests.support import assert_up_reuses
 
 pytestmark = pytest.mark.integration
 
@@ -69,8 +70,4 @@ def test_vector_sai_ann_query(session: Any) -> None:
 
 @pytest.mark.stack_scripts
 def test_up_twice_reuses_running_node(cassandra_stack: Service) -> None:
-    pid_before = cassandra_stack.pid()
-    line = cassandra_stack.up()
-    assert "reused" in line
-    assert cassandra_stack.pid() == pid_before
-    assert cassandra_stack.status().healthy
+    assert_up_reuses(cassandra_stack)

@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from mosaic.settings import Settings
 from stack.base import Service
+from tests.support import assert_up_reuses
 
 pytestmark = pytest.mark.integration
 
@@ -78,8 +79,4 @@ def test_transactions_commit_and_abort(settings: Settings, kafka_stack: Service,
 
 @pytest.mark.stack_scripts
 def test_up_twice_reuses_running_broker(kafka_stack: Service) -> None:
-    pid_before = kafka_stack.pid()
-    line = kafka_stack.up()
-    assert "reused" in line
-    assert kafka_stack.pid() == pid_before
-    assert kafka_stack.status().healthy
+    assert_up_reuses(kafka_stack)

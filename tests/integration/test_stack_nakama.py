@@ -13,6 +13,7 @@ from mosaic.nakama_client import LocalIssuer
 from mosaic.settings import Settings
 from stack.base import Service
 from stack.postgres import Postgres
+from tests.support import assert_up_reuses
 
 pytestmark = pytest.mark.integration
 
@@ -93,11 +94,7 @@ def test_wrong_keys_are_refused(http: httpx.Client) -> None:
 
 @pytest.mark.stack_scripts
 def test_up_twice_reuses_running_server(nakama_stack: Service) -> None:
-    pid_before = nakama_stack.pid()
-    line = nakama_stack.up()
-    assert "reused" in line
-    assert nakama_stack.pid() == pid_before
-    assert nakama_stack.status().healthy
+    assert_up_reuses(nakama_stack)
 
 
 @pytest.mark.stack_scripts

@@ -7,6 +7,7 @@ import pytest
 from mosaic.s3 import s3_client
 from mosaic.settings import Settings
 from stack.base import Service
+from tests.support import assert_up_reuses
 
 pytestmark = pytest.mark.integration
 
@@ -21,8 +22,4 @@ def test_put_and_get_object(settings: Settings, s3_stack: Service, unique: str) 
 
 @pytest.mark.stack_scripts
 def test_up_twice_reuses_running_server(s3_stack: Service) -> None:
-    pid_before = s3_stack.pid()
-    line = s3_stack.up()
-    assert "reused" in line
-    assert s3_stack.pid() == pid_before
-    assert s3_stack.status().healthy
+    assert_up_reuses(s3_stack)

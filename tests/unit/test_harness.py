@@ -4,7 +4,7 @@ parameter hashing and the events a cycle publishes."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -33,10 +33,10 @@ from streams.events import (
     pair_key,
 )
 from streams.serde import MAGIC, default_serde, encode, encode_record
+from tests.support import T0
 
 pytestmark = pytest.mark.unit
 
-T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 TICK = make_tick("default", T0, 3600)
 
 
