@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,8 @@ from streams.events import CycleCompleted, PairMatched, SeekerUpdated, derive_ev
 from streams.kafka import make_admin, make_consumer, make_producer, produce_event, read_to_end
 from streams.serde import decode
 from streams.topics import build_catalog
+from tests.support import CLUSTERED_POOL as POOL
+from tests.support import T0
 from tests.testkit import SignedClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
@@ -49,13 +51,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 PORTS = (29092, 29192, 29292)
 CONTROLLER = 29093
 BURST = 600
-T0 = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
-POOL = {
-    "u1": (1.0, 0.05, 0.0), "u2": (0.95, 0.0, 0.05),
-    "u3": (0.0, 1.0, 0.05), "u4": (0.05, 0.95, 0.0),
-    "u5": (0.0, 0.05, 1.0), "u6": (0.05, 0.0, 0.95),
-    "u7": (-1.0, -1.0, -1.0),
-}
 
 
 @pytest.fixture
