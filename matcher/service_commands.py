@@ -11,8 +11,9 @@ import json
 import logging
 import signal
 import threading
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from mosaic.cli_args import iso_instant
 
 if TYPE_CHECKING:
     from matcher.service import BlockStore
@@ -28,7 +29,7 @@ FENCED_EXIT_CODE = 3
 def register(subparsers: Any) -> None:
     tick = subparsers.add_parser("tick", help="publish one cycle tick")
     tick.add_argument("--pool", help="default: the first of settings.matcher.pools")
-    tick.add_argument("--at", type=_instant, help="ISO 8601 time inside the slot "
+    tick.add_argument("--at", type=iso_instant, help="ISO 8601 time inside the slot "
                       "(default: now); the cycle id is derived from its slot")
     tick.add_argument("--every-seconds", type=int,
                       help="slot length (default: settings.matcher.cycle_seconds)")
@@ -61,14 +62,6 @@ def _subcommands(subparsers: Any, name: str, help_text: str) -> Any:
         if isinstance(action, argparse._SubParsersAction):
             return action
     return parser.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
-
-
-def _instant(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _tick(args: argparse.Namespace) -> int:

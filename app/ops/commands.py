@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
 from typing import Any
+
+from mosaic.cli_args import iso_instant
 
 SERVICES = ("ingress", "embedding", "matcher", "ticker", "postmatch", "reconciler")
 
@@ -39,25 +40,17 @@ def register(subparsers: Any) -> None:
     ls = sub.add_parser("list", help="print dead letters as JSON lines (oldest first)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ls.add_argument("--topic", help="only those from this source topic (full name)")
-    ls.add_argument("--since", type=_instant, help="only those since this ISO 8601 time")
+    ls.add_argument("--since", type=iso_instant, help="only those since this ISO 8601 time")
     ls.add_argument("--limit", type=int, default=100, help="print at most the N newest")
     ls.set_defaults(func=_list)
     rp = sub.add_parser("replay", help="send dead-lettered records back to their source topic",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     rp.add_argument("--source-topic", required=True, help="the source topic (full name)")
-    rp.add_argument("--since", type=_instant, help="only those since this ISO 8601 time")
+    rp.add_argument("--since", type=iso_instant, help="only those since this ISO 8601 time")
     rp.add_argument("--id", dest="ids", action="append", default=[], metavar="EVENT_ID",
                     help="only this dead letter (repeatable; see 'list')")
     rp.add_argument("--dry-run", action="store_true", help="say what would be replayed")
     rp.set_defaults(func=_replay)
-
-
-def _instant(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _run(args: argparse.Namespace) -> int:
