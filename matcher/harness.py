@@ -138,7 +138,8 @@ def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
     matched = sorted((u, by_id[u]) for p in pairs for u in (p.user_a, p.user_b))
     summary = _summary(tick, pairs, leftovers, offsets=snapshot_offsets,
                        digest=params_digest, phase_seconds=phase_seconds, seekers=len(by_id),
-                       left=len(gone & by_id.keys()))
+                       left=len(gone & by_id.keys()),
+                       recall=outcome.stats.candidate_recall if outcome.stats else None)
     return CyclePlan(
         tick=tick,
         pairs=pairs,
@@ -197,8 +198,8 @@ def _missed_event(tick: CycleTick, seeker: Seeker) -> SeekerUpdated:
 
 def _summary(tick: CycleTick, pairs: Sequence[PairMatched],
              leftovers: Sequence[tuple[Seeker, str]], *, offsets: Mapping[int, int],
-             digest: str, phase_seconds: Mapping[str, float], seekers: int, left: int = 0
-             ) -> CycleCompleted:
+             digest: str, phase_seconds: Mapping[str, float], seekers: int, left: int = 0,
+             recall: float | None = None) -> CycleCompleted:
     scores = [p.score for p in pairs]
     reasons = Counter(reason for _, reason in leftovers)
     if left:
@@ -211,4 +212,4 @@ def _summary(tick: CycleTick, pairs: Sequence[PairMatched],
         score_min=min(scores) if scores else None,
         score_max=max(scores) if scores else None,
         snapshot_offsets=dict(sorted(offsets.items())), params_hash=digest,
-        phase_seconds=dict(phase_seconds))
+        phase_seconds=dict(phase_seconds), candidate_recall=recall)

@@ -251,6 +251,8 @@ class MatcherSettings(BaseModel):
     # Pools the ticker ticks for (``mosaic ticker run``); the matcher runs whatever ticks.
     pools: tuple[str, ...] = ("default",)
     block_store: Literal["cassandra", "none"] = "cassandra"
+    # Candidate recall@10 below this makes the matcher widen its search (docs/matcher.md).
+    recall_target: float = 0.95
     # Test hook only: flush the open transaction and sleep this long before committing.
     test_pause_before_commit_seconds: float = 0.0
 

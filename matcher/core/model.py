@@ -103,6 +103,7 @@ class MatchParams:
             "min_similarity": settings.min_similarity,
             "standardize": settings.standardize_similarity,
             "history_cycles": settings.history_cycles,
+            "recall_target": settings.recall_target,
         }
         values.update(overrides)
         return cls(**values)

@@ -27,6 +27,8 @@ class CycleCompleted(Event):
     snapshot_offsets: Mapping[int, int] = field(default_factory=dict)
     params_hash: str = ""
     phase_seconds: Mapping[str, float] = field(default_factory=dict)
+    # The matcher's measured candidate recall@10 (None: exact candidates, not measured).
+    candidate_recall: float | None = None
 
     def key(self) -> str:
         return self.cycle_id

@@ -289,6 +289,23 @@ def test_plan_does_not_re_add_users_who_changed_meanwhile() -> None:
     assert len(trimmed.unmatched) == 2  # the cycle's outcome itself is unchanged
 
 
+def test_the_cycle_summary_carries_the_measured_candidate_recall() -> None:
+    from matcher.core import ExactSearch, match_pool
+    from matcher.synthetic import clustered_pool
+
+    result = match_pool(clustered_pool(40, 8, seed=1), params=MatchParams(),
+                        search=ExactSearch())
+    stats = dataclasses.replace(result.stats, candidate_recall=0.97)
+    plan = plan_cycle(TICK, build_snapshot([], T0), CycleOutcome(stats=stats),
+                      snapshot_offsets={}, params_digest="", phase_seconds={})
+    assert plan.summary.candidate_recall == 0.97
+    decoded = default_serde().decode(encode(plan.summary))
+    assert getattr(decoded, "candidate_recall", None) == 0.97
+    exact = plan_cycle(TICK, build_snapshot([], T0), CycleOutcome(), snapshot_offsets={},
+                       params_digest="", phase_seconds={})
+    assert exact.summary.candidate_recall is None
+
+
 def test_empty_pool_still_completes_the_cycle() -> None:
     plan = plan_cycle(TICK, build_snapshot([], T0), CycleOutcome(), snapshot_offsets={},
                       params_digest="", phase_seconds={})
