@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from mosaic.settings import CassandraSettings, KafkaSettings, MatcherSettings, Settings
 from stack.base import Service
@@ -86,3 +90,21 @@ def matcher_topics(settings: Settings, topic_prefix: str, transactional_id: str
                                            cycle_seconds=3600))
     with own_topics(own) as catalog:
         yield own, catalog
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, *, timeout: float,
+                  failure: str) -> None:
+    """Read the process's stderr until a line contains ``needle``; kill it and fail the test
+    with ``failure`` and its last lines when it exits or ``timeout`` seconds pass first."""
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    seen: list[str] = []
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        seen.append(line)
+        if needle in line:
+            return
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    pytest.fail(f"{failure}:\n" + "".join(seen[-40:]))

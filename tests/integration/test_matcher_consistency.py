@@ -41,7 +41,7 @@ from streams.kafka import make_consumer, make_producer, produce_event, read_to_e
 from streams.serde import MAGIC, decode, default_serde, encode_record
 from streams.topics import TopicCatalog
 from tests.support import CLUSTERED_POOL as POOL
-from tests.support import T0, matcher_topics, migrated_session
+from tests.support import T0, matcher_topics, migrated_session, wait_for_line
 
 pytestmark = pytest.mark.integration
 
@@ -371,22 +371,6 @@ def _agent(settings: Settings, vertex_url: str, keyspace: str, *, pause: float,
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float = 90.0
-                   ) -> None:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        seen.append(line)
-        if needle in line:
-            return
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    pytest.fail(f"agent never logged {needle!r}:\n" + "".join(seen[-40:]))
-
-
 def _opt_in(user: str, at: datetime) -> OptInRequested:
     return OptInRequested(event_id=derive_event_id("optin", user, str(at)), occurred_at=at,
                           request_id=f"r{to_millis(at)}", user_id=user, opted_in_at=at)
@@ -419,7 +403,8 @@ def test_agent_killed_after_publish_replays_without_resurrecting_matched_users(
             assert producer.flush(10) == 0
             agent = _agent(settings, vertex.url, keyspace, pause=120)
             try:
-                _wait_for_line(agent, "TEST HOOK: paused after publishing")
+                wait_for_line(agent, "TEST HOOK: paused after publishing", timeout=90.0,
+                              failure="agent never logged its pause hook")
             finally:
                 if agent.poll() is None:
                     os.kill(agent.pid, signal.SIGKILL)

@@ -32,7 +32,7 @@ from streams.kafka import make_consumer, make_producer, produce_event, read_to_e
 from streams.serde import decode
 from streams.topics import TopicCatalog
 from tests.support import CLUSTERED_POOL as POOL
-from tests.support import EXPECTED_PAIRS, T0, matcher_topics
+from tests.support import EXPECTED_PAIRS, T0, matcher_topics, wait_for_line
 
 pytestmark = pytest.mark.integration
 
@@ -143,19 +143,9 @@ def _start_paused_matcher(settings: Settings) -> subprocess.Popen[str]:
          "--once"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_pause(process: subprocess.Popen[str], timeout_seconds: float = 60.0) -> None:
-    assert process.stderr is not None
-    deadline = time.monotonic() + timeout_seconds
-    seen: list[str] = []
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        seen.append(line)
-        if "paused before commit" in line:
-            return
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    pytest.fail("matcher never reached the commit:\n" + "".join(seen))
+def _wait_for_pause(process: subprocess.Popen[str]) -> None:
+    wait_for_line(process, "paused before commit", timeout=60.0,
+                  failure="matcher never reached the commit")
 
 
 def test_kill_mid_transaction_then_rerun_publishes_one_identical_result(
