@@ -69,7 +69,8 @@ def cluster(unique: str) -> Iterator[tuple[Settings, list[Kafka]]]:
     brokers = nodes(settings)
     started = time.monotonic()
     try:
-        up_all(list(brokers))
+        for line in up_all(list(brokers)):
+            print(line)
         print(f"cluster of 3 up in {time.monotonic() - started:.1f}s")
         yield settings, brokers
     finally:
