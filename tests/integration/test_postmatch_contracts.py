@@ -13,7 +13,7 @@ from consumers.audit import BUCKETS, DEAD_LETTERED, PARKED, AuditStore, Cassandr
 from consumers.chat import ChatServer, NakamaChat, NotifyRequest, RoomRequest
 from mosaic.nakama_client import NakamaClient, Session
 from mosaic.settings import Settings
-from tests.postmatch_fakes import MemoryAuditStore, MemoryChat
+from tests.fakes import MemoryAuditStore, MemoryChat
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

@@ -30,8 +30,7 @@ from streams.events import (
 )
 from streams.kafka import BatchPublisher
 from streams.serde import decode
-from tests.fakes import InMemoryVectorIndex, MemoryUserStateWriter
-from tests.postmatch_fakes import MemoryAuditStore, MemoryChat
+from tests.fakes import InMemoryVectorIndex, MemoryAuditStore, MemoryChat, MemoryUserStateWriter
 
 pytestmark = pytest.mark.unit
 
