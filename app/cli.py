@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.demo",
     "app.ops.commands",
     "app.ops.report",
+    "app.ops.inspect_commands",  # after the deadletters and topics commands it extends
 )
 
 Handler = Callable[[argparse.Namespace], int]
