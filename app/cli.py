@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.ops.commands",
     "app.ops.report",
     "app.ops.inspect_commands",  # after the deadletters and topics commands it extends
+    "app.ops.config_docs",
 )
 
 Handler = Callable[[argparse.Namespace], int]
