@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.ops.report",
     "app.ops.inspect_commands",  # after the deadletters and topics commands it extends
     "app.ops.config_docs",
+    "app.ops.asyncapi",
 )
 
 Handler = Callable[[argparse.Namespace], int]
