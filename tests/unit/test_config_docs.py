@@ -36,3 +36,11 @@ def test_secrets_show_no_value() -> None:
                    defaults.ingress.hmac_key, defaults.s3.secret_access_key):
         assert secret.get_secret_value() not in text
     assert "| `MOSAIC_NAKAMA__SERVER_KEY` | `SecretStr` | (secret) |" in text
+
+
+def test_every_setting_has_a_meaning() -> None:
+    empty = [row[1] for row in rows() if not row[4].strip()]
+    assert not empty, f"settings without a meaning (comment them in mosaic/settings.py): {empty}"
+    for line in render().splitlines():
+        if line.startswith("| `MOSAIC_"):
+            assert line.rstrip().removesuffix("|").rstrip().rsplit("|", 1)[1].strip(), line
