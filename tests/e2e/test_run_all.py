@@ -108,8 +108,14 @@ def run(stack: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, subpro
             yield settings, pool, proc, log, _ports(base)
         finally:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait(30)
+                # SIGTERM first: the supervisor stops its children (their own sessions);
+                # a bare kill would orphan them and their ports would break later tests.
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(90)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(30)
 
 
 def test_run_all_supervises_a_whole_cycle_and_stops_cleanly(
@@ -180,9 +186,11 @@ def test_run_all_supervises_a_whole_cycle_and_stops_cleanly(
     # The matcher's histogram saw every matched user's opt-in-to-match time.
     matcher = _get(f"http://127.0.0.1:{specs['matcher'].port}/metrics").text
     assert f'mosaic_matcher_optin_to_match_seconds_count{{pool="{pool}"}} {USERS}.0' in matcher
-    lag = _get(f"http://127.0.0.1:{ports['run']}/metrics").text
-    # The embedding agent's group (run<tag>-embedding) is among those the supervisor sees.
-    assert f'group="{settings.kafka.topic_prefix[:-1]}-embedding"' in lag
+    # The embedding agent's group (run<tag>-embedding) is among those the supervisor sees
+    # (its lag collector caches a query over every group on the broker for a few seconds).
+    group = f'group="{settings.kafka.topic_prefix[:-1]}-embedding"'
+    _wait("the supervisor reporting the embedding group's lag", lambda: group in _get(
+        f"http://127.0.0.1:{ports['run']}/metrics").text, 60, log)
 
     if prometheus is not None:
         wanted = {"run", *specs}
