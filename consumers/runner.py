@@ -242,14 +242,16 @@ class BatchRunner:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
-            # The group moved on (a rebalance): the new owner replays; handlers are
-            # idempotent, so nothing is lost or doubled.
-            if isinstance(err, KafkaError) and err.code() in (
-                    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION,
-                    KafkaError.UNKNOWN_MEMBER_ID):
-                log.info("%s: commit skipped after a rebalance: %s", self.name, err)
-                return
-            raise
+            if isinstance(err, KafkaError) and err.fatal():
+                raise
+            # The work is done and its outputs confirmed; only the bookmark failed (a
+            # rebalance, or the coordinator away after a broker restart). Go back to
+            # polling, which lets the consumer find its coordinator and rejoin: the next
+            # commit covers these records, and a crash before it replays them (handlers
+            # are idempotent). Retrying here without polling never recovered (measured:
+            # _WAIT_COORD for 300 s after a broker restart).
+            log.warning("%s: commit skipped (%s); the next commit covers these records",
+                        self.name, err)
 
     def _rewind(self, messages: list[Message]) -> None:
         for tp in next_offsets(messages):
