@@ -32,17 +32,9 @@ def register(subparsers: Any) -> None:
 
 
 def _write(args: argparse.Namespace) -> int:
-    text = render()
-    if args.check:
-        current = args.out.read_text() if args.out.exists() else ""
-        if current != text:
-            print(f"{args.out} is out of date: run 'mosaic asyncapi'")
-            return 1
-        print(f"{args.out} is current")
-        return 0
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
-    return 0
+    from app.ops.config_docs import write_generated
+
+    return write_generated(args.out, render(), check=args.check, command="mosaic asyncapi")
 
 
 def _version() -> str:

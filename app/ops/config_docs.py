@@ -34,16 +34,20 @@ def register(subparsers: Any) -> None:
 
 
 def _docs(args: argparse.Namespace) -> int:
-    text = render()
-    if args.check:
-        current = args.out.read_text() if args.out.exists() else ""
+    return write_generated(args.out, render(), check=args.check, command="mosaic config docs")
+
+
+def write_generated(out: Path, text: str, *, check: bool, command: str) -> int:
+    """Write a generated document, or with ``check`` only say whether it is current."""
+    if check:
+        current = out.read_text() if out.exists() else ""
         if current != text:
-            print(f"{args.out} is out of date: run 'mosaic config docs'")
+            print(f"{out} is out of date: run '{command}'")
             return 1
-        print(f"{args.out} is current")
+        print(f"{out} is current")
         return 0
-    args.out.write_text(text)
-    print(f"wrote {args.out}")
+    out.write_text(text)
+    print(f"wrote {out}")
     return 0
 
 

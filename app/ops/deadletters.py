@@ -9,7 +9,6 @@ handled, or a replay run twice, changes nothing downstream.
 
 from __future__ import annotations
 
-import base64
 import logging
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from app.ops.inspect import key_text
 from mosaic.errors import SerializationError
 from mosaic.settings import Settings
 from streams.events import DeadLettered
@@ -43,18 +43,9 @@ class Letter:
             "source_topic": e.source_topic, "source_partition": e.source_partition,
             "source_offset": e.source_offset, "error_type": e.error_type, "reason": e.reason,
             "consumer_group": e.consumer_group, "attempts": e.attempts,
-            "key": _text(e.source_key), "value_bytes": len(e.source_value or b""),
+            "key": key_text(e.source_key), "value_bytes": len(e.source_value or b""),
             "deadletter_partition": self.partition, "deadletter_offset": self.offset,
         }
-
-
-def _text(raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return "base64:" + base64.b64encode(raw).decode()
 
 
 def read_letters(settings: Settings, *, source_topic: str | None = None,
