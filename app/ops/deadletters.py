@@ -9,6 +9,7 @@ handled, or a replay run twice, changes nothing downstream.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from app.ops.inspect import key_text
 from mosaic.errors import SerializationError
 from mosaic.settings import Settings
 from streams.events import DeadLettered
@@ -99,3 +99,13 @@ def replay(settings: Settings, letters: list[Letter], *, timeout_seconds: float 
     if left or failures:
         raise KafkaException(f"replay: {left} unconfirmed, failures: {failures[:5]}")
     return len(letters)
+
+
+def key_text(raw: bytes | None) -> str | None:
+    """A record key as text, or ``base64:...`` when it is not UTF-8."""
+    if raw is None:
+        return None
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw).decode()

@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from app.ops.deadletters import key_text
 from mosaic.errors import ConfigError, MosaicError
 from mosaic.settings import Settings
 from streams.events import Event
@@ -56,13 +57,6 @@ def decode_value(raw: bytes | None) -> dict[str, Any]:
     return {"event": event.schema_name, "value": jsonable(event)}
 
 
-def key_text(raw: bytes | None) -> str | None:
-    if raw is None:
-        return None
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        return "base64:" + base64.b64encode(raw).decode()
 
 
 def show_letter(settings: Settings, event_id: str, *, timeout_seconds: float = 30.0
