@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from matcher.core.candidates import block_top_k
+from matcher.core.candidates import Partition, block_top_k
 from matcher.core.model import FloatArray, IntArray
 
-_ASSIGN_CHUNK = 65_536
+_ASSIGN_CHUNK = 16_384
 
 
 def _faiss() -> Any:
@@ -46,37 +46,49 @@ class FaissIvfSearch:
     nprobe: int = 8
     lists_per_sqrt_n: float = 1.0
     train_per_list: int = 40
-    kmeans_iterations: int = 10
+    kmeans_iterations: int = 5
     seed: int = 1234
     name: str = "faiss-ivf"
 
     def search(self, x: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
-        n, _ = x.shape
         x = np.ascontiguousarray(x, dtype=np.float32)
+        return self.scan(x, self.partition(x), self.nprobe, k)
+
+    def partition(self, x: FloatArray, variant: int = 0) -> Partition:
+        """Train the coarse quantizer and assign every row to its nearest list; another
+        ``variant`` trains from another seed (another partition of the same rows)."""
+        n = len(x)
         nlist = int(max(1, min(n // 39, round(self.lists_per_sqrt_n * np.sqrt(n)))))
-        centroids = self._train(x, nlist)
-        assign = _assign(x, centroids)
-        order = np.argsort(assign, kind="stable")
-        bounds = np.searchsorted(assign[order], np.arange(nlist + 1))
-        probes = _probes(centroids, min(self.nprobe, nlist))
+        centroids = self._train(x, nlist, self.seed + variant)
+        return Partition(_assign(x, centroids), _probes(centroids, min(self.nprobe, nlist)))
+
+    def scan(
+        self, x: FloatArray, part: Partition, nprobe: int, k: int
+    ) -> tuple[IntArray, FloatArray]:
+        """Each list's members against the members of its first ``nprobe`` probed lists."""
+        n = len(x)
+        nlist = len(part.probes)
+        order = np.argsort(part.assign, kind="stable")
+        bounds = np.searchsorted(part.assign[order], np.arange(nlist + 1))
         out = np.full((n, k), -1, dtype=np.int64)
         sims = np.full((n, k), -np.inf, dtype=np.float32)
         for lst in range(nlist):
             queries = order[bounds[lst] : bounds[lst + 1]]
             if len(queries):
-                targets = np.concatenate([order[bounds[p] : bounds[p + 1]] for p in probes[lst]])
+                probed = part.probes[lst, :nprobe]
+                targets = np.concatenate([order[bounds[p] : bounds[p + 1]] for p in probed])
                 _scan(x, queries, np.sort(targets), k, out=out, sims=sims)
         return out, sims
 
-    def _train(self, x: FloatArray, nlist: int) -> FloatArray:
-        rng = np.random.default_rng(self.seed)
+    def _train(self, x: FloatArray, nlist: int, seed: int) -> FloatArray:
+        rng = np.random.default_rng(seed)
         size = min(len(x), nlist * self.train_per_list)
         sample = x[np.sort(rng.choice(len(x), size=size, replace=False))]
         kmeans = _faiss().Kmeans(
             x.shape[1],
             nlist,
             niter=self.kmeans_iterations,
-            seed=self.seed,
+            seed=seed,
             spherical=True,
             max_points_per_centroid=self.train_per_list,
             verbose=False,
@@ -86,13 +98,13 @@ class FaissIvfSearch:
 
 
 def _assign(x: FloatArray, centroids: FloatArray) -> IntArray:
-    index = _faiss().IndexFlatIP(centroids.shape[1])
-    index.add(centroids)
+    """Nearest centroid by inner product, in blocks (numpy's product measured 3x faster
+    here than faiss' flat index for this one-shot assignment)."""
     out = np.empty(len(x), dtype=np.int64)
     for start in range(0, len(x), _ASSIGN_CHUNK):
-        out[start : start + _ASSIGN_CHUNK] = index.search(x[start : start + _ASSIGN_CHUNK], 1)[1][
-            :, 0
-        ]
+        out[start : start + _ASSIGN_CHUNK] = np.argmax(
+            x[start : start + _ASSIGN_CHUNK] @ centroids.T, axis=1
+        )
     return out
 
 

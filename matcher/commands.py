@@ -97,6 +97,9 @@ def _recall_line(stats: Any) -> str:
             f" {'met' if stats.recall_target_met else 'MISSED'})")
     if len(stats.candidate_widening) > 1:
         line += "\n  widened: " + " -> ".join(stats.candidate_widening)
+    if not stats.recall_target_met and stats.candidate_chance_share:
+        line += (f"\n  {stats.candidate_chance_share:.1%} of the sampled exact neighbours are"
+                 " at chance level (no index finds those)")
     return line
 
 

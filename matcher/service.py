@@ -447,8 +447,9 @@ def _log_recall(stats: MatchStats) -> None:
     steps = " -> ".join(stats.candidate_widening)
     if not stats.recall_target_met:
         log.error("candidate recall@10 %.3f below target %.2f after widening (%s); pairs "
-                  "may be worse than with exact candidates", stats.candidate_recall,
-                  stats.recall_target, steps)
+                  "may be worse than with exact candidates; %.1f%% of the sampled exact "
+                  "neighbours are at chance level", stats.candidate_recall,
+                  stats.recall_target, steps, 100 * (stats.candidate_chance_share or 0.0))
     elif stats.candidates_widened:
         log.warning("candidate recall@10 of %s was %.3f, below target %.2f: search widened "
                     "(%s)", stats.candidate_method, stats.candidate_recall_initial or 0.0,

@@ -10,7 +10,7 @@ it); here forbidden pairs and pairs below the minimum similarity are dropped.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -33,6 +33,32 @@ class NeighbourSearch(Protocol):
     def name(self) -> str: ...
 
     def search(self, x: FloatArray, k: int) -> tuple[IntArray, FloatArray]: ...
+
+
+@dataclass(frozen=True)
+class Partition:
+    """An inverted-file partition of the rows: ``assign[u]`` is u's list and
+    ``probes[l]`` the lists scanned for the members of list ``l``, own list first."""
+
+    assign: IntArray  # (n,)
+    probes: IntArray  # (lists, max probes)
+
+
+@runtime_checkable
+class PartitionedSearch(Protocol):
+    """A search that partitions first, so the core can predict the recall of each probe
+    count from the partition alone (on its exact sample) and scan only as many as pay."""
+
+    @property
+    def name(self) -> str: ...
+
+    def search(self, x: FloatArray, k: int) -> tuple[IntArray, FloatArray]: ...
+
+    def partition(self, x: FloatArray, variant: int = 0) -> Partition: ...
+
+    def scan(
+        self, x: FloatArray, part: Partition, nprobe: int, k: int
+    ) -> tuple[IntArray, FloatArray]: ...
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,10 @@ def block_top_k(block: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
     if groups >= 4 * k:
         maxima = block[:, : groups * _GROUP].reshape(rows, _GROUP, groups).max(axis=1)
         threshold = np.partition(maxima, groups - k, axis=1)[:, groups - k]
+        r, c = np.nonzero(block >= threshold[:, None])
+    elif cols > k:
+        # Narrow blocks (an index list against its probes): the exact k-th value per row.
+        threshold = np.partition(block, cols - k, axis=1)[:, cols - k]
         r, c = np.nonzero(block >= threshold[:, None])
     else:
         r, c = np.nonzero(np.isfinite(block) | np.isneginf(block))

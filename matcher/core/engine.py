@@ -80,7 +80,9 @@ def _policy(params: MatchParams) -> RecallPolicy:
         target=params.recall_target,
         sample=params.recall_sample,
         seed=params.recall_seed,
-        refine_rows=tuple(params.refine_rows),
+        widen_share=params.widen_share,
+        widen_max_work=params.widen_max_work,
+        min_probe_gain=params.min_probe_gain,
         exact_fallback_max_users=params.exact_fallback_max_users,
     )
 
@@ -208,5 +210,6 @@ def _result(
         recall_sample=run.recall.sample,
         candidate_widening=run.recall.steps,
         exact_rows=run.recall.exact_rows,
+        candidate_chance_share=run.recall.chance_share,
     )
     return MatchResult(pairs, unmatched, stats)

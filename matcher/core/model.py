@@ -89,10 +89,14 @@ class MatchParams:
     """Rows whose exact top-10 is computed to measure the recall."""
     recall_seed: int = 0
     """Seed of the sample (same pool and seed: same sample, same result)."""
-    refine_rows: tuple[int, ...] = (1_000, 2_000, 3_000, 4_000, 4_000)
-    """Widening steps below the target: rows given an exact scan, per step."""
+    widen_share: float = 0.10
+    """Below the target: at most this share of the rows gets an exact row scan."""
+    widen_max_work: float = 6e12
+    """... and at most this many multiply-adds (rows x users x dimensions) of them."""
+    min_probe_gain: float = 0.02
+    """A partitioned index scans one more probe only if it adds this much recall."""
     exact_fallback_max_users: int = 200_000
-    """Below the target after the steps: exact search up to this many users."""
+    """Below the target after the widening: exact search up to this many users."""
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> MatchParams:
@@ -178,6 +182,9 @@ class MatchStats:
     more than one entry means the search was widened."""
     exact_rows: int = 0
     """Rows given an exact scan by the widening steps."""
+    candidate_chance_share: float | None = None
+    """Share of the sample's exact neighbours whose cosine does not stand out from chance
+    (no index finds those; a target above ``1 - share`` needs exact search)."""
 
     @property
     def candidates_widened(self) -> bool:

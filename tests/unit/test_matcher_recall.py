@@ -12,10 +12,16 @@ from matcher.ann import FaissIvfSearch, recall
 from matcher.commands import summary
 from matcher.core import ExactSearch, MatchParams, match_pool
 from matcher.core.recall import (
+    Rates,
     RecallPolicy,
+    add_table,
     checked_search,
+    choose_probes,
     draw_sample,
     exact_rows,
+    join_round,
+    next_step,
+    probe_recall,
     sample_recall,
 )
 from matcher.metrics import CycleReport, MatcherMetrics
@@ -45,14 +51,14 @@ class PoorSearch:
 
 @pytest.fixture(scope="module")
 def hard() -> np.ndarray:
-    pool, _ = hard_pool(6000, 96, seed=3)
+    pool, _ = hard_pool(8000, 256, seed=3)
     return _unit(pool.vectors)
 
 
 def test_sample_recall_counts_the_shared_neighbours() -> None:
     x = _unit(clustered_pool(500, 16, seed=1).vectors)
     sample = draw_sample(x, 50, 10, seed=4)
-    truth, _ = exact_rows(x, sample.rows, 10)
+    truth, _, _ = exact_rows(x, sample.rows, 10)
     assert (truth == sample.truth).all()
     found = np.full((len(x), 12), -1, dtype=np.int64)
     found[sample.rows, :10] = truth
@@ -74,6 +80,13 @@ def test_sample_is_seeded() -> None:
     assert not (draw_sample(x, 40, 10, 5).rows == draw_sample(x, 40, 10, 6).rows).all()
 
 
+def test_sample_measures_how_many_exact_neighbours_are_at_chance_level() -> None:
+    noise = _unit(np.random.default_rng(2).standard_normal((4000, 128)))
+    assert draw_sample(noise, 100, 10, 0).chance_share > 0.9
+    groups = _unit(hard_pool(4000, 384, seed=2)[0].vectors)  # groups well above chance
+    assert draw_sample(groups, 100, 10, 0).chance_share < 0.05
+
+
 def test_hard_pool_defeats_the_default_index_and_widening_reaches_the_target(
     hard: np.ndarray,
 ) -> None:
@@ -91,7 +104,7 @@ def test_hard_pool_defeats_the_default_index_and_widening_reaches_the_target(
 
 
 def test_core_reports_the_widening_and_is_deterministic() -> None:
-    pool, labels = hard_pool(6000, 96, seed=3)
+    pool, labels = hard_pool(8000, 256, seed=3)
     params = MatchParams(exact_max_users=1000)
     one = match_pool(pool, params=params, search=FaissIvfSearch())
     two = match_pool(pool, params=params, search=FaissIvfSearch())
@@ -116,7 +129,7 @@ def test_core_reports_the_widening_and_is_deterministic() -> None:
 
 def test_falls_back_to_exact_when_the_steps_are_not_enough() -> None:
     x = _unit(clustered_pool(3000, 32, seed=5).vectors)
-    policy = RecallPolicy(refine_rows=(50,))
+    policy = RecallPolicy(widen_share=50 / 3000)
     nbr, _, report = checked_search(x, PoorSearch(), 21, policy)
     assert report.initial is not None and report.initial < 0.2
     assert report.fell_back_to_exact and report.measured == 1.0 and report.met
@@ -127,7 +140,7 @@ def test_falls_back_to_exact_when_the_steps_are_not_enough() -> None:
 
 def test_says_so_when_the_target_is_missed_and_exact_is_too_large() -> None:
     pool = clustered_pool(3000, 32, seed=5)
-    params = MatchParams(exact_max_users=1000, refine_rows=(), exact_fallback_max_users=2000)
+    params = MatchParams(exact_max_users=1000, widen_share=0.0, exact_fallback_max_users=2000)
     result = match_pool(pool, params=params, search=PoorSearch())
     stats = result.stats
     assert stats.candidate_method == "poor"
@@ -140,7 +153,7 @@ def test_says_so_when_the_target_is_missed_and_exact_is_too_large() -> None:
 
 def test_match_file_summary_prints_the_recall() -> None:
     pool = clustered_pool(3000, 32, seed=6)
-    params = MatchParams(exact_max_users=1000, refine_rows=(100,))
+    params = MatchParams(exact_max_users=1000, widen_share=100 / 3000)
     result = match_pool(pool, params=params, search=PoorSearch())
     text = summary(result, 1.0, 2**20, Path("out.csv"))
     assert f"candidate recall@10 {result.stats.candidate_recall:.3f}" in text
@@ -161,9 +174,87 @@ def test_metrics_export_the_recall_and_the_widenings() -> None:
     assert get("mosaic_matcher_candidate_recall", {"pool": "p"}) == 1.0
 
 
-def test_widening_stops_early_when_the_remaining_steps_cannot_reach_the_target() -> None:
-    x = _unit(clustered_pool(3000, 32, seed=5).vectors)
-    policy = RecallPolicy(refine_rows=(10, 10, 10, 10), exact_fallback_max_users=0)
+def test_widening_keeps_to_its_budget_in_rows_and_in_work() -> None:
+    x = _unit(np.random.default_rng(5).standard_normal((3000, 64)))
+    policy = RecallPolicy(widen_share=0.05, exact_fallback_max_users=0)
     _, _, report = checked_search(x, PoorSearch(), 21, policy)
-    assert len(report.steps) == 2 and report.exact_rows == 10
-    assert not report.met and not report.fell_back_to_exact
+    assert 0 < report.exact_rows <= 150 and not report.met and not report.fell_back_to_exact
+    work = RecallPolicy(widen_max_work=100 * 3000 * 64, exact_fallback_max_users=0)
+    _, _, report = checked_search(x, PoorSearch(), 21, work)
+    assert 0 < report.exact_rows <= 100
+
+
+def test_next_step_takes_the_most_recall_per_unit_of_work() -> None:
+    seen = Rates(step_cost=1000.0, budget=20_000.0, partitioned=True, table_share=0.3)
+    assert next_step(seen, 0.3) == "rows"  # not measured yet: measured first
+    seen.row_rate = 3e-4  # a group per scan: 0.3 per 1,000 rows
+    assert next_step(seen, 0.3) == "rows"  # a table: 0.3 * 0.7 = 0.21 per 1,000
+    seen.row_rate = 1e-5  # row scans barely help (groups at chance level)
+    assert next_step(seen, 0.3) == "table"
+    seen.tables = 2
+    assert next_step(seen, 0.4) == "join"  # expected twice a table before the first
+    seen.join_gain = 0.001
+    assert next_step(seen, 0.6) == "table"
+    seen.tables = 8  # no more tables: rows, the join's gain is worse
+    assert next_step(seen, 0.6) == "rows"
+    seen.row_rate = 1e-7  # a tenth of the budget would add 0.0002: not worth it
+    seen.join_gain = 0.0
+    assert next_step(seen, 0.6) is None
+    seen.row_rate = 2e-6  # ... unless it is what the target still needs
+    assert next_step(seen, 0.94) == "rows"
+    plain = Rates(step_cost=1000.0, budget=20_000.0, partitioned=False, table_share=0.3,
+                  row_rate=1e-5)
+    assert next_step(plain, 0.3) == "rows"  # no tables without a partitioned index
+
+
+def test_more_tables_and_a_join_raise_the_recall_with_exact_scores() -> None:
+    x = _unit(hard_pool(6000, 256, seed=6)[0].vectors)
+    sample = draw_sample(x, 256, 10, seed=0)
+    search = FaissIvfSearch()
+    nbr, sims = search.scan(x, search.partition(x), 1, 21)
+    recalls = [sample_recall(sample, nbr)]
+    for variant in (1, 2):
+        add_table(x, search, variant, nbr, sims)
+        recalls.append(sample_recall(sample, nbr))
+    join_round(x, nbr, sims)
+    recalls.append(sample_recall(sample, nbr))
+    assert recalls == sorted(recalls) and recalls[-1] > recalls[0] + 0.1, recalls
+    rows = np.arange(0, len(x), 37)
+    valid = nbr[rows] >= 0
+    exact = np.einsum("rd,rkd->rk", x[rows], x[np.maximum(nbr[rows], 0)])
+    assert np.allclose(sims[rows][valid], exact[valid], atol=1e-5)
+    assert all(len(set(r[r >= 0])) == int((r >= 0).sum()) for r in nbr[rows])  # distinct
+    assert (np.diff(np.where(valid, sims[rows], -9.0), axis=1) <= 0).all()  # best first
+
+
+def test_probe_recall_predicts_the_scan_exactly_and_the_cheapest_enough_is_scanned() -> None:
+    search = FaissIvfSearch()
+    for x in (_unit(clustered_pool(6000, 64, seed=4).vectors),
+              _unit(hard_pool(6000, 256, seed=4)[0].vectors)):
+        sample = draw_sample(x, 256, 10, seed=0)
+        part = search.partition(x)
+        predicted = probe_recall(sample, part)
+        assert predicted == sorted(predicted) and len(predicted) == search.nprobe
+        for nprobe in (1, 2, 8):
+            found, _ = search.scan(x, part, nprobe, 21)
+            assert sample_recall(sample, found) == pytest.approx(predicted[nprobe - 1])
+    assert choose_probes([0.5, 0.9, 0.96, 0.99], 0.95, 0.02) == 3  # the fewest that reach it
+    assert choose_probes([0.30, 0.31, 0.50], 0.95, 0.02) == 1  # the next adds < 2 points
+    assert choose_probes([0.30, 0.40, 0.41, 0.60], 0.95, 0.02) == 2
+    assert choose_probes([0.3, 0.4], 0.95, 0.02) == 2  # all of them, still short
+
+
+def test_an_easy_pool_scans_few_probes_and_needs_no_widening() -> None:
+    x = _unit(clustered_pool(6000, 64, seed=4).vectors)
+    _, _, report = checked_search(x, FaissIvfSearch(), 21, RecallPolicy())
+    assert report.steps[0].startswith("faiss-ivf nprobe ")
+    assert int(report.steps[0].split()[2]) < FaissIvfSearch.nprobe
+    assert report.met and not report.widened and report.exact_rows == 0
+
+
+def test_a_pool_too_noisy_for_the_widening_falls_back_to_exact() -> None:
+    # 96 dimensions: most groups sit below the chance level of their own exact lists
+    x = _unit(hard_pool(6000, 96, seed=3)[0].vectors)
+    _, _, report = checked_search(x, FaissIvfSearch(), 21, RecallPolicy())
+    assert report.widened and report.exact_rows > 0
+    assert report.fell_back_to_exact and report.measured == 1.0
