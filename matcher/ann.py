@@ -1,7 +1,9 @@
 """Approximate candidate search for large pools: an IVF index on faiss (adapter, not core).
 
-Implements ``matcher.core.NeighbourSearch``. faiss trains the coarse quantizer (k-means,
-``~sqrt(n)`` lists, seeded sample, few iterations) and assigns every user to a list. The
+Implements ``matcher.core.candidates.PartitionedSearch``: ``partition`` (faiss trains the
+coarse quantizer: k-means, ``~sqrt(n)`` lists, seeded sample, few iterations; every user
+goes to its nearest list) and ``scan`` are separate, so the core picks the probe count
+from the partition and can ask for more partitions (``variant``). The
 lists are then scanned *list by list*: all members of a list are scored against the members
 of the ``nprobe`` lists nearest to its centroid with one float32 matrix product, so the
 scan runs at BLAS speed instead of one query at a time (faiss' per-query IVF scan and

@@ -43,7 +43,7 @@ _NOISE_COLUMNS = 4_096  # columns that estimate a seed's chance-cosine level
 _JOIN_WIDTH = 8  # candidates a row hands to each other in a join round
 _JOIN_CHUNK = 2_048
 _MERGE_CHUNK = 65_536
-_STEP_COST = 5.0  # a table or a join round, in exact row scans per sqrt(n) (measured)
+_STEP_COST = 8.0  # a table or a join round, in row scans per sqrt(n) d / (d + 256)
 _MAX_TABLES = 8
 _MIN_GAIN = 0.005
 
@@ -311,8 +311,8 @@ def widen(
 
     Three kinds of step, each measured on the sample after it is taken, and chosen by
     the recall it is expected to add per unit of work (work in *row scans*: one exact
-    row scan is one; a table or a join round is ``_STEP_COST * sqrt(n)``, measured on
-    this machine as 1,800-3,000 row scans at 100,000 x 768 and 1,000,000 x 256):
+    row scan is one; a table or a join round is ``8 sqrt(n) d / (d + 256)``, measured on
+    this machine as 1,800-2,500 row scans at 100,000 x 768 and 1,000,000 x 256):
 
     * **Exact row scans** (chunks of 1% of the rows, at most one table's worth). Seeds
       are taken least confident first (lowest ``k``-th found cosine), rows no earlier
@@ -340,7 +340,11 @@ def widen(
     if budget < 1 or not _short(sample, nbr, policy.target):
         return recall, 0
     scans = _RowScans(x, sample, policy, sims)
-    seen = Rates(step_cost=_STEP_COST * float(np.sqrt(n)), budget=budget,
+    # A table or join round in row scans: ~n^1.5 d against a row's ~n (d + 256) (its
+    # top-k passes cost like 256 dimensions); 1,800-2,500 measured at 100k x 768 and
+    # 1M x 256, 1,900-4,000 by this model.
+    step_cost = _STEP_COST * float(np.sqrt(n)) * d / (d + 256)
+    seen = Rates(step_cost=step_cost, budget=budget,
                  partitioned=isinstance(search, PartitionedSearch), table_share=recall,
                  target=policy.target)
     chunk = max(_SEED_BATCH, min(n // 100, int(seen.step_cost)))
