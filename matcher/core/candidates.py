@@ -99,9 +99,17 @@ def block_top_k(block: FloatArray, k: int) -> tuple[IntArray, FloatArray]:
     rows, cols = block.shape
     groups = cols // _GROUP
     if groups >= 4 * k:
+        # Column j * groups + g is member j of group g: only groups whose maximum reaches
+        # the bound can hold a top-k entry, so only their 16 columns are looked at.
         maxima = block[:, : groups * _GROUP].reshape(rows, _GROUP, groups).max(axis=1)
         threshold = np.partition(maxima, groups - k, axis=1)[:, groups - k]
-        r, c = np.nonzero(block >= threshold[:, None])
+        gr, gg = np.nonzero(maxima >= threshold[:, None])
+        gc = gg[:, None] + groups * np.arange(_GROUP)[None, :]
+        keep = block[gr[:, None], gc] >= threshold[gr, None]
+        r, c = np.broadcast_to(gr[:, None], gc.shape)[keep], gc[keep]
+        if cols > groups * _GROUP:  # the last few columns belong to no group
+            tr, tc = np.nonzero(block[:, groups * _GROUP :] >= threshold[:, None])
+            r, c = np.concatenate([r, tr]), np.concatenate([c, tc + groups * _GROUP])
     elif cols > k:
         # Narrow blocks (an index list against its probes): the exact k-th value per row.
         threshold = np.partition(block, cols - k, axis=1)[:, cols - k]

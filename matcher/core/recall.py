@@ -46,6 +46,7 @@ _MERGE_CHUNK = 65_536
 _STEP_COST = 8.0  # a table or a join round, in row scans per sqrt(n) d / (d + 256)
 _MAX_TABLES = 8
 _MIN_GAIN = 0.005
+_STOP_ERRORS = 3.0  # standard errors the recall must clear the target by
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,10 @@ def _recall_rows(sample: RecallSample, found: IntArray) -> tuple[float, float]:
 
 
 def _short(sample: RecallSample, found: IntArray, target: float) -> bool:
-    """Widening goes on while the recall is not above the target by two standard
-    errors: a sample of 256 rows measures it within about +-0.01."""
+    """Widening goes on while the recall is not above the target by three standard
+    errors (about 0.02 with 256 rows): a met target is not luck of the draw."""
     recall, error = _recall_rows(sample, found)
-    return recall - 2.0 * error < target
+    return recall - _STOP_ERRORS * error < target
 
 
 def probe_recall(sample: RecallSample, part: Partition) -> list[float]:
@@ -329,8 +330,8 @@ def widen(
       what the last join (or, before one, the last table) added.
 
     The budget is ``widen_share * n`` row scans and ``widen_max_work`` multiply-adds.
-    Widening goes on until the recall is above the target by two standard errors of the
-    sample (about 0.01 with 256 rows, so a met target is not luck of the draw), the
+    Widening goes on until the recall is above the target by three standard errors of
+    the sample (about 0.02 with 256 rows, so a met target is not luck of the draw), the
     budget is spent, or the best step (:func:`next_step`) is expected to add less than
     half a point of recall per tenth of the budget.
     """
