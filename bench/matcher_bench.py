@@ -231,6 +231,8 @@ def report_hard(row: dict[str, Any]) -> str:
         f"               recall self-check {stats.candidate_recall or 1.0:.3f} (target"
         f" {stats.recall_target:.2f}, {'met' if stats.recall_target_met else 'MISSED'}):"
         f" {' -> '.join(stats.candidate_widening)}",
+        f"               chance-level share of the core's sampled exact neighbours"
+        f" {stats.candidate_chance_share or 0.0:.3f}",
     ]
     if "exact" in row:
         ex = row["exact"]
