@@ -209,8 +209,9 @@ class _Walk:
     def take(self, count: int) -> IntArray:
         picked: list[IntArray] = []
         if self.back is not None:
-            picked.append(self.back[~self.scanned[self.back]][:count])
-            self.back = None
+            free = self.back[~self.scanned[self.back]]
+            picked.append(free[:count])
+            self.back = free[count:] if len(free) > count else None
         got = sum(len(p) for p in picked)
         while got < count:
             if self.pos >= len(self.order):
@@ -228,7 +229,7 @@ class _Walk:
         return np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
 
     def hand_back(self, rows: IntArray) -> None:
-        self.back = rows
+        self.back = rows if self.back is None else np.concatenate([rows, self.back])
 
 
 class _RowScans:
@@ -327,7 +328,7 @@ def widen(
       own list scanned, lists merged. Expected to find the share of the missing
       neighbours that the last table found.
     * **A join round** (after two tables): neighbours of neighbours. Expected to add
-      what the last join (or, before one, the last table) added.
+      what the last join added; before the first, twice what a table would.
 
     The budget is ``widen_share * n`` row scans and ``widen_max_work`` multiply-adds.
     Widening goes on until the recall is above the target by three standard errors of
