@@ -120,18 +120,25 @@ def exact_rows(
     out = np.full((len(rows), k), -1, dtype=np.int64)
     sims = np.full((len(rows), k), -np.inf, dtype=np.float32)
     level = np.zeros(len(rows), dtype=np.float64)
-    z = float(np.sqrt(2.0 * np.log(max(n, 2))))
     step = max(1, _BLOCK_ELEMENTS // max(n, 1))
     for start in range(0, len(rows), step):
         block = rows[start : start + step]
         scores = x[block] @ x.T
         if chance:  # the row's own 1.0 moves these by about 1/n: ignored
-            level[start : start + len(block)] = scores.mean(axis=1) + z * scores.std(axis=1)
+            level[start : start + len(block)] = chance_level(scores, n)
         scores[np.arange(len(block)), block] = -np.inf
         cols, vals = block_top_k(scores, k)
         out[start : start + len(block)] = cols
         sims[start : start + len(block)] = vals
     return out, sims, level
+
+
+def chance_level(scores: FloatArray, n: int) -> FloatArray:
+    """Per row of ``scores`` (cosines against ``n`` rows, or a random subset of them): the
+    mean plus ``sqrt(2 ln n)`` standard deviations, the expected largest of ``n`` chance
+    cosines. A cosine below it does not stand out from chance."""
+    z = float(np.sqrt(2.0 * np.log(max(n, 2))))
+    return np.asarray(scores.mean(axis=1) + z * scores.std(axis=1), dtype=np.float64)
 
 
 def sample_recall(sample: RecallSample, found: IntArray) -> float:
@@ -243,9 +250,8 @@ class _RowScans:
         self.x, self.sample, self.policy = x, sample, policy
         rng = np.random.default_rng(policy.seed + 1)
         self.cols = np.sort(rng.choice(n, size=min(n, _NOISE_COLUMNS), replace=False))
-        self.z = float(np.sqrt(2.0 * np.log(max(n, 2))))
         noise = x[sample.rows] @ x[self.cols].T
-        self.tau_all = float(noise.mean() + self.z * noise.std())
+        self.tau_all = float(chance_level(noise.reshape(1, -1), n)[0])
         self.covered = np.zeros(n, dtype=bool)
         self.scanned = np.zeros(n, dtype=bool)
         self.scanned[sample.rows] = True  # the measurement stays on rows no scan gave a list
@@ -268,7 +274,7 @@ class _RowScans:
             batch = np.sort(kept)
             scores = x[batch] @ x.T
             stats = scores[:, self.cols]
-            tau = stats.mean(axis=1) + self.z * stats.std(axis=1)
+            tau = chance_level(stats, n)
             scores[np.arange(len(batch)), batch] = -np.inf
             found, found_sims = block_top_k(scores, list_width)
             del scores
