@@ -334,7 +334,7 @@ def widen(
       own list scanned, lists merged. Expected to find the share of the missing
       neighbours that the last table found.
     * **A join round** (after two tables): neighbours of neighbours. Expected to add
-      what the last join added, or, when a table came since, twice what a table would.
+      what the last join added; before the first, twice what a table would.
 
     The budget is ``widen_share * n`` row scans and ``widen_max_work`` multiply-adds.
     Widening goes on until the recall is above the target by three standard errors of
@@ -384,7 +384,7 @@ def widen(
             joins += 1
             seen.spent += seen.step_cost
             recall = sample_recall(sample, nbr)
-            seen.join_gain, seen.joined_at = recall - before, seen.tables
+            seen.join_gain = recall - before
             steps.append(f"join {joins} {recall:.3f}")
     return recall, scans.used
 
@@ -400,31 +400,26 @@ class Rates:
     target: float = 0.95
     row_rate: float | None = None  # recall per row scan in the last chunk
     join_gain: float | None = None  # recall the last join round added
-    joined_at: int = 0  # tables there were at the last join round
     tables: int = 1
     spent: float = 0.0
 
 
 def next_step(seen: Rates, recall: float) -> str | None:
     """The step expected to add the most recall per unit of work: ``"rows"`` (measured
-    first), ``"table"`` or ``"join"`` (after two tables; it is expected to add what the
-    last join added, or, when a table came since, twice what a table would: measured
-    0.5x after 2 tables and 2-3x after 3-5); ``None`` when even
+    first), ``"table"`` or ``"join"`` (after two tables; before any join it is expected
+    to add twice what a table would, measured 2-3x after 3-5 tables); ``None`` when even
     the best can neither reach the target with the budget left nor add ``_MIN_GAIN``
     per tenth of it."""
     left = seen.budget - seen.spent
     if left < 1:
         return None
     options = [(np.inf if seen.row_rate is None else seen.row_rate, "rows")]
-    if seen.partitioned and seen.step_cost <= left:
+    if seen.partitioned and seen.tables < _MAX_TABLES and seen.step_cost <= left:
         table = seen.table_share * (1.0 - recall)
-        if seen.tables < _MAX_TABLES:
-            options.append((table / seen.step_cost, "table"))
+        options.append((table / seen.step_cost, "table"))
         if seen.tables >= 2:
-            # a table added since the last join gives the join new links to follow
-            fresh = seen.join_gain is None or seen.joined_at < seen.tables
-            join = 2.0 * table if fresh else seen.join_gain
-            options.append((float(join or 0.0) / seen.step_cost, "join"))
+            join = seen.join_gain if seen.join_gain is not None else 2.0 * table
+            options.append((join / seen.step_cost, "join"))
     rate, kind = max(options, key=lambda o: o[0])
     reaches = recall + rate * left >= seen.target
     return kind if reaches or rate * left / 10.0 >= _MIN_GAIN else None

@@ -193,12 +193,10 @@ def test_next_step_takes_the_most_recall_per_unit_of_work() -> None:
     assert next_step(seen, 0.3) == "table"
     seen.tables = 2
     assert next_step(seen, 0.4) == "join"  # expected twice a table before the first
-    seen.join_gain, seen.joined_at = 0.001, 2
+    seen.join_gain = 0.001
     assert next_step(seen, 0.6) == "table"
-    seen.tables = 3  # a table since the last join: the join is worth another try
-    assert next_step(seen, 0.6) == "join"
-    seen.join_gain, seen.joined_at, seen.tables = 0.001, 8, 8  # no more tables
-    assert next_step(seen, 0.6) == "rows"  # the join's measured gain is worse
+    seen.tables = 8  # no more tables: rows, the join's gain is worse
+    assert next_step(seen, 0.6) == "rows"
     seen.row_rate = 1e-7  # a tenth of the budget would add 0.0002: not worth it
     seen.join_gain = 0.0
     assert next_step(seen, 0.6) is None
