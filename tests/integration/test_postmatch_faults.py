@@ -213,10 +213,9 @@ def _service(settings: Settings, name: str) -> Any:
     ("nakama", 30.0), ("cassandra", 0.0), ("kafka", 0.0)])
 def test_a_server_outage_mid_cycle_still_completes_exactly_once(
         cycle: Cycle, server: str, down_seconds: float) -> None:
-    # As `mosaic postmatch` runs: the agents and the reconciler (every 30 s). In two
-    # fresh-clone CI runs the agents alone left 150 of 500 pairs after a broker restart
-    # for 300 s without logging an error (cause not found; docs/postmatch.md); the
-    # reconciler finishes such pairs, so the guarantee holds for the process as shipped.
+    # As `mosaic postmatch` runs: the agents and the reconciler (every 30 s). The Kafka
+    # case is flaky (docs/postmatch.md, "Known problem"): in 3 of about 10 runs 150 of 500
+    # pairs stayed unfinished for 300 s, with or without the reconciler.
     thread, stop, errors = _in_process(cycle, reconcile_every=30.0)
     try:
         cycle.commit()
