@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
@@ -42,9 +43,10 @@ from streams.events import CycleTick
 from streams.kafka import (
     DEFAULT_TIMEOUT_SECONDS,
     KafkaOperationError,
+    encode_event,
     make_consumer,
     make_transactional_producer,
-    produce_event,
+    produce_encoded,
     send_offsets,
     transaction,
     wrap_kafka_error,
@@ -132,6 +134,7 @@ class MatcherService:
         self._next_tick = 0
         self._refreshed_at = 0.0
         self._waits: dict[str, float] = {}  # last snapshot: seconds since opt-in (metrics)
+        self._txn_started: float | None = None  # monotonic start of the open transaction
 
     @property
     def transactional_id(self) -> str:
@@ -151,8 +154,7 @@ class MatcherService:
         if self._producer is not None:
             return
         tid = self.transactional_id
-        self._producer = make_transactional_producer(self._settings, tid,
-                                                     timeout_seconds=self._timeout)
+        self._producer = self._new_producer()
         # The reader fetches only on demand; a short broker wait keeps a catch-up right
         # after our own commit (markers in flight) from idling 500 ms per topic.
         self._reader = make_consumer(self._settings, f"{tid}.log",
@@ -172,16 +174,27 @@ class MatcherService:
         log.info("matcher %s started at tick offset %d; pool has %d seekers", tid,
                  self._next_tick, len(self._log.pool))
 
-    def close(self) -> None:
-        for consumer in (self._ticks, self._reader, self._late):
-            if consumer is not None:
-                consumer.close()
+    def _new_producer(self) -> Producer:
+        """init_transactions fences older producers of our id and waits until their open
+        transaction is settled (committed or aborted) before returning."""
+        return make_transactional_producer(
+            self._settings, self.transactional_id, timeout_seconds=self._timeout,
+            transaction_timeout_seconds=self._settings.matcher.transaction_timeout_seconds)
+
+    def _close_producer(self) -> None:
         if self._producer is not None:
             try:
                 self._producer.flush(1.0)
             except KafkaException as exc:  # a fenced producer refuses even this
                 log.info("matcher producer not flushed on close: %s", exc)
-        self._producer = self._ticks = self._reader = self._late = None
+        self._producer = None
+
+    def close(self) -> None:
+        for consumer in (self._ticks, self._reader, self._late):
+            if consumer is not None:
+                consumer.close()
+        self._close_producer()
+        self._ticks = self._reader = self._late = None
         self._log = None
 
     def run(self, *, stop_when_idle: bool = False, max_seconds: float | None = None,
@@ -266,17 +279,44 @@ class MatcherService:
                     return self._dead_letter(message, bad)
                 return self._handle_tick(tick, message)
             except ExternalServiceError as exc:
+                recovered = isinstance(exc, KafkaOperationError) and exc.fatal
                 if isinstance(exc, KafkaOperationError) and exc.fatal:
-                    raise MatcherFenced(f"matcher {self.transactional_id} was fenced or its "
-                                        f"producer failed fatally: {exc}") from exc
+                    self._recover_producer(exc)  # raises MatcherFenced for a real fence
                 if self._observer is not None:
                     self._observer.cycle_failed(tick.pool if tick else "", exc)
-                if not exc.retryable or attempt >= self._max_attempts:
+                if not (exc.retryable or recovered) or attempt >= self._max_attempts:
                     raise
                 log.warning("tick @%s attempt %d failed, retrying: %s", message.offset(),
                             attempt, exc)
                 self._sleep(TICK_BACKOFF.delay(attempt))
                 attempt += 1
+
+    def _recover_producer(self, exc: KafkaOperationError) -> None:
+        """After a fatal producer error: a fence while our transaction was younger than
+        its timeout is another instance (stop). A transaction older than that was aborted
+        by the coordinator (librdkafka says "fenced" for that too), and a commit whose
+        outcome is unknown is settled by a new producer's init_transactions: rebuild it;
+        the retried tick first checks whether the cycle was committed after all."""
+        started, self._txn_started = self._txn_started, None
+        open_for = None if started is None else time.monotonic() - started
+        limit = self._settings.matcher.transaction_timeout_seconds
+        if exc.fenced and (open_for is None or open_for < limit):
+            raise MatcherFenced(f"matcher {self.transactional_id} was fenced by another "
+                                f"instance: {exc}") from exc
+        log.error("matcher %s: transaction failed after %.1f s (transaction timeout %.0f s, "
+                  "MOSAIC_MATCHER__TRANSACTION_TIMEOUT_SECONDS): %s; rebuilding the "
+                  "producer and retrying the tick", self.transactional_id, open_for or 0.0,
+                  limit, exc)
+        self._close_producer()
+        self._producer = self._new_producer()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Producer]:
+        assert self._producer is not None
+        self._txn_started = time.monotonic()
+        with transaction(self._producer, timeout_seconds=self._timeout) as producer:
+            yield producer
+        self._txn_started = None
 
     def _handle_tick(self, tick: CycleTick, message: Message) -> CycleReport:
         assert self._log is not None
@@ -371,6 +411,7 @@ class MatcherService:
         assert self._ticks is not None
         start = dict(self._log.seekers_end)
         own: dict[str, dict[int, int]] = {}
+        records = [encode_event(self._catalog.for_event(e), e) for e in plan.events()]
 
         def delivered(error: object, record: Message | None) -> None:
             if error is None and record is not None:
@@ -378,10 +419,10 @@ class MatcherService:
                 partition = record.partition() or 0
                 ends[partition] = max(ends.get(partition, 0), (record.offset() or 0) + 1)
 
-        with transaction(self._producer, timeout_seconds=self._timeout):
-            for event in plan.events():
-                produce_event(self._producer, self._catalog.for_event(event), event,
-                              on_delivery=delivered, timeout_seconds=self._timeout)
+        with self._transaction():
+            for record in records:
+                produce_encoded(self._producer, record, on_delivery=delivered,
+                                timeout_seconds=self._timeout)
             send_offsets(self._producer, self._ticks, [message],
                          timeout_seconds=self._timeout)
             self._producer.flush(self._timeout)  # our records are on the broker
@@ -422,14 +463,14 @@ class MatcherService:
 
     def _commit_only(self, message: Message) -> None:
         assert self._producer is not None and self._ticks is not None
-        with transaction(self._producer, timeout_seconds=self._timeout):
+        with self._transaction():
             send_offsets(self._producer, self._ticks, [message], timeout_seconds=self._timeout)
 
     def _dead_letter(self, message: Message, error: SerializationError) -> CycleReport:
         assert self._producer is not None and self._ticks is not None
         letters = DeadLetterPublisher(self._producer, self._catalog.deadletter,
                                       consumer_group=self.transactional_id, wait=False)
-        with transaction(self._producer, timeout_seconds=self._timeout):
+        with self._transaction():
             letters.publish(RawRecord.from_message(message), error)
             send_offsets(self._producer, self._ticks, [message], timeout_seconds=self._timeout)
         return self._report(CycleReport("", "", "dead_lettered"))

@@ -130,6 +130,8 @@ class NakamaSettings(BaseModel):
     grpc_port: int = 7349  # Nakama's gRPC port; the local stack requires the API port (url) - 1.
     # Port of Nakama's admin console (written to Nakama's config by the stack).
     console_port: int = 7351
+    # Address Nakama's admin console binds; production refuses all interfaces (0.0.0.0, ::).
+    console_host: str = "127.0.0.1"
     # Nakama socket server key that clients send on logins; the stack configures Nakama with it.
     server_key: SecretStr = SecretStr("mosaic-local-server-key")
     # Nakama runtime HTTP key: authorises server-to-server RPC calls (?http_key=).
@@ -146,7 +148,14 @@ class NakamaSettings(BaseModel):
     session_refresh_encryption_key: SecretStr = SecretStr("mosaic-local-refresh-key")
     node_name: str = "mosaic"  # Nakama's node name (its config's name, via the stack).
     # Lifetime of a Nakama session token, in seconds (Nakama config, via the stack).
-    session_token_expiry_seconds: int = 7200
+    session_token_expiry_seconds: int = Field(default=7200, ge=60)
+    # Lifetime of a refresh token, in seconds; each refresh issues a new one (Nakama config).
+    refresh_token_expiry_seconds: int = Field(default=86400, ge=60)
+    # No refresh once the login a session descends from is this old, in seconds: a user then
+    # logs in again with a fresh Cognito ID token (SessionRefresh hook, mosaic_auth.lua).
+    session_max_lifetime_seconds: int = Field(default=7 * 86400, ge=60)
+    # Server secret match room names are keyed with (HMAC of cycle id and pair, mosaic_rooms.lua).
+    room_name_key: SecretStr = SecretStr("mosaic-local-room-name-key")
 
 
 class S3Settings(BaseModel):
@@ -237,6 +246,9 @@ class IdentitySettings(BaseModel):
     hook_host: str = "127.0.0.1"
     # Port of the auth-hook verifier; Nakama calls http://hook_host:hook_port.
     hook_port: int = 8089
+    # URL Nakama calls the auth hook at (runtime env mosaic_auth_url), e.g. a TLS proxy in front
+    # of it; none: http://hook_host:hook_port (local only: production requires https).
+    hook_url: str | None = None
     # Id of the key Nakama signs auth-hook calls with.
     hook_hmac_key_id: KeyId = DEFAULT_HMAC_KEY_ID
     # The current auth-hook HMAC key (under hook_hmac_key_id).
@@ -331,6 +343,9 @@ class MatcherSettings(BaseModel):
     history_cycles: int = 3  # Users paired within this many past cycles are not paired again.
     # Kafka transactional id (and consumer group) of the matcher; a new instance fences the old one.
     transactional_id: str = "mosaic-matcher"
+    # The broker aborts a cycle transaction open longer than this (transaction.timeout.ms; at
+    # most the broker's transaction.max.timeout.ms). The matcher then retries the tick.
+    transaction_timeout_seconds: float = Field(default=60.0, ge=1.0, le=900.0)
     # Length of a matching cycle, in seconds: the ticker ticks each pool once per slot.
     cycle_seconds: int = 3600
     # Pools the ticker ticks for (``mosaic ticker run``); the matcher runs whatever ticks.

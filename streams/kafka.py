@@ -35,6 +35,7 @@ from streams.topics import Topic
 # librdkafka's own log lines go through Python logging (mosaic.ops.logs quiets the
 # harmless ones outside debug) instead of straight to stderr.
 RDKAFKA_LOG = logging.getLogger("librdkafka")
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
@@ -43,9 +44,18 @@ class KafkaOperationError(ExternalServiceError):
     """A Kafka call failed. ``fatal`` means the client is unusable and must be rebuilt
     (e.g. a transactional producer fenced by a newer instance)."""
 
-    def __init__(self, message: str, *, retryable: bool, fatal: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool, fatal: bool = False,
+                 code: str | None = None) -> None:
         super().__init__(message, retryable=retryable)
         self.fatal = fatal
+        self.code = code  # librdkafka's error name, e.g. "_FENCED"
+
+    @property
+    def fenced(self) -> bool:
+        """The producer's epoch is stale: a newer instance with its transactional.id
+        started, or the coordinator aborted a transaction that outlived
+        ``transaction.timeout.ms`` (librdkafka reports both as ``_FENCED``)."""
+        return self.code in _FENCED
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,12 @@ _TRANSIENT = frozenset({
     KafkaError._DESTROY_BROKER, KafkaError.NOT_COORDINATOR,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
 })
+_FENCED = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"})
+# A commit that failed with a retriable error may still have reached the coordinator, so
+# it is retried (librdkafka's contract), never aborted: a transaction's outcome is decided
+# once. Past these attempts the outcome is unknown and the producer must be rebuilt
+# (init_transactions settles the open transaction) before anyone looks at the log.
+COMMIT_ATTEMPTS = 3
 
 
 def wrap_kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
@@ -77,7 +93,7 @@ def wrap_kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
     return KafkaOperationError(
         f"{what}: {error.name()}: {error.str()}",
         retryable=error.retriable() or error.txn_requires_abort() or error.code() in _TRANSIENT,
-        fatal=error.fatal(),
+        fatal=error.fatal(), code=error.name(),
     )
 
 
@@ -181,12 +197,18 @@ def make_transactional_producer(
     *,
     overrides: Mapping[str, Any] | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    transaction_timeout_seconds: float = 60.0,
 ) -> Producer:
     """A producer with ``transactional.id``, already initialised (which fences any older
-    producer with the same id). Use it with :func:`transaction`."""
+    producer with the same id, and waits until that one's open transaction is settled).
+    Use it with :func:`transaction`. The coordinator aborts a transaction open longer
+    than ``transaction_timeout_seconds``."""
     if not transactional_id:
         raise ConfigError("a transactional producer needs a transactional.id")
-    config = {"transactional.id": transactional_id, "transaction.timeout.ms": 60_000}
+    txn_ms = int(transaction_timeout_seconds * 1000)
+    # librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+    config = {"transactional.id": transactional_id, "transaction.timeout.ms": txn_ms,
+              "delivery.timeout.ms": min(60_000, txn_ms)}
     producer = Producer(producer_config(settings, {**config, **(overrides or {})}))
     try:
         producer.init_transactions(timeout_seconds)
@@ -225,6 +247,23 @@ def _topic_name(topic: str | Topic, event: Event) -> str:
     return topic
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """An event encoded for its topic, ready to produce: encoding before a transaction
+    begins keeps the transaction as short as the produce itself."""
+
+    topic: str
+    key: str | bytes | None
+    value: bytes
+
+
+def encode_event(topic: str | Topic, event: Event, *, key: str | bytes | None = None,
+                 serde: AvroSerde | None = None) -> Encoded:
+    """``event`` encoded for ``topic`` (key defaults to ``event.key()``)."""
+    return Encoded(_topic_name(topic, event), event.key() if key is None else key,
+                   (serde or default_serde()).encode(event))
+
+
 def produce_event(
     producer: Producer,
     topic: str | Topic,
@@ -240,22 +279,27 @@ def produce_event(
     Inside a transaction the commit confirms delivery; elsewhere use
     :func:`produce_and_wait` or ``producer.flush()``.
     """
-    name = _topic_name(topic, event)
-    value = (serde or default_serde()).encode(event)
-    record_key = event.key() if key is None else key
+    produce_encoded(producer, encode_event(topic, event, key=key, serde=serde),
+                    on_delivery=on_delivery, timeout_seconds=timeout_seconds)
+
+
+def produce_encoded(producer: Producer, record: Encoded, *, on_delivery: Any = None,
+                    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    """Queue an :class:`Encoded` record; does not wait (see :func:`produce_event`)."""
     deadline = time.monotonic() + timeout_seconds
     while True:
         try:
-            producer.produce(name, value=value, key=record_key, on_delivery=on_delivery)
+            producer.produce(record.topic, value=record.value, key=record.key,
+                             on_delivery=on_delivery)
             return
         except BufferError as exc:
             # Local queue full: serve delivery reports to make room, then retry.
             if time.monotonic() > deadline:
-                raise KafkaOperationError(f"produce to {name}: queue full", retryable=True
-                                          ) from exc
+                raise KafkaOperationError(f"produce to {record.topic}: queue full",
+                                          retryable=True) from exc
             producer.poll(0.1)
         except KafkaException as exc:
-            raise wrap_kafka_error(f"produce to {name}", exc) from exc
+            raise wrap_kafka_error(f"produce to {record.topic}", exc) from exc
 
 
 def produce_and_wait(
@@ -301,8 +345,9 @@ def transaction(producer: Producer, *, timeout_seconds: float = DEFAULT_TIMEOUT_
                 ) -> Iterator[Producer]:
     """Begin a transaction; commit when the block ends, abort if it raises.
 
-    A failed commit that needs an abort is aborted and raised as a retryable
-    :class:`KafkaOperationError`; ``fatal=True`` means rebuild the producer (fenced).
+    A commit that failed retriably is committed again (up to ``COMMIT_ATTEMPTS``); one
+    that needs an abort is aborted and raised as a retryable :class:`KafkaOperationError`;
+    ``fatal=True`` means rebuild the producer (fenced, or the commit's outcome unknown).
     """
     try:
         producer.begin_transaction()
@@ -313,13 +358,27 @@ def transaction(producer: Producer, *, timeout_seconds: float = DEFAULT_TIMEOUT_
     except BaseException:
         _abort(producer, timeout_seconds)
         raise
-    try:
-        producer.commit_transaction(timeout_seconds)
-    except KafkaException as exc:
-        error = wrap_kafka_error("commit_transaction", exc)
-        if not error.fatal:
-            _abort(producer, timeout_seconds)
-        raise error from exc
+    _commit(producer, timeout_seconds)
+
+
+def _commit(producer: Producer, timeout_seconds: float) -> None:
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            producer.commit_transaction(timeout_seconds)
+            return
+        except KafkaException as exc:
+            error = wrap_kafka_error("commit_transaction", exc)
+            raw = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error.fatal:
+                raise error from exc
+            if raw is None or raw.txn_requires_abort() or not raw.retriable():
+                _abort(producer, timeout_seconds)
+                raise error from exc
+            if attempt == COMMIT_ATTEMPTS:
+                raise KafkaOperationError(
+                    f"{error}: outcome unknown after {attempt} commit attempts",
+                    retryable=True, fatal=True, code=error.code) from exc
+            log.warning("%s; committing again (attempt %d)", error, attempt + 1)
 
 
 def _abort(producer: Producer, timeout_seconds: float) -> None:

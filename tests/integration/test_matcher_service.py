@@ -199,3 +199,33 @@ def test_second_instance_fences_the_first(env: tuple[Settings, TopicCatalog]) ->
         assert [r.outcome for r in successor.run(stop_when_idle=True)] == ["completed"]
     assert len(summaries(settings, catalog)) == 1
     assert len(of_type(committed(settings, catalog.pairs.name), PairMatched)) == 3
+
+
+def test_a_transaction_the_broker_timed_out_is_retried_not_reported_as_fencing(
+        env: tuple[Settings, TopicCatalog]) -> None:
+    """The coordinator aborts a transaction older than transaction.timeout.ms and
+    librdkafka reports that as "fenced". The matcher must tell it from a second instance:
+    rebuild its producer, retry the tick, and commit the cycle once."""
+    settings, catalog = env
+    settings = settings.model_copy(update={"matcher": settings.matcher.model_copy(
+        update={"transaction_timeout_seconds": 2.0})})
+    seed(settings, catalog, POOL)
+    publish_tick(settings, "default", T0)
+    attempts: list[float] = []
+
+    def outlive_the_timeout(_: object) -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:  # past the timeout and the broker's 10 s abort sweep
+            time.sleep(14)
+
+    with MatcherService(settings, before_commit=outlive_the_timeout) as service:
+        reports = service.run(stop_when_idle=True)
+    assert [r.outcome for r in reports] == ["completed"]
+    assert len(attempts) == 2, "the timed-out transaction was not retried"
+    assert len(summaries(settings, catalog)) == 1
+    pairs = of_type(committed(settings, catalog.pairs.name), PairMatched)
+    assert {e.key() for _, e in pairs} == EXPECTED_PAIRS and len(pairs) == 3
+    # The aborted first attempt is in the log, invisible to read_committed readers.
+    everything = of_type(committed(settings, catalog.pairs.name,
+                                   isolation="read_uncommitted"), PairMatched)
+    assert len(everything) == 2 * len(pairs)
