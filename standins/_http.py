@@ -22,6 +22,15 @@ Reply = tuple[int, Any]
 
 
 @dataclass(frozen=True)
+class RawReply:
+    """A reply body that is not JSON (an HTML page, a redirect), as a handler's answer."""
+
+    body: bytes
+    content_type: str = "text/html; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Recorded:
     method: str
     path: str
@@ -120,6 +129,10 @@ class StandinServer(ABC):
     def error(self, status: int, message: str) -> Any:
         """The API's error body for ``status``."""
 
+    def parse_body(self, headers: dict[str, str], raw_body: bytes) -> Any:
+        """The request body as the handler gets it (JSON here); ValueError when malformed."""
+        return json.loads(raw_body) if raw_body else None
+
     # -- plumbing ---------------------------------------------------------------------
     def _serve(self, method: str, raw_path: str, headers: dict[str, str],
                raw_body: bytes) -> tuple[int, Any, dict[str, str]]:
@@ -131,7 +144,7 @@ class StandinServer(ABC):
             fault = self._state.faults.popleft() if self._state.faults else None
         extra: dict[str, str] = {}
         try:
-            body = json.loads(raw_body) if raw_body else None
+            body = self.parse_body(headers, raw_body)
         except ValueError:
             status, reply = 400, self.error(400, "request body is not JSON")
         else:
@@ -165,16 +178,20 @@ def _handler_for(standin: StandinServer) -> type[BaseHTTPRequestHandler]:
             raw = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, reply, extra = standin._serve(self.command, self.path, headers, raw)
-            data = json.dumps(reply).encode()
+            if isinstance(reply, RawReply):
+                data, content_type = reply.body, reply.content_type
+                extra = {**extra, **reply.headers}
+            else:
+                data, content_type = json.dumps(reply).encode(), "application/json"
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in extra.items():
                 self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _any
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # quiet: tests inspect .requests instead

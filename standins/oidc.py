@@ -6,8 +6,13 @@ uses, like Cognito's ``https://cognito-idp.<region>.amazonaws.com/<pool id>``::
     GET  /.well-known/openid-configuration   issuer, jwks_uri, algorithms
     GET  /.well-known/jwks.json              the public keys (RS256, with ``kid``)
 
-and, for local use only (Cognito's equivalent is a sign-in through its hosted UI or
-``InitiateAuth``):
+the browser sign-in of a public client, authorization code + PKCE and refresh tokens, at
+Cognito's paths (standins/oidc_flow.py)::
+
+    GET|POST /oauth2/authorize                   a plain HTML sign-in form -> 302 with a code
+    POST     /oauth2/token                       code or refresh token -> ID token
+
+and, for local use only (Cognito's equivalent is ``InitiateAuth``):
 
     POST /mint    {"sub", "aud"?, "ttl_seconds"?, "claims"?}  -> {"id_token", "expires_at"}
     POST /rotate  {"retire_old"?: bool}                       -> {"kid", "kids"}
@@ -16,8 +21,10 @@ Minted ID tokens carry Cognito's claims (``sub``, ``aud`` = client id, ``iss``,
 ``token_use=id``, ``auth_time``, ``iat``, ``exp``, ``cognito:username``). ``claims``
 overrides any of them (tests mint expired or wrong-audience tokens that way). Key pairs
 (RSA 2048) persist in a 0600 JSON file so a restart keeps the published keys; ``/rotate``
-makes a new key the signing key and keeps the old one published unless retired.
-Production refuses a loopback issuer (mosaic/production.py).
+makes a new key the signing key and keeps the old one published unless retired. Every answer
+allows any origin (CORS): the web client on another loopback port reads the discovery
+document and calls the token endpoint. Production refuses a loopback issuer
+(mosaic/production.py).
 """
 
 from __future__ import annotations
@@ -28,18 +35,25 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
-from standins._http import Reply, StandinServer
+from standins._http import RawReply, Reply, StandinServer
+from standins.oidc_flow import AuthorizationFlow
 
 DEFAULT_TTL_SECONDS = 3600
 MAX_TTL_SECONDS = 24 * 3600
+CORS_HEADERS = {"Access-Control-Allow-Origin": "*",
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+                "Access-Control-Allow-Headers": "Authorization, Content-Type",
+                "Access-Control-Max-Age": "600"}
 
 
 def new_private_key() -> rsa.RSAPrivateKey:
@@ -69,6 +83,8 @@ class OidcIssuerStandin(StandinServer):
         self._keys_lock = threading.Lock()
         self._keys: list[tuple[str, rsa.RSAPrivateKey]] = []  # newest (signing) last
         self._load_or_create()
+        self.flow = AuthorizationFlow(client_id=audience, ttl_seconds=DEFAULT_TTL_SECONDS,
+                                      mint=lambda sub, claims: self.mint(sub, claims=claims))
 
     @property
     def issuer(self) -> str:
@@ -129,10 +145,17 @@ class OidcIssuerStandin(StandinServer):
     # -- HTTP ---------------------------------------------------------------------------
     def _serve(self, method: str, raw_path: str, headers: dict[str, str],
                raw_body: bytes) -> tuple[int, Any, dict[str, str]]:
-        answer = super()._serve(method, raw_path, headers, raw_body)
+        status, reply, extra = super()._serve(method, raw_path, headers, raw_body)
         with self._lock:  # a long-running stack service: keep only the recent requests
             del self._state.requests[:-200]
-        return answer
+        extra.update(CORS_HEADERS)
+        return status, reply, extra
+
+    def parse_body(self, headers: dict[str, str], raw_body: bytes) -> Any:
+        # The token endpoint and the sign-in form post application/x-www-form-urlencoded.
+        if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            return parse_qs(raw_body.decode("utf-8", "strict"), keep_blank_values=True)
+        return super().parse_body(headers, raw_body)
 
     def error(self, status: int, message: str) -> Any:
         return {"error": "invalid_request" if status < 500 else "server_error",
@@ -140,19 +163,29 @@ class OidcIssuerStandin(StandinServer):
 
     def handle(self, method: str, path: str, query: dict[str, list[str]],
                headers: dict[str, str], body: Any) -> Reply:
-        if method == "GET" and path == "/.well-known/openid-configuration":
-            return 200, self.discovery()
-        if method == "GET" and path == "/.well-known/jwks.json":
-            return 200, self.jwks()
-        if method == "GET" and path == "/health":
-            return 200, {"ok": True, "kids": self.kids}
-        if method == "POST" and path == "/mint":
-            return self._mint(body if isinstance(body, dict) else {})
-        if method == "POST" and path == "/rotate":
-            retire = bool(isinstance(body, dict) and body.get("retire_old"))
-            kid = self.rotate(retire_old=retire)
-            return 200, {"kid": kid, "kids": self.kids}
-        return 404, self.error(404, f"no such endpoint: {method} {path}")
+        fields = body if isinstance(body, dict) else {}
+        if method == "OPTIONS":  # a CORS preflight: the headers say it all
+            return 204, RawReply(b"", "text/plain")
+        route = self._routes().get((method, path))
+        if route is None:
+            return 404, self.error(404, f"no such endpoint: {method} {path}")
+        return route(query if method == "GET" else fields)
+
+    def _routes(self) -> dict[tuple[str, str], Callable[[dict[str, Any]], Reply]]:
+        return {
+            ("GET", "/.well-known/openid-configuration"): lambda _: (200, self.discovery()),
+            ("GET", "/.well-known/jwks.json"): lambda _: (200, self.jwks()),
+            ("GET", "/health"): lambda _: (200, {"ok": True, "kids": self.kids}),
+            ("GET", "/oauth2/authorize"): lambda q: self.flow.authorize("GET", q),
+            ("POST", "/oauth2/authorize"): lambda f: self.flow.authorize("POST", f),
+            ("POST", "/oauth2/token"): self.flow.token,
+            ("POST", "/mint"): self._mint,
+            ("POST", "/rotate"): self._rotate,
+        }
+
+    def _rotate(self, body: dict[str, Any]) -> Reply:
+        kid = self.rotate(retire_old=bool(body.get("retire_old")))
+        return 200, {"kid": kid, "kids": self.kids}
 
     def discovery(self) -> dict[str, Any]:
         return {
@@ -160,7 +193,10 @@ class OidcIssuerStandin(StandinServer):
             "jwks_uri": f"{self.issuer}/.well-known/jwks.json",
             "authorization_endpoint": f"{self.issuer}/oauth2/authorize",
             "token_endpoint": f"{self.issuer}/oauth2/token",
-            "response_types_supported": ["code", "token"],
+            "response_types_supported": ["code"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["none"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "scopes_supported": ["openid", "email", "profile"],
@@ -168,7 +204,7 @@ class OidcIssuerStandin(StandinServer):
                                  "token_use", "cognito:username"],
         }
 
-    def _mint(self, body: dict[str, Any]) -> Reply:
+    def _mint(self, body: dict[str, Any]) -> Reply:  # JSON body
         sub, ttl = body.get("sub"), body.get("ttl_seconds", DEFAULT_TTL_SECONDS)
         if not isinstance(sub, str) or not sub:
             return 400, self.error(400, "sub is required")
@@ -179,6 +215,7 @@ class OidcIssuerStandin(StandinServer):
         if not isinstance(claims, dict) or not (aud is None or isinstance(aud, str)):
             return 400, self.error(400, "claims must be an object, aud a string")
         token = self.mint(sub, aud=aud, ttl_seconds=ttl, claims=claims)
+        self.flow.saw_user(sub)
         return 200, {"id_token": token, "token_type": "Bearer",
                      "expires_at": int(time.time()) + ttl}
 
