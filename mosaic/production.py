@@ -1,4 +1,5 @@
-"""What ``environment=production`` refuses: default or local secrets, and local stand-ins.
+"""What ``environment=production`` refuses: default or local secrets, local stand-ins,
+unauthenticated or clear-text transports, an exposed console and unbounded sessions.
 
 ``Settings`` calls :func:`refuse_unsafe` when it is built with ``environment=production``,
 so every entry point (ingress, agents, matcher, auth hook) refuses to start. Messages name
@@ -7,6 +8,7 @@ the setting, never its value.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, SecretStr
@@ -23,6 +25,7 @@ REQUIRED_SECRETS = (
     "nakama.session_refresh_encryption_key",
     "nakama.console_password",
     "nakama.console_signing_key",
+    "nakama.room_name_key",
     "postgres.password",
 )
 # Secrets that may stay empty (feature unused, or credentials from the platform) but must
@@ -41,6 +44,13 @@ KNOWN_WEAK = frozenset({
     "defaultsigningkey", "password", "admin", "changeme", "secret",
 })
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0"})  # noqa: S104
+_ALL_INTERFACES = frozenset({"", "0.0.0.0", "::", "[::]", "*"})  # noqa: S104
+# Upper bounds on Nakama sessions: a token outlives a Cognito disable by at most its lifetime.
+MAX_SESSION_TOKEN_SECONDS = 24 * 3600
+MAX_REFRESH_TOKEN_SECONDS = 7 * 24 * 3600
+MAX_SESSION_LIFETIME_SECONDS = 30 * 24 * 3600
+# Console user names an attacker tries first (ours is the local default).
+WELL_KNOWN_CONSOLE_USERS = frozenset({"admin", "administrator", "root", "nakama"})
 
 
 def _get(root: BaseModel, dotted: str) -> object:
@@ -114,6 +124,57 @@ def _is_local_url(url: str | None) -> bool:
     return host in _LOOPBACK or host.startswith("127.") or host.endswith(".localhost")
 
 
+def _transport_problems(s: Any) -> list[str]:
+    """Kafka and Cassandra must authenticate their clients and encrypt the traffic."""
+    found = []
+    kafka = s.kafka
+    if kafka.security_protocol not in {"SSL", "SASL_SSL"}:
+        found.append("kafka.security_protocol must be SASL_SSL or SSL (TLS)")
+    elif kafka.security_protocol == "SASL_SSL" and not (
+            kafka.sasl_username and kafka.sasl_password.get_secret_value()):
+        found.append("kafka.sasl_username and kafka.sasl_password are required with SASL_SSL")
+    elif kafka.security_protocol == "SSL" and kafka.ssl_certificate_location is None:
+        found.append("kafka.ssl_certificate_location (a client certificate) is required "
+                     "with SSL")
+    cassandra = s.cassandra
+    if not (cassandra.username and cassandra.password.get_secret_value()):
+        found.append("cassandra.username and cassandra.password are required")
+    if cassandra.ssl_ca_file is None and cassandra.ssl_cert_file is None:
+        found.append("cassandra.ssl_ca_file is required (TLS)")
+    return found
+
+
+def _nakama_problems(s: Any) -> list[str]:
+    nk, found = s.nakama, []
+    if nk.console_host.strip().lower() in _ALL_INTERFACES:
+        found.append("nakama.console_host binds every interface: bind a private address")
+    if (nk.console_username == _default(s, "nakama.console_username")
+            or nk.console_username.lower() in WELL_KNOWN_CONSOLE_USERS):
+        found.append("nakama.console_username is the default or a well-known name")
+    for name, value, limit in (
+            ("session_token_expiry_seconds", nk.session_token_expiry_seconds,
+             MAX_SESSION_TOKEN_SECONDS),
+            ("refresh_token_expiry_seconds", nk.refresh_token_expiry_seconds,
+             MAX_REFRESH_TOKEN_SECONDS),
+            ("session_max_lifetime_seconds", nk.session_max_lifetime_seconds,
+             MAX_SESSION_LIFETIME_SECONDS)):
+        if value > limit:
+            found.append(f"nakama.{name} is above {limit}")
+    if nk.refresh_token_expiry_seconds > nk.session_max_lifetime_seconds:
+        found.append("nakama.refresh_token_expiry_seconds is above "
+                     "nakama.session_max_lifetime_seconds")
+    hook_url = s.identity.hook_url
+    if not (hook_url and hook_url.startswith("https://")):
+        found.append("identity.hook_url must be set and https (Nakama sends ID tokens there)")
+    ingress_keys = {s.ingress.hmac_key.get_secret_value(),
+                    *(k.get_secret_value() for k in s.ingress.hmac_previous_keys.values())}
+    hook_keys = {s.identity.hook_hmac_key.get_secret_value(),
+                 *(k.get_secret_value() for k in s.identity.hook_hmac_previous_keys.values())}
+    if ingress_keys & hook_keys:
+        found.append("ingress and identity (auth hook) HMAC keys must differ")
+    return found
+
+
 def problems(settings: BaseModel) -> list[str]:
     """Every reason these settings are unfit for production (empty when fit)."""
     found = [p for p in (_secret_problem(settings, d, required=True) for d in REQUIRED_SECRETS)
@@ -142,7 +203,7 @@ def problems(settings: BaseModel) -> list[str]:
         found.append("embedding.vertex_static_token is set (stand-ins and proxies only)")
     if _is_local_url(s.vector_index.pinecone_host):  # type: ignore[attr-defined]
         found.append("vector_index.pinecone_host points at a local Pinecone stand-in")
-    return found
+    return found + _transport_problems(s) + _nakama_problems(s)
 
 
 def refuse_unsafe(settings: BaseModel) -> None:

@@ -1,7 +1,7 @@
 """The ID-token check behind Nakama's before-authenticate hook (nakama/modules/mosaic_auth.lua).
 
     POST /auth/v1/custom   {"custom_id": <Cognito sub>, "id_token": <Cognito ID token>}
-      200 {"ok": true}                       the token proves this custom id
+      200 {"ok": true, "signature": <hex>}   the token proves this custom id
       403 {"error": "invalid_token", ...}    it does not (reason in "message", no token data)
       401 {"error": "unauthorized", ...}     the HMAC signature is wrong (operator problem)
       503 {"error": "unavailable", ...}      no signing keys (JWKS down and nothing cached)
@@ -14,14 +14,21 @@ valid?". A repeated signature header is 401, as at the ingress.
 It is a separate process from the ingress so logins depend on neither Kafka nor Cassandra.
 ``python -m producers.authhook`` serves it on ``identity.hook_host:hook_port``; the local
 stack starts it (stack/authhook.py).
+
+A 200 is signed too (:func:`answer_signature`: the request's key, bound to its nonce and
+custom id), and Nakama's hook checks it before it lets the login through: whatever else
+answers on the hook's URL (a wrong service, a man in the middle) or replays an earlier
+answer cannot log anyone in.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
@@ -55,12 +62,24 @@ MAX_BODY_BYTES = 16 * 1024
 Handler = Callable[[str, str, dict[str, str], bytes], Awaitable[tuple[int, dict[str, Any]]]]
 
 
-class AuthHookApp:
-    """Raw ASGI: two routes, no framework needed."""
+def answer_signature(key: bytes, key_id: str, nonce: str, custom_id: str) -> str:
+    """Hex HMAC-SHA256 of the hook's "ok" to one request (mosaic_signing.lua builds the same):
 
-    def __init__(self, signatures: Verifier, tokens: IdTokenVerifier) -> None:
+        "mosaic-auth-answer" \n KEY_ID \n NONCE \n CUSTOM_ID \n "ok"
+    """
+    text = "\n".join(("mosaic-auth-answer", key_id, nonce, custom_id, "ok"))
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+class AuthHookApp:
+    """Raw ASGI: two routes, no framework needed. ``keys``: the verifier's keys by id, which
+    also sign the answers."""
+
+    def __init__(self, signatures: Verifier, tokens: IdTokenVerifier,
+                 keys: Mapping[str, bytes]) -> None:
         self.signatures = signatures
         self.tokens = tokens
+        self.keys = dict(keys)
         self.counts: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -116,7 +135,9 @@ class AuthHookApp:
         except JwksUnavailable as exc:
             log.error("auth hook: %s", exc)
             return 503, {"error": "unavailable", "message": "identity provider unreachable"}
-        return 200, {"ok": True}
+        key_id = headers[KEY_ID_HEADER]  # present and known: the signature checked out
+        return 200, {"ok": True, "signature": answer_signature(
+            self.keys[key_id], key_id, headers[NONCE_HEADER], custom_id)}
 
 
 _SIGNATURE_HEADERS = frozenset({KEY_ID_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER})
@@ -170,7 +191,7 @@ def build_app(settings: Settings, *, fetch: FetchJson | None = None,
     nonces = NonceCache(window_seconds=skew, max_entries=1_000_000, clock=clock)
     keys = keyring(cfg.hook_hmac_key_id, cfg.hook_hmac_key, cfg.hook_hmac_previous_keys)
     signatures = Verifier(keys, nonces, skew_seconds=skew, clock=clock)
-    return AuthHookApp(signatures, build_verifier(cfg, fetch))
+    return AuthHookApp(signatures, build_verifier(cfg, fetch), keys)
 
 
 def main() -> None:
@@ -191,4 +212,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["PATH", "AuthError", "AuthHookApp", "build_app", "main"]
+__all__ = ["PATH", "AuthError", "AuthHookApp", "answer_signature", "build_app", "main"]

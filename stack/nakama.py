@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from mosaic.errors import StackError
-from mosaic.settings import Settings
+from mosaic.settings import IdentitySettings, Settings
 from stack.base import Service, require_tool, run
 from stack.postgres import Postgres
 
@@ -95,20 +95,24 @@ class Nakama(Service):
                     f"mosaic_ingress_url=http://{ingress.host}:{ingress.port}",
                     f"mosaic_ingress_hmac_key={ingress.hmac_key.get_secret_value()}",
                     f"mosaic_ingress_hmac_key_id={ingress.hmac_key_id}",
-                    f"mosaic_auth_url=http://{identity.hook_host}:{identity.hook_port}",
+                    f"mosaic_auth_url={hook_url(identity)}",
                     f"mosaic_auth_hmac_key={identity.hook_hmac_key.get_secret_value()}",
                     f"mosaic_auth_hmac_key_id={identity.hook_hmac_key_id}",
+                    f"mosaic_session_max_lifetime_sec={nk.session_max_lifetime_seconds}",
+                    f"mosaic_room_name_key={nk.room_name_key.get_secret_value()}",
                 ],
             },
             "socket": {"address": host, "port": port,
                        "server_key": nk.server_key.get_secret_value()},
             "session": {
                 "token_expiry_sec": nk.session_token_expiry_seconds,
+                "refresh_token_expiry_sec": nk.refresh_token_expiry_seconds,
                 "encryption_key": nk.session_encryption_key.get_secret_value(),
                 "refresh_encryption_key": nk.session_refresh_encryption_key.get_secret_value(),
             },
             "console": {
-                "address": host, "port": nk.console_port, "username": nk.console_username,
+                "address": nk.console_host, "port": nk.console_port,
+                "username": nk.console_username,
                 "password": nk.console_password.get_secret_value(),
                 "signing_key": nk.console_signing_key.get_secret_value(),
             },
@@ -148,6 +152,11 @@ class Nakama(Service):
         host, _ = self._api_host_port()
         return (f"{nk.url} (gRPC {host}:{nk.grpc_port}, "
                 f"console http://{host}:{nk.console_port})")
+
+
+def hook_url(identity: IdentitySettings) -> str:
+    """Where Nakama calls the auth hook (mosaic_auth.lua): hook_url, else the local address."""
+    return identity.hook_url or f"http://{identity.hook_host}:{identity.hook_port}"
 
 
 def write_private(path: Path, text: str) -> None:

@@ -12,7 +12,12 @@ sub equals the id; anything else refuses the login with UNAUTHENTICATED (HTTP 40
 token is removed from vars before Nakama continues, so it never lands in the session
 token. The call is HMAC-signed like the ingress calls (mosaic_signing.lua: key id, empty
 query), with its own key: runtime env mosaic_auth_url, mosaic_auth_hmac_key and
-mosaic_auth_hmac_key_id.
+mosaic_auth_hmac_key_id. The hook's 200 counts only with a valid answer signature (the same
+key, bound to this request's nonce and custom id): whatever else answers 200 on that URL,
+or replays an old answer, does not log anyone in.
+
+SessionRefresh is refused once the login it descends from is older than runtime env
+mosaic_session_max_lifetime_sec (Nakama keeps the login's iat across refreshes).
 
 LinkCustom gets the same check (otherwise an account from another login method could
 claim someone's sub); every other authenticate and link method is refused: the Cognito
@@ -27,6 +32,14 @@ local PATH = "/auth/v1/custom"
 local TIMEOUT_MS = 5000
 local INTERNAL, UNAVAILABLE, UNAUTHENTICATED, PERMISSION_DENIED = 13, 14, 16, 7
 
+local function signed_answer(key, nonce, custom_id, answer)
+  local ok, decoded = pcall(nk.json_decode, answer or "")
+  if not ok or type(decoded) ~= "table" or decoded.ok ~= true then
+    return false
+  end
+  return signing.same(decoded.signature, signing.answer_signature(key, nonce, custom_id))
+end
+
 local function verify(context, custom_id, id_token)
   local env = context.env or {}
   local url = env["mosaic_auth_url"]
@@ -37,14 +50,20 @@ local function verify(context, custom_id, id_token)
     error({ "login is not available", UNAVAILABLE })
   end
   local body = nk.json_encode({ custom_id = custom_id, id_token = id_token })
-  local ok, status = pcall(nk.http_request, url .. PATH, "POST",
-    signing.headers(key, "POST", PATH, "", body), body, TIMEOUT_MS)
+  local headers = signing.headers(key, "POST", PATH, "", body)
+  local ok, status, _, answer = pcall(nk.http_request, url .. PATH, "POST", headers, body,
+    TIMEOUT_MS)
   if not ok then
     nk.logger_warn("mosaic_auth: auth hook unreachable")
     error({ "login is temporarily unavailable", UNAVAILABLE })
   end
   if status == 200 then
-    return
+    if signed_answer(key, headers["X-Mosaic-Nonce"], custom_id, answer) then
+      return
+    end
+    -- Not from the hook (or replayed): whoever answered does not hold the hook key.
+    nk.logger_error("mosaic_auth: the auth hook's 200 carries no valid answer signature")
+    error({ "login is temporarily unavailable", INTERNAL })
   end
   if status == 403 then
     error({ "invalid identity token", UNAUTHENTICATED })
@@ -84,12 +103,47 @@ local function before_link_custom(context, payload)
   return payload
 end
 
+-- iat of a Nakama refresh token: the time of the login it descends from (Nakama keeps it
+-- across refreshes). Read unverified: Nakama checks the signature right after this hook,
+-- and a token whose claims were changed fails there.
+local function login_time(token)
+  local part = type(token) == "string" and string.match(token, "^[^.]+%.([^.]+)%.[^.]+$")
+  if not part then
+    return nil
+  end
+  local ok, claims = pcall(function()
+    return nk.json_decode(nk.base64url_decode(part))
+  end)
+  if not ok or type(claims) ~= "table" then
+    return nil
+  end
+  return tonumber(claims.iat)
+end
+
+-- A refresh token would otherwise slide forever: refuse a refresh once the session's first
+-- login is mosaic_session_max_lifetime_sec old, so that a user disabled in Cognito is out
+-- after at most that plus one session token's lifetime. vars stay those of the login.
+local function before_session_refresh(context, payload)
+  local max_lifetime = tonumber((context.env or {})["mosaic_session_max_lifetime_sec"])
+  if max_lifetime == nil or max_lifetime <= 0 then
+    nk.logger_error("mosaic_auth: runtime env mosaic_session_max_lifetime_sec is not set")
+    error({ "session refresh is not available: log in again", UNAVAILABLE })
+  end
+  local issued = login_time(payload and payload.token)
+  if issued == nil or nk.time() / 1000 - issued >= max_lifetime then
+    error({ "session expired: log in again", UNAUTHENTICATED })
+  end
+  payload.vars = nil
+  return payload
+end
+
 local function refuse(_context, _payload)
   error({ "this login method is disabled: log in with your Cognito identity", PERMISSION_DENIED })
 end
 
 nk.register_req_before(before_authenticate_custom, "AuthenticateCustom")
 nk.register_req_before(before_link_custom, "LinkCustom")
+nk.register_req_before(before_session_refresh, "SessionRefresh")
 for _, name in ipairs({ "AuthenticateApple", "AuthenticateDevice", "AuthenticateEmail",
   "AuthenticateFacebook", "AuthenticateFacebookInstantGame", "AuthenticateGameCenter",
   "AuthenticateGoogle", "AuthenticateSteam", "LinkApple", "LinkDevice", "LinkEmail",

@@ -1,7 +1,7 @@
 --[[
 Post-match side effects in batches: server-to-server RPCs (runtime http_key only; a call
-with a user session is refused with PERMISSION_DENIED) plus client-API hooks that keep
-the rooms private. User ids in payloads are custom ids (Cognito subs); they never leave
+with a user session is refused with PERMISSION_DENIED); the client-API hooks that keep
+the rooms private are in mosaic_privacy.lua. User ids in payloads are custom ids (Cognito subs); they never leave
 this module: not in group names, metadata, descriptions or notification content.
 
   mosaic_create_rooms   {"rooms": [{cycle_id, pair_key, user_a, user_b}, ...1..500]}
@@ -17,14 +17,15 @@ fails the others. permanent=true: the user (or partner) does not exist or is ban
 (users.disable_time is set), or the item can never succeed; everything else is
 retryable. A malformed payload as a whole fails the call with INVALID_ARGUMENT (3).
 
-Rooms. The group name is "mm-" .. sha256(cycle_id \n pair_key)[1..40]: opaque, unique
-per pair and cycle, 43 chars. Nakama group names are unique (groups_name_key), so a
+Rooms. The group name is "mm-" .. hex(HMAC-SHA256(runtime env mosaic_room_name_key,
+cycle_id \n pair_key))[1..40]: opaque, unique per pair and cycle, 43 chars; keyed, so
+whoever knows two subs cannot confirm that they were paired. Nakama group names are unique (groups_name_key), so a
 retry finds the group (one query for the whole batch, members included) and only does
 what is missing. user_a creates the group open with max_count=2, user_b joins through
 the runtime (group_user_join: no "added to group" notification, which
 group_users_add would send), then the group is closed. The window while it is open is
-covered by the before-hooks below, which refuse every client request that could add a
-member, open the group, or squat an "mm-" name (runtime calls are not hooked).
+covered by the before-hooks in mosaic_privacy.lua, which refuse every client request that
+could add a member, open the group, or squat an "mm-" name (runtime calls are not hooked).
 
 Notifications: exactly one per user and pair, without a claim. Each notification
 carries content.mosaic_key = sha256(cycle_id \n pair_key \n user)[1..40], and a UNIQUE
@@ -43,11 +44,11 @@ claim and send.
 ]]
 
 local nk = require("nakama")
+local privacy = require("mosaic_privacy") -- the client-API hooks that keep rooms private
 
 local NOTIFY_CODE = 101 -- > 0: application notification code for "match found"
 local NOTIFY_SUBJECT = "You have a new match"
-local KIND = "mosaic_match" -- groups.metadata.kind of every match room
-local NAME_PREFIX = "mm-"
+local KIND, NAME_PREFIX = privacy.KIND, privacy.NAME_PREFIX
 local MAX_ROOMS = 500
 local MAX_NOTIFICATIONS = 1000
 local GROUP_CHANNEL = 3 -- rtapi.ChannelJoin_GROUP
@@ -115,8 +116,19 @@ local function hex40(s)
   return string.sub(nk.sha256_hash(s), 1, 40)
 end
 
-local function room_name(cycle_id, pair_key)
-  return NAME_PREFIX .. hex40(cycle_id .. "\n" .. pair_key)
+-- Keyed: knowing two subs and a cycle id is not enough to confirm that they were paired.
+local function room_name(name_key, cycle_id, pair_key)
+  local mac = nk.base16_encode(nk.hmac_sha256_hash(cycle_id .. "\n" .. pair_key, name_key))
+  return NAME_PREFIX .. string.sub(mac, 1, 40)
+end
+
+local function room_name_key(context)
+  local key = (context.env or {})["mosaic_room_name_key"]
+  if type(key) ~= "string" or key == "" then
+    nk.logger_error("mosaic_rooms: runtime env mosaic_room_name_key is not set")
+    error({ "room names are not configured", UNAVAILABLE })
+  end
+  return key
 end
 
 local function mosaic_key(cycle_id, pair_key, user)
@@ -200,13 +212,13 @@ SELECT g.id::text AS id, g.name, g.creator_id::text AS creator_id, g.state, g.ed
   return found
 end
 
-local function create_one(item, users, groups)
+local function create_one(item, users, groups, name_key)
   if item.user_a == item.user_b then
     error(permanent("a room needs two different users"))
   end
   local a = usable_user(users[item.user_a], "user_a", item.user_a)
   local b = usable_user(users[item.user_b], "user_b", item.user_b)
-  local name = room_name(item.cycle_id, item.pair_key)
+  local name = room_name(name_key, item.cycle_id, item.pair_key)
   local group, created = groups[name], false
   if group == nil then
     local ok, g = pcall(nk.group_create, a.id, name, a.id, "en", "", "", true, { kind = KIND }, 2)
@@ -272,15 +284,16 @@ local function create_rooms(context, payload)
   server_only(context)
   local items = decode_batch(payload, "rooms", MAX_ROOMS,
     { "cycle_id", "pair_key", "user_a", "user_b" })
+  local name_key = room_name_key(context)
   local users = users_by_custom_id(unique_values(items, { "user_a", "user_b" }))
   local names = {}
   for i, item in ipairs(items) do
-    names[i] = room_name(item.cycle_id, item.pair_key)
+    names[i] = room_name(name_key, item.cycle_id, item.pair_key)
   end
   local groups = groups_by_name(names)
   local results = {}
   for i, item in ipairs(items) do
-    local ok, out = pcall(create_one, item, users, groups)
+    local ok, out = pcall(create_one, item, users, groups, name_key)
     if ok then
       results[i] = { pair_key = item.pair_key, cycle_id = item.cycle_id, ok = true,
         group_id = out.group_id, channel_id = out.channel_id, created = out.created }
@@ -446,54 +459,6 @@ local function notify_matches(context, payload)
   return nk.json_encode({ results = results })
 end
 
--- ---------------------------------------------------------------------------------------
--- Privacy hooks on the client API (runtime calls are not hooked).
-
-local UUID_PATTERN = "^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$"
-
-local function is_match_room(group_id)
-  if type(group_id) ~= "string" or not string.match(group_id, UUID_PATTERN) then
-    return false -- Nakama itself rejects the request
-  end
-  local ok, rows = pcall(nk.sql_query,
-    "SELECT 1 AS x FROM groups WHERE id = $1::uuid AND (metadata->>'kind' = $2 OR name LIKE 'mm-%')",
-    { group_id, KIND })
-  if not ok then
-    error({ "could not check the group", INTERNAL }) -- fail closed
-  end
-  return rows[1] ~= nil
-end
-
-local function reserved_name(name)
-  return type(name) == "string" and string.sub(name, 1, #NAME_PREFIX) == NAME_PREFIX
-end
-
-local function refuse_for_match_rooms(action)
-  return function(context, payload)
-    if is_match_room(payload and payload.group_id) then
-      error({ action .. " is not allowed on a match room", PERMISSION_DENIED })
-    end
-    return payload
-  end
-end
-
-local function before_update_group(context, payload)
-  if is_match_room(payload and payload.group_id) then
-    error({ "match rooms cannot be changed", PERMISSION_DENIED })
-  end
-  if reserved_name(payload and payload.name) then
-    error({ "group names starting with '" .. NAME_PREFIX .. "' are reserved", PERMISSION_DENIED })
-  end
-  return payload
-end
-
-local function before_create_group(context, payload)
-  if reserved_name(payload and payload.name) then
-    error({ "group names starting with '" .. NAME_PREFIX .. "' are reserved", PERMISSION_DENIED })
-  end
-  return payload
-end
-
 nk.run_once(function(context)
   -- Best effort at startup (run_once runs only the first run_once of all modules);
   -- notify_matches checks it before every batch.
@@ -502,8 +467,3 @@ end)
 
 nk.register_rpc(create_rooms, "mosaic_create_rooms")
 nk.register_rpc(notify_matches, "mosaic_notify_matches")
-nk.register_req_before(refuse_for_match_rooms("joining"), "JoinGroup")
-nk.register_req_before(refuse_for_match_rooms("adding users"), "AddGroupUsers")
-nk.register_req_before(refuse_for_match_rooms("promoting users"), "PromoteGroupUsers")
-nk.register_req_before(before_update_group, "UpdateGroup")
-nk.register_req_before(before_create_group, "CreateGroup")

@@ -76,6 +76,29 @@ function M.headers(key, method, path, query, body)
   }
 end
 
+-- The auth hook's answer to one request is signed with the request's key, bound to its
+-- nonce and custom id (producers/authhook.py, answer_signature): an answer from anything
+-- else than the hook, or one replayed from another request, does not verify.
+--   "mosaic-auth-answer" \n KEY_ID \n NONCE \n CUSTOM_ID \n "ok"
+function M.answer_signature(key, nonce, custom_id)
+  local text = table.concat({ "mosaic-auth-answer", key.id, nonce, custom_id, "ok" }, "\n")
+  return nk.base16_encode(nk.hmac_sha256_hash(text, key.secret))
+end
+
+-- Equal strings, comparing every byte whatever the first difference.
+function M.same(a, b)
+  if type(a) ~= "string" or type(b) ~= "string" or #a ~= #b then
+    return false
+  end
+  local diff = 0
+  for i = 1, #a do
+    if string.byte(a, i) ~= string.byte(b, i) then
+      diff = diff + 1
+    end
+  end
+  return diff == 0
+end
+
 -- base .. path, plus "?" .. query when there is one.
 function M.url(base, path, query)
   if query == nil or query == "" then

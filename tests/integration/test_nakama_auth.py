@@ -1,14 +1,19 @@
 """Custom-id logins on the real Nakama need a Cognito ID token (nakama/modules/mosaic_auth.lua
--> producers/authhook.py), issued here by the real local OIDC issuer stand-in."""
+-> producers/authhook.py), issued here by the real local OIDC issuer stand-in; only a signed
+answer of the hook counts; sessions cannot be refreshed past their maximum lifetime."""
 
 from __future__ import annotations
 
 import base64
 import json
+import random
+import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
 
 import httpx
 import jwt
@@ -16,7 +21,9 @@ import pytest
 
 from mosaic.nakama_client import LocalIssuer, NakamaClient
 from mosaic.settings import Settings
-from stack.base import Service
+from producers.authhook import answer_signature
+from stack.base import Service, port_open, wait_until
+from stack.nakama import Nakama, write_private
 from standins.oidc import new_private_key
 
 pytestmark = pytest.mark.integration
@@ -181,3 +188,142 @@ def test_login_latency_is_a_few_milliseconds(nakama: NakamaClient, issuer: Local
     per_login = (time.perf_counter() - started) / 20
     print(f"login with ID-token check: {per_login * 1000:.1f} ms")
     assert per_login < 0.5  # generous: 2 shared cores under a test run
+
+
+# -- sessions: a bounded absolute lifetime -------------------------------------------------
+
+def _refresh(settings: Settings, token: str, **extra: Any) -> httpx.Response:
+    with httpx.Client(base_url=settings.nakama.url, trust_env=False, timeout=10) as http:
+        return http.post("/v2/account/session/refresh", json={"token": token, **extra},
+                         auth=(settings.nakama.server_key.get_secret_value(), ""))
+
+
+def _refresh_token_issued(settings: Settings, session: dict[str, Any], iat: int) -> str:
+    """A refresh token as Nakama would have issued it to a login at ``iat`` (signed with the
+    server's refresh key): what a client that keeps refreshing still holds much later."""
+    claims = _claims(session["refresh_token"])
+    now = int(time.time())
+    return jwt.encode({**claims, "tid": str(uuid.uuid4()), "iat": iat, "exp": now + 3600},
+                      settings.nakama.session_refresh_encryption_key.get_secret_value(),
+                      algorithm="HS256")
+
+
+@pytest.mark.filterwarnings("ignore:The HMAC key is")  # the local refresh key is short
+def test_refresh_is_refused_once_the_login_is_older_than_the_max_lifetime(
+        nakama: NakamaClient, issuer: LocalIssuer, settings: Settings, sub: str) -> None:
+    login = nakama.authenticate(sub, issuer.mint(sub))
+    assert login.status_code == 200, login.text
+    session = login.json()
+    now, limit = int(time.time()), settings.nakama.session_max_lifetime_seconds
+    fresh = _refresh(settings, session["refresh_token"], vars={"role": "admin"})
+    assert fresh.status_code == 200, fresh.text
+    renewed = _claims(fresh.json()["refresh_token"])
+    assert renewed["iat"] == _claims(session["refresh_token"])["iat"]  # the login's time
+    assert "vrs" not in _claims(fresh.json()["token"])  # a refresh cannot add vars
+    # Nakama's own refresh_token_expiry_sec comes from the settings.
+    expiry = renewed["exp"] - now
+    assert abs(expiry - settings.nakama.refresh_token_expiry_seconds) < 60, expiry
+    young = _refresh(settings, _refresh_token_issued(settings, session, now - limit + 120))
+    assert young.status_code == 200, young.text
+    old = _refresh(settings, _refresh_token_issued(settings, session, now - limit - 5))
+    assert old.status_code == 401, old.text
+    assert "token" not in old.json() and "log in again" in old.text
+
+
+# -- the hook's answer must be signed -------------------------------------------------------
+
+class _RogueHook(BaseHTTPRequestHandler):
+    """Answers every call with 200 and ``answer(request headers, body)``."""
+
+    answer: ClassVar[Any]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        data = json.dumps(type(self).answer(self.headers, json.loads(body))).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _free_base() -> int:
+    """A port p with p, p - 1 (gRPC), p + 10 and p + 7 (console, its gRPC) all free."""
+    for _ in range(50):
+        base = random.randrange(20000, 40000)
+        if not any(port_open("127.0.0.1", p) for p in (base, base - 1, base + 10, base + 7)):
+            return base
+    raise AssertionError("no free port range for a second Nakama")
+
+
+@pytest.fixture(scope="module")
+def rogue_nakama(settings: Settings, nakama_stack: Service,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Any]]:
+    """A second Nakama on its own ports (same database, same Lua modules) whose auth hook URL
+    points at a server answering 200 to everything; the answer is set per test."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RogueHook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base, tmp = _free_base(), tmp_path_factory.mktemp("rogue-nakama")
+    rogue = settings.model_copy(update={
+        "nakama": settings.nakama.model_copy(update={
+            "url": f"http://127.0.0.1:{base}", "grpc_port": base - 1,
+            "console_port": base + 10}),
+        "identity": settings.identity.model_copy(update={
+            "hook_url": f"http://127.0.0.1:{server.server_address[1]}"}),
+        "stack": settings.stack.model_copy(update={"data_dir": tmp})})
+    node = Nakama(rogue)
+    write_private(node.config_file, json.dumps(node.config()))
+    log_path = tmp / "nakama.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen([str(node.binary), "--config", str(node.config_file)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def up() -> bool:
+            assert proc.poll() is None, f"second Nakama exited: {log_path.read_text()[-2000:]}"
+            return node.healthy()
+        wait_until(up, what="second Nakama (rogue auth hook)", timeout=90)
+        yield rogue, _RogueHook
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
+        server.shutdown()
+
+
+@pytest.mark.stack_scripts
+@pytest.mark.parametrize("answer", ["unsigned", "replayed", "wrong key", "signed"])
+def test_only_a_signed_hook_answer_logs_in(rogue_nakama: tuple[Settings, Any],
+                                           settings: Settings, issuer: LocalIssuer,
+                                           answer: str) -> None:
+    """A 200 from whatever answers on the hook's URL is not enough: it must carry the hook
+    key's signature over this request's nonce and custom id ("signed" is the control)."""
+    rogue, hook = rogue_nakama
+    cfg = settings.identity
+    key = cfg.hook_hmac_key.get_secret_value().encode()
+
+    def reply(headers: Any, body: dict[str, Any]) -> dict[str, Any]:
+        nonce, custom_id = headers["X-Mosaic-Nonce"], body["custom_id"]
+        signature = {
+            "unsigned": None,
+            "replayed": answer_signature(key, cfg.hook_hmac_key_id, "0" * 32, custom_id),
+            "wrong key": answer_signature(b"not-the-hook-key", cfg.hook_hmac_key_id, nonce,
+                                          custom_id),
+            "signed": answer_signature(key, cfg.hook_hmac_key_id, nonce, custom_id),
+        }[answer]
+        return {"ok": True} if signature is None else {"ok": True, "signature": signature}
+
+    hook.answer = staticmethod(reply)
+    client = NakamaClient(rogue.nakama, id_tokens=issuer)
+    try:
+        sub = str(uuid.uuid4())
+        got = client.authenticate(sub, "not-even-a-jwt")  # the rogue hook says yes to anything
+    finally:
+        client.close()
+    if answer == "signed":
+        assert got.status_code == 200, got.text
+        return
+    assert got.status_code == 500, got.text
+    assert "token" not in got.json() and "temporarily unavailable" in got.text

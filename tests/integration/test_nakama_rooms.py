@@ -13,7 +13,9 @@ client API.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import hmac
 import json
 import os
 import signal
@@ -144,8 +146,15 @@ def pair_key(a: User, b: User) -> str:
     return "|".join(sorted((a.custom_id, b.custom_id)))
 
 
+@functools.cache
+def _room_name_key() -> bytes:
+    return Settings().nakama.room_name_key.get_secret_value().encode()
+
+
 def room_name(cycle: str, key: str) -> str:
-    return "mm-" + hashlib.sha256(f"{cycle}\n{key}".encode()).hexdigest()[:40]
+    """The room name mosaic_rooms.lua gives a pair: keyed with the server's room-name key."""
+    mac = hmac.new(_room_name_key(), f"{cycle}\n{key}".encode(), hashlib.sha256)
+    return "mm-" + mac.hexdigest()[:40]
 
 
 def room_items(cycle: str, pairs: list[tuple[User, User]]) -> list[dict[str, str]]:
@@ -357,18 +366,23 @@ def test_rooms_stay_private_through_the_client_api(rpc: Rpc, sql: Sql, cycle: st
          "sent": True}]
     subs = (alice.user.custom_id, bob.user.custom_id)
 
-    # Listing groups (any user may, by name prefix too) shows no sub.
+    # The name is keyed: the unkeyed hash of the cycle id and both subs names no group, so
+    # knowing two subs does not confirm a pairing.
     name = room_name(cycle, pair_key(alice.user, bob.user))
-    listed = mallory.http.get("/v2/group", params={"name": name[:12] + "%", "limit": 100})
+    unkeyed = "mm-" + hashlib.sha256(
+        f"{cycle}\n{pair_key(alice.user, bob.user)}".encode()).hexdigest()[:40]
+    assert groups_in_db(sql, [name])[name]["id"] == gid
+    assert groups_in_db(sql, [unkeyed]) == {}
+    # What a member sees of the room: nothing that names a sub.
+    listed = alice.http.get(f"/v2/user/{alice.user.user_id}/group", params={"limit": 100})
     assert listed.status_code == 200, listed.text
-    everything = mallory.http.get("/v2/group", params={"name": "mm-%", "limit": 100}).text
-    mine = [g for g in listed.json().get("groups", []) if g["id"] == gid]
+    mine = [g["group"] for g in listed.json().get("user_groups", []) if g["group"]["id"] == gid]
     assert mine and mine[0]["name"] == name
     assert json.loads(mine[0]["metadata"]) == {"kind": "mosaic_match"}
     assert not mine[0].get("description") and not mine[0].get("avatar_url")
     assert not mine[0].get("open")
     for sub in subs:
-        assert sub not in listed.text and sub not in everything
+        assert sub not in listed.text
 
     # A third user can neither join nor ask to join (no join request, no notification).
     join = mallory.http.post(f"/v2/group/{gid}/join")

@@ -20,12 +20,18 @@ def _strong() -> str:
 
 
 def _production_values() -> dict[str, Any]:
-    """Settings that production accepts: every secret its own, no stand-in."""
+    """Settings that production accepts: every secret its own, no stand-in, authenticated
+    TLS to Kafka and Cassandra, a private console, bounded sessions, an https auth hook."""
     values: dict[str, Any] = {
         "environment": "production",
         "identity": {"issuer": "https://cognito-idp.eu-west-1.amazonaws.com/eu-west-1_AbC",
-                     "audience": "3n4b5urk1ft4fl3mg5e62d9ado"},
+                     "audience": "3n4b5urk1ft4fl3mg5e62d9ado",
+                     "hook_url": "https://authhook.internal:8443"},
         "s3": {"endpoint_url": None},
+        "kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                  "sasl_username": "mosaic"},
+        "cassandra": {"username": "mosaic", "ssl_ca_file": "/etc/mosaic/cassandra-ca.pem"},
+        "nakama": {"console_host": "10.0.3.7", "console_username": "ops-7f3a"},
     }
     for dotted in (*REQUIRED_SECRETS, *OPTIONAL_SECRETS):
         section, name = dotted.split(".")
@@ -65,9 +71,17 @@ def test_each_required_secret_is_checked(dotted: str, kind: str) -> None:
         assert value not in str(info.value)
 
 
+# Optional as secrets, but the transport checks need them with SASL_SSL / Cassandra auth.
+NEEDED_BY_TRANSPORT = frozenset({"kafka.sasl_password", "cassandra.password"})
+
+
 @pytest.mark.parametrize("dotted", OPTIONAL_SECRETS)
 def test_optional_secrets_may_be_empty_but_never_local(dotted: str) -> None:
-    Settings(**_with(_production_values(), dotted, ""))
+    if dotted in NEEDED_BY_TRANSPORT:
+        with pytest.raises(ConfigError, match=dotted.replace(".", r"\.")):
+            Settings(**_with(_production_values(), dotted, ""))
+    else:
+        Settings(**_with(_production_values(), dotted, ""))
     with pytest.raises(ConfigError, match=dotted.replace(".", r"\.")):
         Settings(**_with(_production_values(), dotted, "mosaic-local-" + _strong()))
 
@@ -135,3 +149,49 @@ def test_production_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("MOSAIC_ENVIRONMENT", "production")
     with pytest.raises(ConfigError):
         Settings()
+
+
+@pytest.mark.parametrize(("changes", "words"), [
+    ({"kafka.security_protocol": "PLAINTEXT"}, "kafka.security_protocol"),
+    ({"kafka.security_protocol": "SASL_PLAINTEXT"}, "kafka.security_protocol"),
+    ({"kafka.sasl_username": None}, "kafka.sasl_username"),
+    ({"kafka.security_protocol": "SSL"}, "kafka.ssl_certificate_location"),
+    ({"cassandra.username": None}, "cassandra.username"),
+    ({"cassandra.ssl_ca_file": None}, "cassandra.ssl_ca_file"),
+    ({"nakama.console_host": "0.0.0.0"}, "nakama.console_host"),
+    ({"nakama.console_host": "::"}, "nakama.console_host"),
+    ({"nakama.console_username": "mosaic-admin"}, "nakama.console_username"),
+    ({"nakama.console_username": "Admin"}, "nakama.console_username"),
+    ({"nakama.session_token_expiry_seconds": 24 * 3600 + 1}, "session_token_expiry_seconds"),
+    ({"nakama.refresh_token_expiry_seconds": 7 * 86400 + 1}, "refresh_token_expiry_seconds"),
+    ({"nakama.session_max_lifetime_seconds": 30 * 86400 + 1}, "session_max_lifetime_seconds"),
+    ({"nakama.refresh_token_expiry_seconds": 7200, "nakama.session_max_lifetime_seconds": 3600},
+     "above nakama.session_max_lifetime_seconds"),
+    ({"identity.hook_url": None}, "identity.hook_url"),
+    ({"identity.hook_url": "http://authhook.internal:8089"}, "identity.hook_url"),
+])
+def test_transport_console_session_and_hook_checks(changes: dict[str, Any], words: str) -> None:
+    values = _production_values()
+    for dotted, value in changes.items():
+        values = _with(values, dotted, value)
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        Settings(**values)
+
+
+def test_mutual_tls_to_kafka_is_accepted() -> None:
+    values = _with(_production_values(), "kafka.security_protocol", "SSL")
+    values = _with(values, "kafka.ssl_certificate_location", "/etc/mosaic/kafka-client.pem")
+    assert Settings(**values).kafka.security_protocol == "SSL"
+
+
+@pytest.mark.parametrize("where", ["current", "previous"])
+def test_ingress_and_hook_keys_must_differ(where: str) -> None:
+    values = _production_values()
+    shared = values["ingress"]["hmac_key"]
+    if where == "current":
+        values = _with(values, "identity.hook_hmac_key", shared)
+    else:
+        values = _with(values, "identity.hook_hmac_previous_keys", {"old-1": shared})
+    with pytest.raises(ConfigError, match="HMAC keys must differ") as info:
+        Settings(**values)
+    assert shared not in str(info.value)
