@@ -12,7 +12,7 @@ from app.cli import main
 from app.demo_report import DemoReport
 from app.demo_run import run_demo
 from mosaic.settings import Settings
-from tests.browser import open_page, png_pixels
+from tests.pages import launch_chromium, open_page, png_pixels
 
 pytestmark = pytest.mark.e2e
 
@@ -59,9 +59,11 @@ def test_cycle_report_renders_in_a_real_browser(report: DemoReport) -> None:
     html = Path(report.report_path).read_text()
     assert "<script" not in html and "http://" not in html.replace(
         'xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in html
-    page = open_page(Path(report.report_path).as_uri(), PLOT_CHECK)
-    assert page.errors == []
-    plots = {p["title"]: p for p in page.value}
+    with launch_chromium() as browser, \
+            open_page(browser, Path(report.report_path).as_uri()) as loaded:
+        plots = {p["title"]: p for p in loaded.page.evaluate(PLOT_CHECK)}
+        shot = loaded.page.screenshot()
+        assert loaded.log.errors == [] and loaded.log.refused == []
     expected = {"Pair score": 5, "Pair similarity": 5, "Score vs similarity": 5,
                 "Wait at the tick (seconds)": 10, "Unmatched users by reason": 0,
                 "Cycle timeline": None, "Match to notification (seconds)": 10}
@@ -74,7 +76,7 @@ def test_cycle_report_renders_in_a_real_browser(report: DemoReport) -> None:
         else:
             assert plot["points"] == points, plot
         assert plot["drawn"] == plot["marks"] and (plot["marks"] > 0) == (plot["points"] > 0)
-    pixels = png_pixels(page.screenshot)[:, :, :3].astype(int)
+    pixels = png_pixels(shot)[:, :, :3].astype(int)
     background = (pixels == 250).all(axis=2) | (pixels == 255).all(axis=2)
     assert (~background).mean() > 0.02  # text, axes and bars, not an empty page
     bar_blue = (abs(pixels - (59, 111, 182)).sum(axis=2) < 30).sum()
