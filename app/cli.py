@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "consumers.commands",
     "consumers.postmatch_commands",
     "app.demo",
+    "app.web",
     "app.ops.commands",
     "app.ops.report",
     "app.ops.inspect_commands",  # after the deadletters and topics commands it extends

@@ -115,7 +115,7 @@ class AuthorizationFlow:
                                            "error_description": problem})
         if method != "POST":
             return 200, self._page(params)
-        sub = _one(fields, "sub").strip()
+        sub = (_one(fields, "pick") or _one(fields, "sub")).strip()  # a picked user wins
         if not valid_user_id(sub):
             return 400, self._page(params, "a user id is 6-128 letters, digits, '_' or '-', "
                                            "starting with a letter or digit")
@@ -199,17 +199,19 @@ class AuthorizationFlow:
         hidden = "".join(f'<input type="hidden" name="{name}" value="{esc(value)}">'
                          for name, value in params.items() if value)
         picks = "".join(
-            f'<li><button type="submit" name="sub" value="{esc(sub)}" data-testid="signin-pick"'
+            f'<li><button type="submit" name="pick" value="{esc(sub)}" data-testid="signin-pick"'
             f' data-sub="{esc(sub)}">{esc(sub)}</button></li>' for sub in self.recent_users())
         error = f'<p role="alert" class="error">{esc(problem)}</p>' if problem else ""
         body = "" if not form else (
             f'<form method="post" action="/oauth2/authorize" data-testid="signin-form">{hidden}'
             '<label for="sub">User id (sub)</label> '
-            '<input id="sub" name="sub" data-testid="signin-user" autocomplete="off" autofocus>'
+            '<input id="sub" name="sub" data-testid="signin-user" autocomplete="off" autofocus'
+            ' size="40">'
             ' <button type="submit" data-testid="signin-submit">Sign in</button>'
             + (f"<p>Or pick a recent user:</p><ul>{picks}</ul>" if picks else "") + "</form>")
         page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-                "<title>Sign in (local OIDC issuer)</title><style>body{font:16px system-ui;"
+                "<title>Sign in (local OIDC issuer)</title><link rel=\"icon\" href=\"data:,\">"
+                "<style>body{font:16px system-ui;"
                 "max-width:36rem;margin:2rem auto}.error{color:#b00}li{margin:.3rem 0}"
                 "</style></head><body><h1>Sign in</h1>"
                 "<p>Local stand-in for the Cognito hosted sign-in: no password.</p>"

@@ -161,10 +161,18 @@ def test_sign_in_form_refusals(http: httpx.Client, settings: Settings) -> None:
     assert answer["error"] == ["invalid_request"] and "PKCE" in answer["error_description"][0]
 
 
-def test_the_form_offers_recently_seen_users(http: httpx.Client, settings: Settings) -> None:
+def test_the_form_offers_recently_seen_users_to_pick(http: httpx.Client,
+                                                      settings: Settings) -> None:
     sub = str(uuid.uuid4())
     assert http.post("/mint", json={"sub": sub}).status_code == 200
     page = http.get("/oauth2/authorize",
                     params=_authorize_params(settings, secrets.token_urlsafe(48))).text
-    picks = re.findall(r'data-testid="signin-pick" data-sub="([^"]+)"', page)
+    picks = re.findall(r'name="pick" value="([^"]+)" data-testid="signin-pick"', page)
     assert picks[0] == sub
+    verifier = secrets.token_urlsafe(48)
+    params = _authorize_params(settings, verifier)
+    resp = http.post("/oauth2/authorize", data={**params, "sub": "", "pick": sub})
+    code = parse_qs(urlsplit(resp.headers["location"]).query)["code"][0]
+    tokens = _token(http, grant_type="authorization_code", code=code, redirect_uri=REDIRECT,
+                    client_id=settings.identity.audience, code_verifier=verifier).json()
+    assert _claims(tokens["id_token"])["sub"] == sub, "the picked user signs in"
