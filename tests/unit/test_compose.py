@@ -1,4 +1,6 @@
-"""docker-compose.kafka.yml stays in step with the settings defaults (ports, versions, keys)."""
+"""docker-compose.kafka.yml stays in step with the settings defaults (ports, versions, keys),
+and Nakama's config file there is the one the stack writes, with no secret on a command
+line and nothing bound to every interface."""
 
 from __future__ import annotations
 
@@ -8,12 +10,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
+from pydantic import BaseModel, SecretStr
 
 from mosaic.settings import Settings
+from stack.nakama import Nakama
 
 pytestmark = pytest.mark.unit
 
-COMPOSE = Path(__file__).resolve().parents[2] / "docker-compose.kafka.yml"
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.kafka.yml"
+NAKAMA_CONFIG = ROOT / "nakama" / "docker-config.yml"
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +46,11 @@ def _host_ports(service: dict[str, Any]) -> dict[int, str]:
 
 def _expected_ports(s: Settings) -> dict[str, set[int]]:
     kafka_port = int(s.kafka.bootstrap_servers.split(",")[0].rsplit(":", 1)[1])
-    nakama_port = urlparse(s.nakama.url).port
     s3_port = urlparse(s.s3.endpoint_url or "").port
     return {
         "kafka": {kafka_port},
         "cassandra": {s.cassandra.port},
         "postgres": {s.postgres.port},
-        "nakama": {s.nakama.grpc_port, nakama_port or 0, s.nakama.console_port},
         "s3": {s3_port or 0},
     }
 
@@ -71,28 +75,52 @@ def test_image_versions_follow_settings(compose: dict[str, Any], defaults: Setti
     assert services["cassandra"]["image"] == f"cassandra:{cassandra_minor}"
 
 
-def test_nakama_uses_the_same_keys_and_database(compose: dict[str, Any],
-                                                defaults: Settings) -> None:
-    script = " ".join(compose["services"]["nakama"]["entrypoint"]).split()
-    nk, pg = defaults.nakama, defaults.postgres
+def _nakama_config() -> dict[str, Any]:
+    yaml: Any = importlib.import_module("yaml")
+    data = yaml.safe_load(NAKAMA_CONFIG.read_text())
+    assert isinstance(data, dict)
+    return data
 
-    def flag(name: str) -> str:
-        return script[script.index(name) + 1]
 
-    assert flag("--socket.server_key") == nk.server_key.get_secret_value()
-    assert flag("--runtime.http_key") == nk.http_key.get_secret_value()
-    assert flag("--console.username") == nk.console_username
-    assert flag("--console.password") == nk.console_password.get_secret_value()
-    assert flag("--session.token_expiry_sec") == str(nk.session_token_expiry_seconds)
-    hmac_key = defaults.ingress.hmac_key.get_secret_value()
-    assert f"mosaic_ingress_hmac_key={hmac_key}" in script
-    assert f"mosaic_ingress_hmac_key_id={defaults.ingress.hmac_key_id}" in script
-    password = pg.password.get_secret_value()
-    assert flag("--database.address") == f"{pg.user}:{password}@postgres:5432/{pg.database}"
+def test_nakama_config_is_the_stacks(compose: dict[str, Any], defaults: Settings) -> None:
+    """The same keys, database, runtime env, ports and loopback addresses as `mosaic stack
+    up` (stack/nakama.py), with the container's paths."""
+    expected = Nakama(defaults).config()
+    expected["data_dir"] = "/nakama/data"
+    expected["runtime"]["path"] = "/nakama/data/modules"
+    assert _nakama_config() == expected, "regenerate nakama/docker-config.yml from Nakama.config()"
+    nakama = compose["services"]["nakama"]
+    assert nakama["network_mode"] == "host" and "ports" not in nakama
+    assert "./nakama/modules:/nakama/data/modules:ro" in nakama["volumes"]
+    assert "./nakama/docker-config.yml:/nakama/config.yml:ro" in nakama["volumes"]
     env = compose["services"]["postgres"]["environment"]
+    pg = defaults.postgres
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"], env["POSTGRES_DB"]) == (
-        pg.user, password, pg.database)
-    assert "./nakama/modules:/nakama/data/modules:ro" in compose["services"]["nakama"]["volumes"]
+        pg.user, pg.password.get_secret_value(), pg.database)
+
+
+def _secrets(value: Any) -> list[str]:
+    """Every secret value of the settings tree."""
+    if isinstance(value, SecretStr):
+        return [value.get_secret_value()] if value.get_secret_value() else []
+    if isinstance(value, BaseModel):
+        return [v for name in type(value).model_fields for v in _secrets(getattr(value, name))]
+    if isinstance(value, dict):
+        return [v for item in value.values() for v in _secrets(item)]
+    return []
+
+
+def test_no_secret_on_a_command_line_and_no_wildcard_bind(compose: dict[str, Any],
+                                                          defaults: Settings) -> None:
+    secrets = _secrets(defaults)
+    assert len(secrets) > 10
+    for name, service in compose["services"].items():
+        line = " ".join(str(x) for key in ("entrypoint", "command")
+                        for x in (service.get(key) or []))
+        assert not [s for s in secrets if s in line], name
+        assert "0.0.0.0" not in line, name
+    config = _nakama_config()
+    assert config["socket"]["address"] == config["console"]["address"] == "127.0.0.1"
 
 
 def test_kafka_is_ready_for_transactions(compose: dict[str, Any]) -> None:
