@@ -11,14 +11,15 @@ import pytest
 from pydantic import SecretStr
 
 from mosaic.settings import IdentitySettings, Settings
-from producers.authhook import PATH, build_app
+from producers.authhook import PATH, answer_signature, build_app
 from producers.signing import signed_headers
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
 NOW = 1_800_000_000.0
 CURRENT, PREVIOUS = "hook-current-key", "hook-previous-key"
-BODY = json.dumps({"custom_id": "11111111-1111-4111-8111-111111111111"}).encode()
+CUSTOM_ID = "11111111-1111-4111-8111-111111111111"
+BODY = json.dumps({"custom_id": CUSTOM_ID}).encode()
 
 
 @pytest.fixture
@@ -80,3 +81,26 @@ async def test_the_query_is_signed_and_headers_come_once() -> None:
     assert await _call(app, _signed(CURRENT, "h-2", "a=1"), "a=2") == 401  # changed
     twice = [*_signed(CURRENT, "h-2"), ("x-mosaic-key-id", "h-2")]
     assert await _call(app, twice) == 401
+
+
+class _AnyToken:
+    """Stands in for the ID-token check: every token proves its custom id."""
+
+    async def verify(self, token: str, custom_id: str) -> None:
+        return None
+
+
+async def test_an_ok_is_signed_with_the_requests_key_and_nonce() -> None:
+    """The answer Nakama's hook checks (mosaic_signing.answer_signature): the key the
+    request named (current or previous), bound to the request's nonce and custom id."""
+    app = _app({"h-1": SecretStr(PREVIOUS)})
+    app.tokens = _AnyToken()
+    body = json.dumps({"custom_id": CUSTOM_ID, "id_token": "t"}).encode()
+    for key, key_id in ((CURRENT, "h-2"), (PREVIOUS, "h-1")):
+        headers = signed_headers(key.encode(), "POST", PATH, body, key_id=key_id, now=NOW)
+        status, answer = await app.check(PATH, dict(headers), body)
+        nonce = headers["x-mosaic-nonce"]
+        assert (status, answer) == (200, {"ok": True, "signature": answer_signature(
+            key.encode(), key_id, nonce, CUSTOM_ID)})
+        assert answer["signature"] != answer_signature(key.encode(), key_id, "0" * 32,
+                                                       CUSTOM_ID)
