@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 
 from consumers.blocks import BlockStore, sorted_pair
@@ -32,7 +32,13 @@ from consumers.embedding_io import DeadLetters, SeekerSink, StageRetry
 from consumers.embedding_metrics import BATCH_SIZE, count_events, timed
 from consumers.embedding_traits import PrefetchingTraitsService
 from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
-from mosaic.user_state import UserStateWriter
+from mosaic.user_state import (
+    INSIGHTS_UNREADABLE,
+    NO_INSIGHTS,
+    PROFILE_UNAVAILABLE,
+    STAGE_DELAY,
+    UserStateWriter,
+)
 from profiles.errors import MalformedInsightError, NoInsightsError
 from profiles.index import check_id
 from profiles.insights import check_user_id
@@ -53,11 +59,13 @@ from streams.serde import AvroSerde, default_serde
 
 log = logging.getLogger(__name__)
 
-# user_state writes use the source event's time as the Cassandra write time (replays
-# change nothing); one millisecond later than that orders them after the ingress's own
-# projection of the same request (its time is <= the event's, truncated to ms on the wire).
-STATE_DELAY = timedelta(milliseconds=1)
+# user_state writes use the source event's time (ms on the wire) plus STAGE_DELAY as the
+# Cassandra write time: replays change nothing, they follow the ingress's own projection of
+# the same request, and stay before the user's next request (mosaic/user_state.py).
+STATE_DELAY = STAGE_DELAY
 PROFILE_ERRORS = (NoInsightsError, MalformedInsightError)
+# What status may show for each (user_state.REASON_MESSAGES); the raw error is kept in detail.
+PROFILE_CODES = {NoInsightsError: NO_INSIGHTS, MalformedInsightError: INSIGHTS_UNREADABLE}
 
 
 def _utc_now() -> datetime:
@@ -243,8 +251,11 @@ class EmbeddingPipeline:
                                     waiting_since=event.opted_in_at, missed_cycles=0,
                                     at=event.occurred_at + STATE_DELAY)
             for event, error in failed:
-                self.states.profile_failed(event.user_id, reason=str(error),
-                                           at=event.occurred_at + STATE_DELAY)
+                # The raw cause (it can name other users) stays in the log and the row.
+                log.info("profile of %s failed: %s", event.user_id, error)
+                self.states.profile_failed(
+                    event.user_id, reason=str(error), at=event.occurred_at + STATE_DELAY,
+                    code=PROFILE_CODES.get(type(error), PROFILE_UNAVAILABLE))
 
 
 def _check(event: Event, record: RawRecord) -> None:

@@ -31,7 +31,7 @@ from consumers.embedding_metrics import TimedEmbedder, TimedVectorIndex
 from consumers.embedding_traits import PrefetchingTraitsService
 from mosaic.cassandra import cassandra_call
 from mosaic.settings import Settings
-from mosaic.user_state import CassandraUserStateWriter, UserStateWriter
+from mosaic.user_state import PROFILE_UNAVAILABLE, CassandraUserStateWriter, UserStateWriter
 from profiles.embedders import Embedder, LocalE5Embedder, build_embedder
 from profiles.insights import S3InsightStore
 from profiles.pipeline import ProfileIndexer
@@ -84,19 +84,21 @@ class RetryableStates(UserStateWriter):
             user_id, pool=pool, waiting_since=waiting_since, missed_cycles=missed_cycles,
             at=at))
 
-    def profile_failed(self, user_id: str, *, reason: str, at: datetime) -> None:
+    def profile_failed(self, user_id: str, *, reason: str, at: datetime,
+                       code: str = PROFILE_UNAVAILABLE) -> None:
         cassandra_call("user_state", lambda: self.inner.profile_failed(
-            user_id, reason=reason, at=at))
+            user_id, reason=reason, at=at, code=code))
 
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
-                     at: datetime) -> None:
+                     at: datetime, reason: str | None = None, version: int = 0) -> None:
         cassandra_call("user_state", lambda: self.inner.missed_cycle(
-            user_id, cycle_id=cycle_id, missed_cycles=missed_cycles, at=at))
+            user_id, cycle_id=cycle_id, missed_cycles=missed_cycles, at=at, reason=reason,
+            version=version))
 
     def matched(self, user_id: str, *, cycle_id: str, room_id: str | None,
-                at: datetime) -> None:
+                at: datetime, version: int = 0) -> None:
         cassandra_call("user_state", lambda: self.inner.matched(
-            user_id, cycle_id=cycle_id, room_id=room_id, at=at))
+            user_id, cycle_id=cycle_id, room_id=room_id, at=at, version=version))
 
 
 def default_embedder(settings: Settings) -> Embedder:

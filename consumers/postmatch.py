@@ -123,8 +123,10 @@ class RoomsHandler(_Base):
         now = self._clock()
         ok = [(p, r) for p, r in zip(pairs, results, strict=True) if r.ok]
         self._audit.mark_rooms([(pair_ref(p), r.group_id, r.channel_id) for p, r in ok], now)
-        self._states.matched_many([(u, p.cycle_id, r.group_id, p.occurred_at)
-                                   for p, r in ok for u in (p.user_a, p.user_b)])
+        self._states.matched_many([(u, p.cycle_id, r.group_id, p.occurred_at, v)
+                                   for p, r in ok
+                                   for u, v in ((p.user_a, p.version_a),
+                                                (p.user_b, p.version_b))])
         for pair, room in ok:
             self._publish(room_created(pair, room))
         return [(p, None if r.ok else Failure(f"{r.error} (pair {p.pair_key})", r.permanent))
@@ -237,7 +239,8 @@ class IndexStateHandler(_Base):
         self._index.update_metadata(event.user_id, {"missed_cycles": event.missed_cycles,
                                                     "updated_at": event.occurred_at.timestamp()})
         self._states.missed_cycle(event.user_id, cycle_id=event.cycle_id,
-                                  missed_cycles=event.missed_cycles, at=event.occurred_at)
+                                  missed_cycles=event.missed_cycles, at=event.occurred_at,
+                                  reason=event.reason, version=event.version)
 
 
 def _by_time(pairs: Sequence[PairMatched]) -> dict[datetime, list[PairMatched]]:

@@ -133,7 +133,7 @@ def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
     leftovers += [(by_id[u], REASON_PARTNER_CHANGED) for u in orphans]
     leftovers = [(s, r) for s, r in leftovers if s.user_id not in gone]
     leftovers.sort(key=lambda item: item[0].user_id)
-    pairs = tuple(sorted((_pair_event(tick, p) for p in kept_pairs),
+    pairs = tuple(sorted((_pair_event(tick, p, by_id) for p in kept_pairs),
                          key=lambda e: e.pair_key))
     matched = sorted((u, by_id[u]) for p in pairs for u in (p.user_a, p.user_b))
     summary = _summary(tick, pairs, leftovers, offsets=snapshot_offsets,
@@ -161,13 +161,17 @@ def _check_covers(cycle: CycleInput, outcome: CycleOutcome) -> None:
                               f"distinct), the snapshot has {len(cycle.snapshot)}")
 
 
-def _pair_event(tick: CycleTick, pair: Pair) -> PairMatched:
+def _pair_event(tick: CycleTick, pair: Pair, by_id: Mapping[str, Seeker]) -> PairMatched:
     key = pair_key(pair.user_a, pair.user_b)
     user_a, user_b = sorted((pair.user_a, pair.user_b))
+    # The records' versions let post-match order "matched" after the opt-in it ends, even
+    # when that opt-in came after the tick time (before the snapshot).
     return PairMatched(event_id=derive_event_id("PairMatched", tick.cycle_id, key),
                        occurred_at=tick.occurred_at, cycle_id=tick.cycle_id, pair_key=key,
                        user_a=user_a, user_b=user_b, score=float(pair.score),
-                       similarity=float(pair.similarity), pool=tick.pool)
+                       similarity=float(pair.similarity), pool=tick.pool,
+                       version_a=by_id[user_a].record.version,
+                       version_b=by_id[user_b].record.version)
 
 
 def _unmatched_event(tick: CycleTick, seeker: Seeker, reason: str) -> SeekerUnmatched:
@@ -175,7 +179,7 @@ def _unmatched_event(tick: CycleTick, seeker: Seeker, reason: str) -> SeekerUnma
     return SeekerUnmatched(event_id=derive_event_id("SeekerUnmatched", tick.cycle_id, user),
                            occurred_at=tick.occurred_at, cycle_id=tick.cycle_id, user_id=user,
                            reason=reason, missed_cycles=seeker.record.missed_cycles + 1,
-                           pool=tick.pool)
+                           pool=tick.pool, version=seeker.record.version)
 
 
 def _removed_event(tick: CycleTick, user: str, seeker: Seeker) -> SeekerRemoved:

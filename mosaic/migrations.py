@@ -109,6 +109,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         # The reconciler leaves a cycle alone while this is recent, without reading its rows.
         "ALTER TABLE {keyspace}.cycle_status ADD IF NOT EXISTS last_activity timestamp",
     )),
+    Migration(4, "user_state: the last cycle, why it did not match, a user-safe failure code", (
+        # mosaic/user_state.py: status answers these instead of the raw ``detail``.
+        "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS last_cycle_id text",
+        "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS unmatched_reason text",
+        "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS reason_code text",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -11,10 +11,21 @@ applied by ``mosaic db migrate``); every stage calls it, nobody else writes CQL 
   (``UserStateWriter``, synchronous);
 - the demo and tools read states with ``read_states``.
 
-Every write uses the event's time as the Cassandra write timestamp (``USING TIMESTAMP``), so
-the newest event wins whatever order the writes arrive in; replays change nothing. No row
-means ``not_opted_in``. A new state is added to ``State`` (the status endpoint answers every
-member; tests/e2e/test_user_state_contract.py walks each one through the ingress and Nakama).
+Every write carries a write time (``USING TIMESTAMP``; per column the newest wins), so the
+order of the events decides whatever order the writes arrive in, and replays change nothing.
+The write times follow each user's own order, not the stages' clocks (:func:`stage_time`):
+an opt-in or opt-out is written at the ingress' time of the request (whole milliseconds, the
+seekers record's ``version``); the later stages of that opt-in write at the same millisecond
+plus a few microseconds (waiting or profile_failed, then each missed cycle, then matched),
+so they follow the opt-in they belong to and never pass the user's next request. No row
+means ``not_opted_in``.
+
+Status shows ``reason_code`` and a fixed ``message`` (:data:`REASON_MESSAGES`) for a
+failure, never the stored ``detail``, which can name other users (an insight's parse
+error); ``detail`` stays in Cassandra and the logs.
+
+A new state is added to ``State`` (the status endpoint answers every member;
+tests/e2e/test_user_state_contract.py walks each one through the ingress and Nakama).
 
 It sits in ``mosaic/`` (the bottom layer) because both producers/ and consumers/ use it.
 """
@@ -25,7 +36,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
 
 from mosaic.migrations import require
@@ -34,22 +45,47 @@ State = Literal["not_opted_in", "preparing_profile", "waiting", "profile_failed"
                 "opted_out"]
 STATES: tuple[State, ...] = get_args(State)
 
+# profile_failed reason codes and the only text status shows for them.
+NO_INSIGHTS = "no_insights"
+INSIGHTS_UNREADABLE = "insights_unreadable"
+PROFILE_UNAVAILABLE = "profile_unavailable"  # any other failure, and rows without a code
+REASON_MESSAGES: dict[str, str] = {
+    NO_INSIGHTS: "We could not build your profile yet: there are no analysed chats to "
+                 "build it from. Try again after chatting a little more.",
+    INSIGHTS_UNREADABLE: "We could not read your chat analysis. Please try again later.",
+    PROFILE_UNAVAILABLE: "Your profile could not be prepared. Please try again later.",
+}
+
+# Microseconds after the request's millisecond (see the module docstring): waiting or
+# profile_failed at +1, missed cycle n at +1+n (n capped), matched at +999. A user's next
+# request is at least a millisecond later, so no stage of one opt-in passes it.
+_PROFILE_STEP = 1
+MATCHED_STEP = 999
+_MAX_MISSED_STEP = MATCHED_STEP - _PROFILE_STEP - 1
+STAGE_DELAY = timedelta(microseconds=_PROFILE_STEP)
+
 _SELECT = (
     "SELECT user_id, state, detail, opted_in_at, waiting_since, missed_cycles, cycle_id,"
-    " room_id, pool, updated_at FROM {keyspace}.user_state WHERE user_id = ?"
+    " room_id, pool, updated_at, last_cycle_id, unmatched_reason, reason_code"
+    " FROM {keyspace}.user_state WHERE user_id = ?"
 )
 _UPDATE = "UPDATE {keyspace}.user_state USING TIMESTAMP ? SET "
 # The ingress' write resets the later stages' columns: an opt-in or opt-out starts an episode.
 _RECORD = (
-    "state = ?, opted_in_at = ?, detail = null, waiting_since = null, missed_cycles = null,"
-    " cycle_id = null, room_id = null, pool = ?, updated_at = ? WHERE user_id = ?"
+    "state = ?, opted_in_at = ?, detail = null, reason_code = null, waiting_since = null,"
+    " missed_cycles = null, cycle_id = null, room_id = null, last_cycle_id = null,"
+    " unmatched_reason = null, pool = ?, updated_at = ? WHERE user_id = ?"
 )
 _WAITING = ("state = 'waiting', pool = ?, waiting_since = ?, missed_cycles = ?, detail = null,"
+            " reason_code = null, updated_at = ? WHERE user_id = ?")
+_FAILED = ("state = 'profile_failed', detail = ?, reason_code = ?, updated_at = ?"
+           " WHERE user_id = ?")
+_MISSED = ("state = 'waiting', missed_cycles = ?, last_cycle_id = ?, unmatched_reason = ?,"
+           " updated_at = ? WHERE user_id = ?")
+_MATCHED = ("state = 'matched', cycle_id = ?, last_cycle_id = ?, unmatched_reason = null,"
             " updated_at = ? WHERE user_id = ?")
-_FAILED = "state = 'profile_failed', detail = ?, updated_at = ? WHERE user_id = ?"
-_MISSED = "state = 'waiting', missed_cycles = ?, updated_at = ? WHERE user_id = ?"
-_MATCHED = "state = 'matched', cycle_id = ?, updated_at = ? WHERE user_id = ?"
-_MATCHED_ROOM = "state = 'matched', cycle_id = ?, room_id = ?, updated_at = ? WHERE user_id = ?"
+_MATCHED_ROOM = ("state = 'matched', cycle_id = ?, last_cycle_id = ?, unmatched_reason = null,"
+                 " room_id = ?, updated_at = ? WHERE user_id = ?")
 
 
 @dataclass(frozen=True)
@@ -63,7 +99,32 @@ class UserState:
     room_id: str | None = None
     pool: str | None = None
     updated_at: datetime | None = None
-    detail: str | None = None
+    detail: str | None = None  # profile_failed: the raw cause; never shown to the user
+    last_cycle_id: str | None = None  # the last cycle the user took part in
+    unmatched_reason: str | None = None  # the matcher's reason code if it did not match them
+    reason_code: str | None = None  # profile_failed: a key of REASON_MESSAGES
+
+
+def reason_message(state: UserState) -> tuple[str | None, str | None]:
+    """(``reason_code``, fixed user-safe ``message``) of a failed profile, else (None, None).
+    An unknown or missing code shows as :data:`PROFILE_UNAVAILABLE`."""
+    if state.state != "profile_failed":
+        return None, None
+    code = state.reason_code if state.reason_code in REASON_MESSAGES else PROFILE_UNAVAILABLE
+    return code, REASON_MESSAGES[code]
+
+
+def stage_time(version: int, at: datetime, step: int) -> datetime:
+    """The write time of a stage ``step`` microseconds after the request of ``version``
+    (ms since the epoch); with no version (0, an older writer) the event time ``at``."""
+    if not version:
+        return at
+    return datetime.fromtimestamp(version // 1000, UTC) + timedelta(
+        milliseconds=version % 1000, microseconds=step)
+
+
+def missed_step(missed_cycles: int) -> int:
+    return _PROFILE_STEP + max(1, min(missed_cycles, _MAX_MISSED_STEP))
 
 
 class UserStateStore(Protocol):
@@ -78,6 +139,9 @@ class UserStateStore(Protocol):
         """``record`` for several users at once (one round trip where the store allows)."""
 
 
+MatchedRow = tuple[str, str, str, datetime, int]  # user_id, cycle_id, room_id, at, version
+
+
 class UserStateWriter(ABC):
     """The later stages' side: each method writes one state as of the event time ``at``."""
 
@@ -86,20 +150,23 @@ class UserStateWriter(ABC):
                 missed_cycles: int, at: datetime) -> None: ...
 
     @abstractmethod
-    def profile_failed(self, user_id: str, *, reason: str, at: datetime) -> None: ...
+    def profile_failed(self, user_id: str, *, reason: str, at: datetime,
+                       code: str = PROFILE_UNAVAILABLE) -> None:
+        """``reason``: the raw cause (kept, never shown); ``code``: what status shows."""
 
     @abstractmethod
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
-                     at: datetime) -> None: ...
+                     at: datetime, reason: str | None = None, version: int = 0) -> None:
+        """``version``: the seekers record's (orders the write after its opt-in)."""
 
     @abstractmethod
     def matched(self, user_id: str, *, cycle_id: str, room_id: str | None,
-                at: datetime) -> None: ...
+                at: datetime, version: int = 0) -> None: ...
 
-    def matched_many(self, rows: Sequence[tuple[str, str, str, datetime]]) -> None:
-        """``matched`` for many (user_id, cycle_id, room_id, at) at once."""
-        for user_id, cycle_id, room_id, at in rows:
-            self.matched(user_id, cycle_id=cycle_id, room_id=room_id, at=at)
+    def matched_many(self, rows: Sequence[MatchedRow]) -> None:
+        """``matched`` for many (user_id, cycle_id, room_id, at, version) at once."""
+        for user_id, cycle_id, room_id, at, version in rows:
+            self.matched(user_id, cycle_id=cycle_id, room_id=room_id, at=at, version=version)
 
 
 class InMemoryUserStateStore:
@@ -178,7 +245,8 @@ class CassandraUserStateStore:
             return None
         state = UserState(user_id=row.user_id, state=_state(row.state), detail=row.detail,
                           missed_cycles=row.missed_cycles, cycle_id=row.cycle_id,
-                          room_id=row.room_id, pool=row.pool)
+                          room_id=row.room_id, pool=row.pool, last_cycle_id=row.last_cycle_id,
+                          unmatched_reason=row.unmatched_reason, reason_code=row.reason_code)
         return replace(state, opted_in_at=_utc(row.opted_in_at),
                        waiting_since=_utc(row.waiting_since), updated_at=_utc(row.updated_at))
 
@@ -229,23 +297,35 @@ class CassandraUserStateWriter(UserStateWriter):
         self._session.execute(self._waiting, (_micros(at), pool, waiting_since, missed_cycles,
                                               at, user_id))
 
-    def profile_failed(self, user_id: str, *, reason: str, at: datetime) -> None:
-        self._session.execute(self._failed, (_micros(at), reason, at, user_id))
+    def profile_failed(self, user_id: str, *, reason: str, at: datetime,
+                       code: str = PROFILE_UNAVAILABLE) -> None:
+        self._session.execute(self._failed, (_micros(at), reason, code, at, user_id))
 
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
-                     at: datetime) -> None:
-        self._session.execute(self._missed, (_micros(at), missed_cycles, at, user_id))
+                     at: datetime, reason: str | None = None, version: int = 0) -> None:
+        when = stage_time(version, at, missed_step(missed_cycles))
+        self._session.execute(self._missed, (_micros(when), missed_cycles, cycle_id, reason,
+                                             max(at, when), user_id))
 
     def matched(self, user_id: str, *, cycle_id: str, room_id: str | None,
-                at: datetime) -> None:
+                at: datetime, version: int = 0) -> None:
+        when = stage_time(version, at, MATCHED_STEP)
         if room_id is None:
-            self._session.execute(self._matched, (_micros(at), cycle_id, at, user_id))
+            self._session.execute(self._matched, (_micros(when), cycle_id, cycle_id,
+                                                  max(at, when), user_id))
         else:
-            self._session.execute(self._room, (_micros(at), cycle_id, room_id, at, user_id))
+            self._session.execute(self._room, _matched_row(user_id, cycle_id, room_id, at,
+                                                           version))
 
-    def matched_many(self, rows: Sequence[tuple[str, str, str, datetime]]) -> None:
+    def matched_many(self, rows: Sequence[MatchedRow]) -> None:
         from mosaic.cassandra import write_batched
 
-        write_batched(self._session, self._room,
-                      [(_micros(at), cycle_id, room_id, at, user_id)
-                       for user_id, cycle_id, room_id, at in rows])
+        write_batched(self._session, self._room, [_matched_row(*row) for row in rows])
+
+
+def _matched_row(user_id: str, cycle_id: str, room_id: str, at: datetime, version: int
+                 ) -> tuple[Any, ...]:
+    # Ordered after the opt-in the match ends (its version), not at the tick time: an
+    # opt-in after the tick but before the snapshot is matched, and must read so.
+    when = stage_time(version, at, MATCHED_STEP)
+    return (_micros(when), cycle_id, cycle_id, room_id, max(at, when), user_id)

@@ -7,9 +7,10 @@ with the raw method, path, headers and body, so they cannot drift apart.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pydantic
@@ -121,8 +122,11 @@ class Ingress:
         self.healthy = healthy
 
     def received_at(self) -> datetime:
-        # Millisecond precision: the event schema stores timestamp-millis.
-        return datetime.fromtimestamp(round(self.clock(), 3), UTC)
+        # Whole milliseconds (the event schema stores timestamp-millis), rounded down: the
+        # state written at this time must not pass the later stages of the same request,
+        # which write at its event's millisecond + microseconds (mosaic/user_state.py).
+        millis = math.floor(self.clock() * 1000)
+        return datetime.fromtimestamp(millis // 1000, UTC) + timedelta(milliseconds=millis % 1000)
 
     def authenticate(self, method: str, path: str, headers: Mapping[str, str],
                      body: bytes, *, query: str = "") -> Callable[[], None]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field
 
-from mosaic.user_state import UserState
+from mosaic.user_state import REASON_MESSAGES, State, UserState, reason_message
 from producers.domain import (
     MAX_TOP_CHATS,
     POOL_PATTERN,
@@ -66,13 +67,36 @@ class ErrorBody(BaseModel):
     message: str
 
 
-# The status answer is the user's user_state row: its fields and its vocabulary are
-# mosaic/user_state.py's, so every state a stage can write is one status can answer.
-StatusBody = UserState
-_STATUS = TypeAdapter(UserState)
+class StatusBody(BaseModel):
+    """The status answer: the user's user_state row in mosaic/user_state.py's vocabulary
+    (every state a stage can write is one status can answer), minus the raw ``detail``:
+    a failure shows as ``reason_code`` and a fixed ``message`` only."""
+
+    user_id: str
+    state: State
+    opted_in_at: datetime | None = None
+    waiting_since: datetime | None = None
+    missed_cycles: int | None = None
+    cycle_id: str | None = None
+    room_id: str | None = None
+    pool: str | None = None
+    updated_at: datetime | None = None
+    last_cycle_id: str | None = Field(
+        default=None, description="The last cycle the user took part in.")
+    unmatched_reason: str | None = Field(
+        default=None, description="The matcher's reason code when that cycle did not "
+                                  "match the user (they keep their place in line).")
+    reason_code: str | None = Field(
+        default=None, description="profile_failed: one of " + ", ".join(REASON_MESSAGES))
+    message: str | None = Field(default=None,
+                                description="profile_failed: fixed text for the user.")
 
 
 def status_body(state: UserState) -> dict[str, Any]:
     """``state`` as the JSON object ``GET /user/{id}/status`` answers."""
-    answer: dict[str, Any] = _STATUS.dump_python(state, mode="json")
+    code, message = reason_message(state)
+    fields = {name: getattr(state, name) for name in StatusBody.model_fields
+              if name not in ("reason_code", "message")}
+    body = StatusBody(**fields, reason_code=code, message=message)
+    answer: dict[str, Any] = body.model_dump(mode="json")
     return answer

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from mosaic.ratelimit import KeyedRateLimiter, TokenBucket
-from mosaic.user_state import UserState, UserStateStore
+from mosaic.user_state import State, UserState, UserStateStore
 from producers.domain import Accepted, Command, GetStatus, OptIn, OptOut, event_id_for
 from producers.errors import Conflict, RateLimited, Unavailable
 from producers.events import to_event
@@ -92,6 +92,12 @@ class IngressService:
         if not self._limiters.global_.try_take():
             raise RateLimited("global rate limit",
                               retry_after_seconds=self._limiters.global_.retry_after_seconds())
+        if isinstance(command, OptIn) and await self._still_opted_in(command):
+            admit()
+            accepted = Accepted(event_id_for(command.kind, command.user_id, command.request_id),
+                                command.request_id, duplicate=True)
+            self._recent.put(key, command.fingerprint(), (accepted.event_id, accepted.request_id))
+            return accepted
         projected = isinstance(command, OptIn | OptOut)
         if projected and not self._projector.reserve():
             # Backpressure: accepting it would mean a 202 whose state status cannot show.
@@ -154,27 +160,48 @@ class IngressService:
             return  # a block never shows in anyone's status
         self._projector.submit(state)
 
+    async def _still_opted_in(self, command: OptIn) -> bool:
+        """A repeated opt-in (a double tap, a reload that retries) while the user's opt-in
+        is still in effect in the same pool changes nothing: publishing it would start a
+        new wait and throw away the user's place in line (``opted_in_at``, missed cycles)
+        in the matcher and in status. A forced profile refresh is a new opt-in."""
+        if command.force_refresh:
+            return False
+        try:
+            current = await self._latest(command.user_id)
+        except Unavailable as exc:  # state unknown: accept it as a new opt-in
+            log.warning("opt-in of %s accepted without its state: %s", command.user_id, exc)
+            return False
+        return (current is not None and current.pool == command.pool
+                and current.state in _OPTED_IN)
+
     async def status(self, query: GetStatus, *, admit: Admit = _nothing) -> UserState:
         """The stored row, or the ingress' own newer state not yet written (so a 202 is
         never followed by an older answer, e.g. ``not_opted_in``)."""
         self._take(self._limiters.status_per_user, query.user_id)
         admit()
-        unwritten = self._projector.lookup(query.user_id)
+        return await self._latest(query.user_id) or UserState(query.user_id)
+
+    async def _latest(self, user_id: str) -> UserState | None:
+        unwritten = self._projector.lookup(user_id)
         try:
-            found = await self._store.get(query.user_id)
+            found = await self._store.get(user_id)
         except Exception as exc:
             if unwritten is not None:
                 return unwritten
             raise Unavailable(f"state store unavailable: {type(exc).__name__}",
                               retry_after_seconds=self._retry_after) from exc
-        unwritten = self._projector.lookup(query.user_id) or unwritten
+        unwritten = self._projector.lookup(user_id) or unwritten
         if unwritten is not None and (found is None or _newer(unwritten, found)):
             return unwritten
-        return found if found is not None else UserState(query.user_id)
+        return found
 
     async def drain(self) -> None:
         """Wait for background state writes (on shutdown and in tests)."""
         await self._projector.drain()
+
+
+_OPTED_IN: frozenset[State] = frozenset({"preparing_profile", "waiting"})
 
 
 def _newer(candidate: UserState, stored: UserState) -> bool:

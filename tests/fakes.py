@@ -14,7 +14,13 @@ from consumers.audit import AuditRow, AuditStore, CycleRow, PairRef
 from consumers.blocks import BlockStore, sorted_pair
 from consumers.chat import ChatServer, ItemResult, NotifyRequest, RoomRequest
 from consumers.embedding_io import SeekerSink
-from mosaic.user_state import UserStateWriter
+from mosaic.user_state import (
+    MATCHED_STEP,
+    PROFILE_UNAVAILABLE,
+    UserStateWriter,
+    missed_step,
+    stage_time,
+)
 from profiles.embedders import Embedder, Vectors, hashed_embedding
 from profiles.index import Condition, Match, MetaValue, Vector, VectorIndex, VectorRecord, unit
 from streams.deadletter import RawRecord
@@ -38,19 +44,23 @@ class MemoryUserStateWriter(UserStateWriter):
         self._write(user_id, at, state="waiting", pool=pool, waiting_since=waiting_since,
                     missed_cycles=missed_cycles, detail=None)
 
-    def profile_failed(self, user_id: str, *, reason: str, at: datetime) -> None:
-        self._write(user_id, at, state="profile_failed", detail=reason)
+    def profile_failed(self, user_id: str, *, reason: str, at: datetime,
+                       code: str = PROFILE_UNAVAILABLE) -> None:
+        self._write(user_id, at, state="profile_failed", detail=reason, reason_code=code)
 
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
-                     at: datetime) -> None:
-        self._write(user_id, at, state="waiting", missed_cycles=missed_cycles)
+                     at: datetime, reason: str | None = None, version: int = 0) -> None:
+        when = stage_time(version, at, missed_step(missed_cycles))
+        self._write(user_id, when, state="waiting", missed_cycles=missed_cycles,
+                    last_cycle_id=cycle_id, unmatched_reason=reason)
 
     def matched(self, user_id: str, *, cycle_id: str, room_id: str | None,
-                at: datetime) -> None:
-        fields: dict[str, Any] = {"state": "matched", "cycle_id": cycle_id}
+                at: datetime, version: int = 0) -> None:
+        fields: dict[str, Any] = {"state": "matched", "cycle_id": cycle_id,
+                                  "last_cycle_id": cycle_id, "unmatched_reason": None}
         if room_id is not None:
             fields["room_id"] = room_id
-        self._write(user_id, at, **fields)
+        self._write(user_id, stage_time(version, at, MATCHED_STEP), **fields)
 
 
 class FakeEmbedder(Embedder):

@@ -3,7 +3,7 @@ Client RPCs for matching (called with a user session):
 
   rpc_opt_in_match          {top_chats?, force_refresh?, pool?, request_id?} -> {accepted, request_id, duplicate}
   rpc_opt_out_match         {pool?, request_id?}                             -> {accepted, request_id, duplicate}
-  rpc_get_user_match_status {}                                               -> {state, ...}
+  rpc_get_user_match_status {}                                               -> {state, ...} (STATUS_FIELDS)
   rpc_block_user            {user_id | global_user_id, request_id?}          -> {blocked}
 
 The caller is always the session's account: its custom id (the Cognito sub, GlobalUserID)
@@ -148,11 +148,22 @@ local function rpc_opt_out_match(context, payload)
   return accepted(answer)
 end
 
+-- The status answer's fields, and only these: a field the ingress might add (or a raw
+-- cause such as a parse error naming other users) never reaches the client unreviewed.
+-- user_id is left out: the client knows who it is.
+local STATUS_FIELDS = {
+  "state", "opted_in_at", "waiting_since", "missed_cycles", "cycle_id", "room_id", "pool",
+  "updated_at", "last_cycle_id", "unmatched_reason", "reason_code", "message",
+}
+
 local function rpc_get_user_match_status(context, _payload)
   local me = caller(context)
   local answer = call_ingress(context, "GET", "/user/" .. me .. "/status", nil)
-  answer.user_id = nil -- the client knows who it is
-  return nk.json_encode(answer)
+  local status = {}
+  for _, name in ipairs(STATUS_FIELDS) do
+    status[name] = answer[name]
+  end
+  return nk.json_encode(status)
 end
 
 -- The blocked user, as a GlobalUserID: from a Nakama user id or given directly.

@@ -22,6 +22,10 @@ class PairMatched(Event):
     score: float
     similarity: float
     pool: str = DEFAULT_POOL
+    # The paired seekers records' versions (SeekerUpdated.version; 0 = unknown): post-match
+    # orders each user's "matched" after the opt-in it ends (mosaic/user_state.py).
+    version_a: int = 0
+    version_b: int = 0
 
     def __post_init__(self) -> None:
         Event.__post_init__(self)
@@ -38,6 +42,7 @@ class SeekerUnmatched(Event):
     reason: str
     missed_cycles: int
     pool: str = DEFAULT_POOL
+    version: int = 0  # the seekers record version the seeker waited with (0 = unknown)
 
     def key(self) -> str:
         return self.user_id

@@ -20,7 +20,7 @@ import pytest
 from mosaic.cassandra import connect
 from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings
-from mosaic.user_state import STATES, State, UserState
+from mosaic.user_state import NO_INSIGHTS, REASON_MESSAGES, STATES, State, UserState
 from mosaic.user_state import CassandraUserStateStore as Store
 from mosaic.user_state import CassandraUserStateWriter as Writer
 from producers.bootstrap import RunningServer
@@ -51,7 +51,8 @@ WRITES: dict[State, Callable[[Tables, str], None]] = {
         user, "opted_out", pool="eu:en", updated_at=T0)),
     "waiting": lambda t, user: t.writer.waiting(
         user, pool="eu:en", waiting_since=T0, missed_cycles=0, at=T0),
-    "profile_failed": lambda t, user: t.writer.profile_failed(user, reason=REASON, at=T0),
+    "profile_failed": lambda t, user: t.writer.profile_failed(user, reason=REASON, at=T0,
+                                                              code=NO_INSIGHTS),
     "matched": lambda t, user: t.writer.matched(
         user, cycle_id="eu:en:20260101T000000Z", room_id="room-1", at=T0),
 }
@@ -99,5 +100,7 @@ def test_status_answers_every_state(state: State, tables: Tables, signed: Signed
     through_nakama = nakama.rpc(session, "rpc_get_user_match_status")
     assert through_nakama["state"] == state
     assert "user_id" not in through_nakama  # the Lua module drops it: the client knows
+    assert "detail" not in body and "detail" not in through_nakama  # raw causes stay inside
     if state == "profile_failed":
-        assert body["detail"] == through_nakama["detail"] == REASON
+        assert body["reason_code"] == through_nakama["reason_code"] == NO_INSIGHTS
+        assert body["message"] == through_nakama["message"] == REASON_MESSAGES[NO_INSIGHTS]

@@ -275,6 +275,18 @@ def test_plan_publishes_pairs_leftovers_pool_updates_and_a_summary() -> None:
     assert done.event_id == derive_event_id("CycleCompleted", TICK.cycle_id)
 
 
+def test_outcomes_carry_the_versions_of_the_records_they_end() -> None:
+    """Post-match orders each user's state write after the opt-in behind the record."""
+    state = folded(seeker("a", version=11), seeker("b", version=22), seeker("c", version=33))
+    outcome = CycleOutcome(pairs=(Pair("a", "b", 1.0, 0.9),),
+                           unmatched=(Unmatched("c", UnmatchedReason.ODD_ONE_OUT, 60.0, 0),))
+    cycle = build_snapshot(state.waiting("default"), TICK.occurred_at)
+    plan = plan_cycle(TICK, cycle, outcome, snapshot_offsets={}, params_digest="sha256:x",
+                      phase_seconds={})
+    (pair,), (unmatched,) = plan.pairs, plan.unmatched
+    assert (pair.version_a, pair.version_b, unmatched.version) == (11, 22, 33)
+
+
 def test_plan_is_byte_identical_on_a_rerun() -> None:
     _, one = _plan()
     _, two = _plan()

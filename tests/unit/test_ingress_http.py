@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -11,7 +12,13 @@ import pytest
 from fastapi import FastAPI
 
 from mosaic.settings import IngressSettings, Settings
-from mosaic.user_state import InMemoryUserStateStore
+from mosaic.user_state import (
+    INSIGHTS_UNREADABLE,
+    PROFILE_UNAVAILABLE,
+    REASON_MESSAGES,
+    InMemoryUserStateStore,
+    UserState,
+)
 from producers.bootstrap import build_app
 from producers.publisher import InMemoryPublisher, PublishFailed
 from producers.signing import signed_headers
@@ -270,6 +277,50 @@ async def test_status_follows_opt_in_and_opt_out_but_never_shows_blocks(h: Harne
     assert (await h.call("GET", status)).json()["state"] == "opted_out"
     kinds = [type(e) for _, _, e in h.publisher.published]
     assert kinds == [OptInRequested, BlockRequested, OptOutRequested]
+
+
+async def test_a_repeated_opt_in_while_opted_in_keeps_the_place_in_line(h: Harness) -> None:
+    """A double tap or a retried reload publishes nothing new (the first opt-in's wait and
+    missed cycles stay); another pool, a forced refresh or an opt-in after an opt-out do."""
+    status = f"/user/{ALICE}/status"
+    first = await h.call("POST", _opt_in(), {"pool": "eu"})
+    h.clock.now += 1
+    tap = await h.call("POST", _opt_in(), {"pool": "eu"})
+    assert (first.json()["duplicate"], tap.status_code, tap.json()["duplicate"]) == (
+        False, 202, True)
+    await h.settle()
+    h.store.rows[ALICE] = replace(h.store.rows[ALICE], state="waiting", missed_cycles=2,
+                                  updated_at=h.store.rows[ALICE].updated_at)
+    h.clock.now += 1
+    reload = await h.call("POST", _opt_in(), {"pool": "eu"})
+    assert reload.json()["duplicate"] is True
+    body = (await h.call("GET", status)).json()
+    assert (body["state"], body["missed_cycles"], body["opted_in_at"]) == (
+        "waiting", 2, "2027-01-15T08:00:00Z")
+    assert len(h.publisher.published) == 1
+    h.clock.now += 1
+    await h.call("POST", _opt_in(), {"pool": "us"})
+    h.clock.now += 1
+    await h.call("POST", _opt_in(), {"pool": "us", "force_refresh": True})
+    h.clock.now += 1
+    await h.call("POST", f"/user/{ALICE}/opt-out", {"pool": "us"})
+    h.clock.now += 1
+    await h.call("POST", _opt_in(), {"pool": "us"})
+    kinds = [type(e).__name__ for _, _, e in h.publisher.published]
+    assert kinds == ["OptInRequested"] * 3 + ["OptOutRequested", "OptInRequested"]
+
+
+async def test_status_shows_a_fixed_reason_never_the_raw_detail(h: Harness) -> None:
+    raw = f"malformed document 'chat/insights.json': insights['{BOB}'] is not an object"
+    h.store.rows[ALICE] = UserState(ALICE, "profile_failed", detail=raw,
+                                    reason_code=INSIGHTS_UNREADABLE)
+    body = (await h.call("GET", f"/user/{ALICE}/status")).json()
+    assert (body["reason_code"], body["message"]) == (
+        INSIGHTS_UNREADABLE, REASON_MESSAGES[INSIGHTS_UNREADABLE])
+    assert "detail" not in body and BOB not in json.dumps(body)
+    h.store.rows[ALICE] = UserState(ALICE, "profile_failed", detail=raw)  # written before codes
+    body = (await h.call("GET", f"/user/{ALICE}/status")).json()
+    assert (body["reason_code"], BOB in json.dumps(body)) == (PROFILE_UNAVAILABLE, False)
 
 
 async def test_status_requires_a_signature(h: Harness) -> None:

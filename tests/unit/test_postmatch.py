@@ -5,6 +5,7 @@ failing is parked and one that can never succeed is dead-lettered."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from consumers.audit import DEAD_LETTERED, PARKED, CycleRow, summarize
+from consumers.embedding import STATE_DELAY
 from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
 from consumers.runner import BatchRunner, Failure, Item, RetryPolicy
 from mosaic.settings import Settings
@@ -27,6 +29,7 @@ from streams.events import (
     UserNotified,
     derive_event_id,
     pair_key,
+    to_millis,
 )
 from streams.kafka import BatchPublisher
 from streams.serde import decode
@@ -159,6 +162,36 @@ def test_index_state_marks_pairs_missed_cycles_and_records_the_cycle() -> None:
     assert row is not None and row.pinecone_metadata_updated and row.matched_at == T0
     assert states.rows["carol"]["missed_cycles"] == 2
     assert [(c.cycle_id, c.pairs, c.seekers) for c in audit.cycles()] == [(CYCLE, 1, 3)]
+
+
+def test_states_of_a_cycle_follow_the_opt_in_they_belong_to() -> None:
+    """An opt-in after the tick time (before the snapshot) is in the cycle: its waiting
+    (event time + STATE_DELAY) must lose to the cycle's outcome written at the tick time,
+    and the user's next opt-in, 1 ms later, must win over that outcome."""
+    late = T0 + timedelta(seconds=30, milliseconds=250)  # the opt-ins' event time
+    version = to_millis(late)
+    w = World()
+    for user in ("alice", "bob"):
+        w.states.waiting(user, pool="default", waiting_since=late, missed_cycles=0,
+                         at=late + STATE_DELAY)
+    pair = replace(_pair("alice", "bob"), version_a=version, version_b=version)
+    w.cycle([pair])
+    assert [w.states.rows[u]["state"] for u in ("alice", "bob")] == ["matched", "matched"]
+    w.states.waiting("alice", pool="default", waiting_since=late, missed_cycles=0,
+                     at=late + timedelta(milliseconds=1) + STATE_DELAY)
+    assert w.states.rows["alice"]["state"] == "waiting"
+
+    index = InMemoryVectorIndex(3)
+    handler = IndexStateHandler(MemoryAuditStore(), index, w.states, clock=lambda: T0)
+    w.states.waiting("carol", pool="default", waiting_since=late, missed_cycles=0,
+                     at=late + STATE_DELAY)
+    missed = SeekerUnmatched(event_id=derive_event_id("u"), occurred_at=T0, cycle_id=CYCLE,
+                             user_id="carol", reason="below_min_similarity",
+                             missed_cycles=1, version=version)
+    assert handler.handle(_items([missed])) == [None]
+    carol = w.states.rows["carol"]
+    assert (carol["state"], carol["missed_cycles"], carol["last_cycle_id"],
+            carol["unmatched_reason"]) == ("waiting", 1, CYCLE, "below_min_similarity")
 
 
 def test_wrong_event_type_is_a_permanent_failure() -> None:
