@@ -28,8 +28,9 @@ def stage(report: DemoReport, name: str) -> Iterator[None]:
     print(f"   done in {report.timings.stages[name]:.1f}s", flush=True)
 
 
-def run_demo(settings: Settings, *, users: int, seed: int,
-             timeout_seconds: float) -> DemoReport:
+def run_demo(settings: Settings, *, users: int, seed: int, timeout_seconds: float,
+             before_opt_in: Callable[[DemoReport], None] | None = None) -> DemoReport:
+    """One full cycle; ``before_opt_in`` runs once every user can sign in (``--web``)."""
     report = DemoReport(pool=demo_pool(seed), personas=make_personas(users, seed))
     print(f"Mosaic Match demo: {users} users, pool {report.pool}, persona seed {seed}")
     print(f"shares with everything else on this stack: topics {settings.kafka.topic_prefix}* "
@@ -42,9 +43,10 @@ def run_demo(settings: Settings, *, users: int, seed: int,
         _write_insights(settings, report, seed)
     client = NakamaClient(settings.nakama, id_tokens=LocalIssuer(settings.identity))
     with stage(report, "Nakama logins"):
-        sessions = {p.user_id: client.login(p.user_id)
-                    for p in tqdm(report.personas, unit="user", leave=False)}
-    with _ingress(settings):  # the status RPC at the end goes through it too
+        sessions = _logins(client, report)
+    if before_opt_in is not None:
+        before_opt_in(report)
+    with ingress_serving(settings):  # the status RPC at the end goes through it too
         with stage(report, "opt-in via Nakama RPC -> ingress -> Kafka"):
             before = end_offsets(settings)  # anything below is not this demo's
             _opt_in(client, sessions, report)
@@ -60,6 +62,14 @@ def run_demo(settings: Settings, *, users: int, seed: int,
     with stage(report, "cycle report (mosaic report)"):
         _cycle_report(settings, report)
     return report
+
+
+def _logins(client: NakamaClient, report: DemoReport) -> dict[str, Session]:
+    sessions = {}
+    for persona in tqdm(report.personas, unit="user", leave=False):
+        sessions[persona.user_id] = session = client.login(persona.user_id)
+        client.set_display_name(session, persona.name)  # the partner's name in the web client
+    return sessions
 
 
 def _apply_topics(settings: Settings) -> None:
@@ -79,7 +89,7 @@ def _write_insights(settings: Settings, report: DemoReport, seed: int) -> None:
 
 
 @contextmanager
-def _ingress(settings: Settings) -> Iterator[None]:
+def ingress_serving(settings: Settings) -> Iterator[None]:
     """Reuse an ingress already serving on the configured port, else serve one here."""
     url = f"http://{settings.ingress.host}:{settings.ingress.port}/health"
     try:

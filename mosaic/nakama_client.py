@@ -95,6 +95,11 @@ class NakamaClient:
         body = self._check(resp, rpc_id)
         return dict(json.loads(body.get("payload") or "{}"))
 
+    def set_display_name(self, session: Session, display_name: str) -> None:
+        """The name other users see (the partner's name in a match notification)."""
+        self._check(self._http.put("/v2/account", headers=_bearer(session.token),
+                                   json={"display_name": display_name}), "account update")
+
     def notifications(self, session: Session) -> list[dict[str, Any]]:
         resp = self._http.get("/v2/notification", params={"limit": 100},
                               headers=_bearer(session.token))

@@ -1,5 +1,6 @@
 // Keeps the status answer of rpc_get_user_match_status fresh without a reload: a poll every
-// few seconds, plus a refresh right after an action or a match notification.
+// few seconds, plus a refresh right after an action or a match notification. The last answer
+// is kept in localStorage so a reload shows it at once (and while matching is unavailable).
 import type { StatusAnswer } from "./core/status.ts";
 import type { SessionManager } from "./session.ts";
 
@@ -8,11 +9,25 @@ export class StatusPoller {
   private stopped = false;
   private inFlight: Promise<void> | null = null;
 
+  private readonly cacheKey: string;
+
   constructor(private readonly sessions: SessionManager, private readonly everyMs: number,
     private readonly onAnswer: (answer: StatusAnswer) => void,
-    private readonly onError: (error: unknown) => Promise<number | undefined>) {}
+    private readonly onError: (error: unknown) => Promise<number | undefined>) {
+    this.cacheKey = `mosaic.last-status.${sessions.userId}`;
+  }
 
-  start(): void { void this.refresh(); }
+  start(): void {
+    const cached = window.localStorage.getItem(this.cacheKey);
+    if (cached !== null) {
+      try {
+        this.onAnswer(JSON.parse(cached) as StatusAnswer);
+      } catch {
+        window.localStorage.removeItem(this.cacheKey);
+      }
+    }
+    void this.refresh();
+  }
 
   stop(): void {
     this.stopped = true;
@@ -32,7 +47,9 @@ export class StatusPoller {
     try {
       const session = await this.sessions.nakamaSession();
       const answer = await this.sessions.client.rpc(session, "rpc_get_user_match_status", {});
-      this.onAnswer((answer.payload ?? {}) as StatusAnswer);
+      const status = (answer.payload ?? {}) as StatusAnswer;
+      window.localStorage.setItem(this.cacheKey, JSON.stringify(status));
+      this.onAnswer(status);
     } catch (error) {
       const retryAfter = await this.onError(error);
       if (retryAfter !== undefined) waitMs = Math.max(waitMs, retryAfter * 1000);

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { describeStatus } from "../src/core/status.ts";
+import { describeStatus, missedText } from "../src/core/status.ts";
 
 const fmt = (d: Date) => d.toISOString();
 
@@ -47,4 +47,10 @@ test("preparing, matched, not opted in, unknown", () => {
   assert.equal(describeStatus({ state: "not_opted_in" }, fmt).canOptIn, true);
   assert.equal(describeStatus({ state: "bogus" }, fmt).state, "unknown");
   assert.equal(describeStatus({}, fmt).state, "unknown");
+});
+
+test("missed cycles in words", () => {
+  assert.equal(missedText(0), "No missed cycles yet.");
+  assert.equal(missedText(1), "1 missed cycle so far.");
+  assert.equal(missedText(3), "3 missed cycles so far.");
 });

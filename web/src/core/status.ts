@@ -113,5 +113,5 @@ export function describeStatus(answer: StatusAnswer,
 }
 
 export function missedText(n: number): string {
-  return `${plural(n, "missed cycle")}`;
+  return n === 0 ? "No missed cycles yet." : `${plural(n, "missed cycle")} so far.`;
 }
