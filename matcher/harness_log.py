@@ -13,6 +13,7 @@ and each tick afterwards reads only records written since the previous tick.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from streams.topics import TopicCatalog
 # most transaction.timeout.ms (60 s); a generous margin also covers clock steps.
 PAIRS_LOOKBACK_MS = 10 * 60 * 1000
 _BATCH = 1000
+_PROGRESS_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,19 +94,33 @@ class TopicTail:
 
     def _read_range(self, start: Mapping[int, int], ends: Mapping[int, int]
                     ) -> list[LogRecord]:
+        """Read ``start`` to ``ends``. The timeout bounds a STALL (no record for that
+        long), not the read: a big pool takes as long as its size needs, with progress
+        logged every ``_PROGRESS_SECONDS``, instead of a fixed deadline that would turn
+        a large start-up into a crash loop."""
         consumer = self._consumer
         consumer.assign([KafkaTopicPartition(self.topic, p, o) for p, o in start.items()])
-        deadline = time.monotonic() + self._timeout
+        total = sum(ends[p] - o for p, o in start.items())
+        began = last_record = last_report = time.monotonic()
         records: list[LogRecord] = []
         try:
             while not self._caught_up(start, ends):
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now - last_record > self._timeout:
                     raise KafkaOperationError(
-                        f"reading {self.topic} to {dict(ends)} timed out (an open "
+                        f"reading {self.topic} to {dict(ends)}: no record for "
+                        f"{self._timeout:.0f} s after {len(records):,} (an open "
                         "transaction of another producer?)", retryable=True)
+                if total > _BATCH and now - last_report >= _PROGRESS_SECONDS:
+                    last_report = now
+                    log.info("reading %s: %s of %s records in %.0f s", self.topic,
+                             f"{len(records):,}", f"{total:,}", now - began)
                 # consume() waits its full timeout unless a whole batch is ready: keep it
                 # short, the loop re-checks the positions anyway.
-                for message in consumer.consume(_BATCH, 0.02):
+                messages = consumer.consume(_BATCH, 0.02)
+                if messages:
+                    last_record = time.monotonic()
+                for message in messages:
                     self._check(message)
                     if (message.offset() or 0) < ends[message.partition() or 0]:
                         records.append(to_record(message))

@@ -93,6 +93,27 @@ def connect(settings: CassandraSettings, *, keyspace: str | None = None,
     return session
 
 
+def read_concurrent(session: Any, statement: Any, params: Sequence[Sequence[Any]], *,
+                    concurrency: int = 32) -> list[Any]:
+    """Every row of ``statement`` (prepared) for each parameter tuple of ``params``, with
+    up to ``concurrency`` requests in flight: a read of many partitions costs a few round
+    trips instead of one per query. Driver errors surface as a retryable
+    :class:`ExternalServiceError`."""
+    from cassandra import DriverException
+    from cassandra.cluster import NoHostAvailable
+    from cassandra.concurrent import execute_concurrent_with_args
+
+    if not params:
+        return []
+    try:
+        results = execute_concurrent_with_args(session, statement, params,
+                                               concurrency=concurrency,
+                                               raise_on_first_error=True)
+        return [row for _ok, rows in results for row in rows]
+    except (DriverException, NoHostAvailable, OSError) as exc:
+        raise ExternalServiceError(f"Cassandra concurrent read failed: {exc}") from exc
+
+
 def write_batched(session: Any, statement: Any, params: Sequence[Sequence[Any]], *,
                   partition: Callable[[Sequence[Any]], Hashable] | None = None,
                   size: int = 25, concurrency: int = 32) -> None:

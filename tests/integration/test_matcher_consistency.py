@@ -428,3 +428,32 @@ def test_agent_killed_after_publish_replays_without_resurrecting_matched_users(
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
         session.cluster.shutdown()
+
+
+def test_block_store_reads_a_large_pool_concurrently_and_finds_every_block(
+        settings: Settings, cassandra_stack: Service, unique: str) -> None:
+    """The pool's partitions are read as concurrent IN queries of IN_CHUNK users, or the
+    table is scanned when it holds fewer blocks than the pool has members: blocks in every
+    chunk (and across chunks) are found either way, the same as one query at a time."""
+    session = migrated_session(settings, f"blkc_{unique}")
+    try:
+        blocks = CassandraBlockStore(session)
+        users = [f"p{i:05d}" for i in range(1_234)]
+        edges = {(users[i], users[(i * 7 + 3) % len(users)]) for i in range(0, 1_234, 37)}
+        edges.add((users[0], "someone-not-in-the-pool"))
+        for blocker, blocked in edges:
+            blocks.add(blocker, blocked, T0)
+        expected = {tuple(sorted(e)) for e in edges if e[1] in set(users)}
+        assert len(expected) > 30
+        assert blocks.blocked_pairs(users) == expected
+        serial = CassandraBlockStore(session, concurrency=1)
+        assert serial.blocked_pairs(users) == expected
+        scan = CassandraBlockStore(session, scan_min_users=1)  # the table is small
+        assert scan.blocked_pairs(users) == expected
+        # More blocks in the table than members in the pool: back to the partitions.
+        assert scan.blocked_pairs(users[:20]) == {
+            tuple(sorted(e)) for e in edges if e[0] in users[:20] and e[1] in users[:20]}
+        assert blocks.blocked_pairs(users[:10]) == {
+            tuple(sorted(e)) for e in edges if e[0] in users[:10] and e[1] in users[:10]}
+    finally:
+        session.shutdown()

@@ -1,0 +1,208 @@
+"""The matcher SERVICE at scale, phase by phase, on the real broker and Cassandra.
+
+For each size: N seekers (clustered 384-d vectors, waits up to 14 days) are written to the
+``seekers`` topic of a prefix of this run's own (``bench-ms-<run>-<n>.``); a tick is
+published; ``mosaic matcher run --once`` runs as its own process (Cassandra block store, as
+deployed) and handles it; then the same command starts again on the same topics (the
+restart after that cycle) and exits. Printed per size:
+
+- start-up: process start to "started at tick offset" (reading the log);
+- the cycle's phases as the service reports them (snapshot, constraints, match = the core,
+  publish = encode + transaction; transaction = begin to commit);
+- tick -> committed cycle: start-up end to the cycle's JSON line;
+- restart: the second process's start-up;
+- peak RSS of the service against the vectors' size.
+
+    python bench/matcher_service_bench.py --sizes 100000
+    python bench/matcher_service_bench.py --sizes 100000,300000,1000000
+
+Topics are deleted at the end (``--keep`` keeps them). ``--blocks N`` first times the
+constraints' block lookup alone for N pool members (one per 100 with a block), one IN query
+at a time against ``READ_CONCURRENCY`` in flight, side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from matcher.synthetic import clustered_vectors
+from mosaic.settings import Settings
+from producers.ticker import publish_tick
+from streams.admin import apply
+from streams.events import SeekerUpdated, derive_event_id
+from streams.kafka import encode_event, make_admin, make_producer, produce_encoded
+from streams.topics import TopicCatalog, build_catalog
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+_STARTED = re.compile(r"started at tick offset")
+_MAXRSS = re.compile(r"^MAXRSS (\d+)$")
+
+
+@dataclass
+class Run:
+    startup_s: float = 0.0
+    total_s: float = 0.0
+    report: dict[str, object] = field(default_factory=dict)
+    maxrss_bytes: int = 0
+    stderr_tail: list[str] = field(default_factory=list)
+
+
+def seed(settings: Settings, catalog: TopicCatalog, n: int, dim: int, seed_: int) -> float:
+    """Write ``n`` SeekerUpdated records; returns the seconds it took."""
+    started = time.perf_counter()
+    vectors = clustered_vectors(n, dim, seed_)
+    waits = np.random.default_rng(seed_).uniform(0, 14 * 24 * 3600, n)
+    producer = make_producer(settings, {"linger.ms": 50, "batch.size": 1_000_000,
+                                        "compression.type": "lz4"})
+    for i in range(n):
+        user = f"b{i:07d}"
+        event = SeekerUpdated(
+            event_id=derive_event_id("bench-seed", user), occurred_at=T0,
+            user_id=user, opted_in_at=T0 - timedelta(seconds=float(waits[i])),
+            vector=tuple(vectors[i].tolist()), model="bench", traits_hash="h", version=1)
+        produce_encoded(producer, encode_event(catalog.seekers, event), timeout_seconds=120)
+        if i % 50_000 == 49_999:
+            print(f"   seeded {i + 1:,}/{n:,} ({time.perf_counter() - started:.0f} s)",
+                  flush=True)
+    if producer.flush(300) != 0:
+        raise SystemExit("seeding: records still queued after 300 s")
+    return time.perf_counter() - started
+
+
+def run_service(settings: Settings, timeout_s: float) -> Run:
+    """``mosaic matcher run --once`` in its own process; its start-up, JSON and peak RSS."""
+    env = {**os.environ, "MOSAIC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+           "MOSAIC_MATCHER__TRANSACTIONAL_ID": settings.matcher.transactional_id,
+           "MOSAIC_METRICS_PORT": "-1"}
+    code = ("import atexit, resource, sys\n"
+            "atexit.register(lambda: print('MAXRSS', resource.getrusage("
+            "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr, flush=True))\n"
+            "from app.cli import entry\nentry()\n")
+    run = Run()
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", code, "matcher", "run", "--once"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    assert process.stderr is not None and process.stdout is not None
+    for line in process.stderr:
+        run.stderr_tail = [*run.stderr_tail[-30:], line.rstrip()]
+        if not run.startup_s and _STARTED.search(line):
+            run.startup_s = time.perf_counter() - started
+        if (match := _MAXRSS.match(line.strip())) is not None:
+            run.maxrss_bytes = int(match.group(1)) * 1024
+        if time.perf_counter() - started > timeout_s:
+            process.kill()
+            raise SystemExit(f"matcher still running after {timeout_s:.0f} s:\n"
+                             + "\n".join(run.stderr_tail))
+    out = process.stdout.read()
+    if process.wait() != 0:
+        raise SystemExit(f"matcher exited {process.returncode}:\n" + "\n".join(run.stderr_tail))
+    run.total_s = time.perf_counter() - started
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    run.report = lines[0] if lines else {}
+    return run
+
+
+def bench_size(base: Settings, n: int, dim: int, seed_: int, keep: bool) -> dict[str, object]:
+    run_id = uuid.uuid4().hex[:6]
+    settings = base.model_copy(update={
+        "kafka": base.kafka.model_copy(update={"topic_prefix": f"bench-ms-{run_id}-{n}."}),
+        "matcher": base.matcher.model_copy(update={"transactional_id": f"bench-ms-{run_id}"}),
+    })
+    catalog = build_catalog(settings)
+    admin = make_admin(settings)
+    apply(catalog, admin)
+    try:
+        print(f"== {n:,} seekers x {dim}: seeding", flush=True)
+        seeded = seed(settings, catalog, n, dim, seed_)
+        publish_tick(settings, "default", T0)
+        print(f"   seeded in {seeded:.1f} s; running the tick", flush=True)
+        first = run_service(settings, timeout_s=3600)
+        print("   restarting", flush=True)
+        second = run_service(settings, timeout_s=1800)
+    finally:
+        if not keep:
+            for future in admin.delete_topics([t.name for t in catalog],
+                                              operation_timeout=60).values():
+                future.result(timeout=60)
+    phases = dict(first.report.get("phase_seconds") or {})  # type: ignore[call-overload]
+    vectors = n * dim * 4
+    return {"seekers": n, "startup_s": round(first.startup_s, 1), **{
+        f"{k}_s": round(float(v), 1) for k, v in phases.items()},
+        "tick_to_commit_s": round(first.total_s - first.startup_s, 1),
+        "restart_s": round(second.startup_s, 1),
+        "peak_rss_gib": round(first.maxrss_bytes / 2**30, 2),
+        "rss_over_vectors": round(first.maxrss_bytes / vectors, 2),
+        "pairs": first.report.get("pairs"), "outcome": first.report.get("outcome")}
+
+
+def bench_blocks(settings: Settings, n: int) -> None:
+    from consumers.blocks import READ_CONCURRENCY, CassandraBlockStore
+    from mosaic.cassandra import connect, write_batched
+    from mosaic.migrations import migrate_keyspace
+
+    keyspace = "bench_blocks"
+    migrate_keyspace(settings.cassandra, keyspace)
+    session = connect(settings.cassandra, keyspace=keyspace)
+    session.execute("TRUNCATE blocks")
+    users = [f"b{i:07d}" for i in range(n)]
+    insert = session.prepare("INSERT INTO blocks (blocker_id, blocked_id, blocked_at) "
+                             "VALUES (?, ?, ?)")
+    write_batched(session, insert, [(users[i], users[(i * 7919 + 1) % n], T0)
+                                    for i in range(0, n, 100)])
+    timings = {}
+    ways = {"one IN query at a time": {"concurrency": 1, "scan_min_users": n + 1},
+            f"{READ_CONCURRENCY} IN queries in flight": {"scan_min_users": n + 1},
+            "table scan (the default here)": {}}
+    for way, options in ways.items():
+        store = CassandraBlockStore(session, **options)  # type: ignore[arg-type]
+        started = time.perf_counter()
+        found = store.blocked_pairs(users)
+        timings[way] = time.perf_counter() - started
+        print(f"== blocks: {n:,} users, {len(found):,} blocked pairs, {way}: "
+              f"{timings[way]:.2f} s", flush=True)
+    first = next(iter(timings.values()))
+    print("== blocks: " + ", ".join(f"{way} {first / t:.1f}x" for way, t in timings.items()))
+    session.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100000",
+                        help="comma-separated pool sizes (default: %(default)s)")
+    parser.add_argument("--dim", type=int, default=384, help="vector dimension (%(default)s)")
+    parser.add_argument("--seed", type=int, default=7, help="random seed (%(default)s)")
+    parser.add_argument("--keep", action="store_true", help="keep the topics afterwards")
+    parser.add_argument("--blocks", type=int, default=0,
+                        help="first time the block lookup for this many users (%(default)s)")
+    args = parser.parse_args(argv)
+    base = Settings()
+    if args.blocks:
+        bench_blocks(base, args.blocks)
+    rows = [bench_size(base, int(n), args.dim, args.seed, args.keep)
+            for n in args.sizes.split(",") if n]
+    if not rows:
+        return 0
+    keys = sorted({k for row in rows for k in row}, key=lambda k: list(rows[0]).index(k)
+                  if k in rows[0] else 99)
+    print("\n" + "  ".join(f"{k:>16}" for k in keys))
+    for row in rows:
+        print("  ".join(f"{row.get(k, '')!s:>16}" for k in keys))
+    for row in rows:
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
