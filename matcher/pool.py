@@ -258,20 +258,25 @@ def usable_vector(vector: FloatArray, dim: int) -> bool:
 def build_snapshot(seekers: Sequence[Seeker], at: datetime) -> CycleInput:
     """A :class:`PoolSnapshot` of ``seekers`` at ``at`` (the tick's time, not the clock).
 
-    Vectors must share one dimension: a user embedded by another model (a rollout in
-    progress), a vector whose float32 norm overflows or underflows, and a user whose
-    latest record did not decode are set aside with :data:`REASON_INVALID_VECTOR`
+    Vectors must share one embedding space: the pool's is the most common (model,
+    dimension). A user embedded by another model (a rollout in progress, even one of the
+    same dimension), a vector whose float32 norm overflows or underflows, and a user
+    whose latest record did not decode are set aside with :data:`REASON_INVALID_VECTOR`
     instead of failing the cycle.
     """
     decoded = [s for s in seekers if s.poison is None]
-    dims = Counter(len(s.vector) for s in decoded if np.any(s.vector))
-    dim = max(dims.items(), key=lambda kv: (kv[1], kv[0]))[0] if dims else 0
-    ok = [s.poison is None and usable_vector(s.vector, dim) for s in seekers]
+    spaces = Counter((s.record.model, len(s.vector)) for s in decoded if np.any(s.vector))
+    model, dim = (max(spaces.items(), key=lambda kv: (kv[1], kv[0][1], kv[0][0]))[0]
+                  if spaces else ("", 0))
+    ok = [s.poison is None and s.record.model == model and usable_vector(s.vector, dim)
+          for s in seekers]
     usable = tuple(s for s, good in zip(seekers, ok, strict=True) if good)
     invalid = tuple(s for s, good in zip(seekers, ok, strict=True) if not good)
     if invalid:
-        log.warning("%d seekers with unusable vectors (pool dimension %d): %s", len(invalid),
-                    dim, ", ".join(s.user_id for s in invalid[:20]))
+        others = Counter(s.record.model for s in invalid if s.record.model != model)
+        log.warning("%d seekers with unusable vectors (pool space: model %r, %d dimensions; "
+                    "other models: %s): %s", len(invalid), model, dim, dict(others) or "none",
+                    ", ".join(s.user_id for s in invalid[:20]))
     vectors = (np.stack([s.vector for s in usable]) if usable
                else np.zeros((0, dim), dtype=np.float32))
     wait = np.array([max(0.0, (at - s.record.opted_in_at).total_seconds()) for s in usable],

@@ -143,6 +143,16 @@ def test_snapshot_sets_aside_unusable_vectors() -> None:
     assert sorted(s.user_id for s in cycle.invalid) == ["w", "z"]
 
 
+def test_snapshot_sets_aside_another_model_of_the_same_dimension() -> None:
+    """A model swap of the same size must not mix two embedding spaces: the pool's space
+    is the most common (model, dimension), whatever the dimension says."""
+    state = folded(seeker("a"), seeker("b", vector=(0.0, 1.0)),
+                   seeker("n", vector=(0.6, 0.8), model="new-model"))
+    cycle = build_snapshot(state.waiting("default"), T0)
+    assert cycle.snapshot.user_ids == ("a", "b")
+    assert [s.user_id for s in cycle.invalid] == ["n"]
+
+
 def test_empty_snapshot() -> None:
     cycle = build_snapshot([], T0)
     assert len(cycle.snapshot) == 0 and cycle.snapshot.vectors.shape[0] == 0
