@@ -10,10 +10,10 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from mosaic.ratelimit import KeyedRateLimiter, TokenBucket
-from mosaic.user_state import State, UserState, UserStateStore
+from mosaic.user_state import UserState, UserStateStore
 from producers.domain import Accepted, Command, GetStatus, OptIn, OptOut, event_id_for
 from producers.errors import Conflict, RateLimited, Unavailable
 from producers.events import to_event
@@ -172,8 +172,15 @@ class IngressService:
         except Unavailable as exc:  # state unknown: accept it as a new opt-in
             log.warning("opt-in of %s accepted without its state: %s", command.user_id, exc)
             return False
-        return (current is not None and current.pool == command.pool
-                and current.state in _OPTED_IN)
+        if current is None or current.pool != command.pool:
+            return False
+        if current.state == "waiting":
+            # Set aside for a record the matcher could not read: only a new one helps.
+            return current.unmatched_reason != REASON_INVALID_VECTOR
+        # Preparing normally takes seconds; one stuck that long (its opt-in dead-lettered,
+        # say) must not swallow every retry.
+        return (current.state == "preparing_profile" and current.updated_at is not None
+                and command.received_at - current.updated_at < PREPARING_STALE)
 
     async def status(self, query: GetStatus, *, admit: Admit = _nothing) -> UserState:
         """The stored row, or the ingress' own newer state not yet written (so a 202 is
@@ -201,7 +208,8 @@ class IngressService:
         await self._projector.drain()
 
 
-_OPTED_IN: frozenset[State] = frozenset({"preparing_profile", "waiting"})
+PREPARING_STALE = timedelta(minutes=10)
+REASON_INVALID_VECTOR = "invalid_vector"  # SeekerUnmatched.reason (matcher.pool's constant)
 
 
 def _newer(candidate: UserState, stored: UserState) -> bool:

@@ -298,6 +298,9 @@ async def test_a_repeated_opt_in_while_opted_in_keeps_the_place_in_line(h: Harne
     assert (body["state"], body["missed_cycles"], body["opted_in_at"]) == (
         "waiting", 2, "2027-01-15T08:00:00Z")
     assert len(h.publisher.published) == 1
+    h.store.rows[ALICE] = replace(h.store.rows[ALICE], unmatched_reason="invalid_vector")
+    h.clock.now += 1
+    assert (await h.call("POST", _opt_in(), {"pool": "eu"})).json()["duplicate"] is False
     h.clock.now += 1
     await h.call("POST", _opt_in(), {"pool": "us"})
     h.clock.now += 1
@@ -307,7 +310,17 @@ async def test_a_repeated_opt_in_while_opted_in_keeps_the_place_in_line(h: Harne
     h.clock.now += 1
     await h.call("POST", _opt_in(), {"pool": "us"})
     kinds = [type(e).__name__ for _, _, e in h.publisher.published]
-    assert kinds == ["OptInRequested"] * 3 + ["OptOutRequested", "OptInRequested"]
+    assert kinds == ["OptInRequested"] * 4 + ["OptOutRequested", "OptInRequested"]
+
+
+async def test_a_profile_preparing_for_too_long_does_not_swallow_a_retry(h: Harness) -> None:
+    first = await h.call("POST", _opt_in(), {})
+    h.clock.now += 9 * 60
+    assert (await h.call("POST", _opt_in(), {})).json()["duplicate"] is True
+    h.clock.now += 60
+    retry = await h.call("POST", _opt_in(), {})
+    assert (first.json()["duplicate"], retry.json()["duplicate"]) == (False, False)
+    assert len(h.publisher.published) == 2
 
 
 async def test_status_shows_a_fixed_reason_never_the_raw_detail(h: Harness) -> None:
