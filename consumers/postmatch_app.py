@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +25,7 @@ from consumers.audit import (
     AuditRow,
     AuditStore,
     CassandraAuditStore,
+    CycleRow,
     CycleStatus,
     summarize,
 )
@@ -40,8 +41,14 @@ from consumers.runner import BatchHandler, BatchRunner, RunStats, run_threads
 from mosaic.settings import Settings
 from mosaic.user_state import CassandraUserStateWriter, UserStateWriter
 from profiles.index import VectorIndex
-from streams.events import Event, PairMatched, RoomCreated, derive_event_id
-from streams.kafka import BatchPublisher, make_consumer, make_producer, read_to_end
+from streams.events import CycleCompleted, Event, PairMatched, RoomCreated, derive_event_id
+from streams.kafka import (
+    BatchPublisher,
+    group_id,
+    make_consumer,
+    make_producer,
+    read_to_end,
+)
 from streams.serde import default_serde
 from streams.topics import Topic, TopicCatalog, build_catalog
 
@@ -222,22 +229,36 @@ def _pair_of(row: AuditRow) -> PairMatched:
         user_b=row.user2_id, score=0.0, similarity=0.0)
 
 
-def cycle_pairs(app: PostMatch, cycle_id: str) -> list[PairMatched]:
-    consumer = make_consumer(app.settings, "mosaic-reconciler")
+def _read_events(app: PostMatch, topic: Topic) -> list[Event]:
+    """Every decodable event of ``topic`` up to its current end (manual assignment: no
+    group offsets are used or changed)."""
+    consumer = make_consumer(app.settings, group_id(app.settings, "reconciler"))
     try:
-        snapshot = read_to_end(consumer, app.catalog.pairs)
+        snapshot = read_to_end(consumer, topic)
     finally:
         consumer.close()
     serde = default_serde()
-    seen: dict[str, PairMatched] = {}
+    events: list[Event] = []
     for message in snapshot.messages:
         try:
-            event = serde.decode(message.value())
+            events.append(serde.decode(message.value()))
         except Exception:  # noqa: BLE001, S112 - poison records were dead-lettered already
             continue
+    return events
+
+
+def cycle_pairs(app: PostMatch, cycle_id: str) -> list[PairMatched]:
+    seen: dict[str, PairMatched] = {}
+    for event in _read_events(app, app.catalog.pairs):
         if isinstance(event, PairMatched) and event.cycle_id == cycle_id:
             seen.setdefault(event.pair_key, event)
     return [seen[k] for k in sorted(seen)]
+
+
+def completed_cycles(app: PostMatch, cycle_ids: set[str]) -> dict[str, CycleCompleted]:
+    """The CycleCompleted of each of ``cycle_ids`` found on the cycles topic."""
+    return {e.cycle_id: e for e in _read_events(app, app.catalog.cycles)
+            if isinstance(e, CycleCompleted) and e.cycle_id in cycle_ids}
 
 
 class Reconciler:
@@ -248,7 +269,8 @@ class Reconciler:
     .last_activity, one write per batch), more than ``grace`` ago. Then its rows are
     counted: every pair settled -> the cycle is marked finished and never looked at again;
     otherwise its unsettled pairs, parked ones included, are replayed. A cycle whose
-    CycleCompleted is not recorded yet is skipped: its size is unknown."""
+    CycleCompleted is not recorded gets it from the cycles topic (skipped until it is
+    there: its size is unknown)."""
 
     def __init__(self, app: PostMatch, *, grace: timedelta = timedelta(seconds=30),
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -257,12 +279,7 @@ class Reconciler:
     def sweep(self) -> list[Reconciled]:
         done: list[Reconciled] = []
         now = self._clock()
-        for cycle in self._app.audit.cycles():
-            if cycle.finished_at is not None or cycle.pairs is None:
-                continue
-            if any(now - t < self._grace for t in (cycle.committed_at, cycle.last_activity)
-                   if t is not None):
-                continue  # the agents are on it
+        for cycle in self._quiet_cycles(now):
             status = summarize(cycle.cycle_id, self._app.audit.rows(cycle.cycle_id), cycle)
             self._export(status)
             if status.finished:
@@ -276,6 +293,25 @@ class Reconciler:
                      cycle.cycle_id, result.pairs, result.finished, result.failed)
             done.append(result)
         return done
+
+    def _quiet_cycles(self, now: datetime) -> list[CycleRow]:
+        """Unfinished cycles the agents left alone for ``grace``. A cycle with audit rows
+        but no recorded CycleCompleted (the index-state agent never got to it) has its
+        count recorded here from the cycles topic; one not on the topic yet is skipped."""
+        quiet = [c for c in self._app.audit.cycles() if c.finished_at is None and not any(
+            now - t < self._grace for t in (c.committed_at, c.last_activity) if t is not None)]
+        unknown = {c.cycle_id for c in quiet if c.pairs is None}
+        found = completed_cycles(self._app, unknown) if unknown else {}
+        for event in found.values():
+            log.warning("cycle %s: CycleCompleted (%d pairs) was not recorded by the "
+                        "index-state agent; recorded from the cycles topic", event.cycle_id,
+                        event.pairs)
+            self._app.audit.record_cycle(event.cycle_id, event.pairs, event.seekers,
+                                         event.occurred_at)
+        return [c if c.pairs is not None else replace(
+                    c, pairs=found[c.cycle_id].pairs, seekers=found[c.cycle_id].seekers,
+                    committed_at=found[c.cycle_id].occurred_at)
+                for c in quiet if c.pairs is not None or c.cycle_id in found]
 
     @staticmethod
     def _export(status: CycleStatus) -> None:

@@ -32,12 +32,13 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge, Histogram
 
+from consumers.watchdog import ConsumerStalled, Watchdog
 from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
 from mosaic.retry import Backoff, Jitter, is_transient
 from mosaic.settings import Settings
 from streams.deadletter import DeadLetterPublisher, RawRecord
 from streams.events import Event
-from streams.kafka import BatchPublisher, make_consumer, next_offsets
+from streams.kafka import BatchPublisher, group_id, make_consumer, next_offsets
 from streams.serde import AvroSerde, default_serde
 from streams.topics import Topic, build_catalog
 
@@ -52,8 +53,10 @@ IN_FLIGHT = Gauge("mosaic_agent_in_flight_records", "Records polled but not comm
                   ["agent"])
 RETRIES = Counter("mosaic_agent_retries", "Batch or item retries after a transient failure.",
                   ["agent", "scope"])
-LAG = Gauge("mosaic_agent_lag_records", "Records between the committed offset and the end "
-            "of each assigned partition, per agent.", ["agent"])
+LAG = Gauge("mosaic_agent_lag_records", "Records between the position and the end (fresh "
+            "from the broker) of each assigned partition, per agent.", ["agent"])
+STALLS = Counter("mosaic_agent_watchdog_stalls", "Stalls the watchdog found (no progress "
+                 "with records waiting or the broker away), per agent.", ["agent"])
 
 
 @dataclass(frozen=True)
@@ -107,24 +110,29 @@ class RetryPolicy:
 
 
 class BatchRunner:
-    """Runs one batch handler over ``topics`` in consumer group ``mosaic-<name>``."""
+    """Runs one batch handler over ``topics`` in consumer group ``<topic prefix>agent.<name>``,
+    watched by a :class:`Watchdog` (``kafka.consumer_watchdog_seconds``)."""
 
     def __init__(self, settings: Settings, name: str, topics: list[Topic],
                  handler: BatchHandler, publisher: BatchPublisher, *,
                  max_batch: int = 500, retry: RetryPolicy | None = None,
-                 consumer: Consumer | None = None, serde: AvroSerde | None = None) -> None:
+                 consumer: Consumer | None = None, serde: AvroSerde | None = None,
+                 watchdog: Watchdog | None = None) -> None:
         self.name = name
         self._handler = handler
         self._publisher = publisher
         self._max_batch = max_batch
         self._retry = retry or RetryPolicy()
         self._serde = serde or default_serde()
-        self._consumer = consumer or make_consumer(settings, f"mosaic-{name}", topics)
+        self._group = group_id(settings, name)
+        self._connect: Callable[[], Consumer] = (
+            lambda: make_consumer(settings, self._group, topics))
+        self._consumer = consumer or self._connect()
         self._dead_letters = DeadLetterPublisher(
             publisher.producer, build_catalog(settings).deadletter,
-            consumer_group=f"mosaic-{name}", wait=False)
+            consumer_group=self._group, wait=False)
         self.stats = RunStats()
-        self._last_lag = 0.0
+        self.watchdog = watchdog or Watchdog(name, settings.kafka.consumer_watchdog_seconds)
 
     def run(self, *, stop: Callable[[], bool] = lambda: False,
             idle_seconds: float | None = None, max_seconds: float | None = None) -> RunStats:
@@ -141,13 +149,15 @@ class BatchRunner:
                     break
                 messages = self._consumer.consume(self._max_batch, 0.2)
                 batch = [m for m in messages if not self._skip(m)]
-                self._report_lag()
+                if self.watchdog.due():
+                    self._watch()
                 if not batch:
                     continue
                 last_record = time.monotonic()
                 IN_FLIGHT.labels(self.name).set(len(batch))
                 with BATCH_SECONDS.labels(self.name).time():
                     self._batch(batch, stop)
+                self.watchdog.progressed()
                 IN_FLIGHT.labels(self.name).set(0)
         finally:
             self._consumer.close()
@@ -261,23 +271,70 @@ class BatchRunner:
             with contextlib.suppress(KafkaException):
                 self._consumer.seek(TopicPartition(tp.topic, tp.partition, first))
 
-    def _report_lag(self) -> None:
-        """Records between this consumer's position and each assigned partition's end,
-        from what the fetcher already knows (no broker round trip: asking the broker
-        for committed offsets and fresh watermarks cost seconds per cycle under load)."""
-        now = time.monotonic()
-        if now - self._last_lag < 5:
+    def _watch(self) -> None:
+        """The watchdog's check (fresh end offsets, which also give the lag metric); on a
+        stall an ERROR, then a new consumer, or :class:`ConsumerStalled` when rebuilding
+        did not help."""
+        positions = self._positions()
+        ends = self._fresh_ends(positions)
+        if ends is not None:
+            LAG.labels(self.name).set(Watchdog.lag(positions, ends))
+        stall = self.watchdog.observe(positions, ends)
+        if stall is None:
             return
-        self._last_lag = now
+        STALLS.labels(self.name).inc()
+        if self.watchdog.exhausted():
+            raise ConsumerStalled(f"{stall.describe()}; {self.watchdog.rebuilds} new "
+                                  "consumers did not help: exiting so the process restarts")
+        log.error("%s; rebuilding the consumer of group %s (%d of %d)", stall.describe(),
+                  self._group, self.watchdog.rebuilds + 1, self.watchdog.max_rebuilds)
+        self._rebuild()
+
+    def _positions(self) -> dict[tuple[str, int], int]:
+        """Per assigned partition, the next offset to read (the committed offset before
+        the first fetch, the start of the partition before the first commit)."""
         try:
-            lag = 0
-            for tp in self._consumer.position(self._consumer.assignment()):
-                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-                if high >= 0 and tp.offset >= 0:
-                    lag += max(0, high - tp.offset)
-            LAG.labels(self.name).set(lag)
+            assigned = self._consumer.assignment()
+            positions = {(tp.topic, tp.partition): tp.offset
+                         for tp in self._consumer.position(assigned)}
+            unknown = [tp for tp in assigned if positions[(tp.topic, tp.partition)] < 0]
+            for tp in self._consumer.committed(unknown, 2.0) if unknown else []:
+                positions[(tp.topic, tp.partition)] = max(tp.offset, 0)
         except KafkaException as exc:
-            log.debug("%s: lag unavailable: %s", self.name, exc)
+            log.debug("%s: positions unavailable: %s", self.name, exc)
+            return {}
+        return positions
+
+    def _fresh_ends(self, positions: dict[tuple[str, int], int]
+                    ) -> dict[tuple[str, int], int] | None:
+        """Each partition's end from the broker (not the fetcher's cache); None when the
+        broker does not answer within the check's share of time."""
+        timeout = min(2.0, self.watchdog.every)
+        try:
+            if not positions:  # nothing assigned: is the broker there at all?
+                self._consumer.list_topics(timeout=timeout)
+                return {}
+            return {tp: self._consumer.get_watermark_offsets(
+                        TopicPartition(*tp), timeout, cached=False)[1] for tp in positions}
+        except KafkaException as exc:
+            log.debug("%s: end offsets unavailable: %s", self.name, exc)
+            return None
+
+    def _rebuild(self) -> None:
+        """Replace the consumer; nothing uncommitted is lost (it is read again). The old
+        one is closed aside: closing waits for a broker that may be the problem."""
+        old = self._consumer
+        threading.Thread(target=_close_quietly, args=(old, self.name), daemon=True,
+                         name=f"close-{self.name}").start()
+        self._consumer = self._connect()
+        self.watchdog.rebuilt()
+
+
+def _close_quietly(consumer: Consumer, name: str) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        log.warning("%s: closing the stalled consumer failed: %s", name, exc)
 
 
 def run_threads(targets: dict[str, Callable[[], object]], stop: threading.Event

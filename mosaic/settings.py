@@ -74,6 +74,10 @@ class KafkaSettings(BaseModel):
     min_insync_replicas: int | None = Field(default=None, ge=1)
     # Nodes `mosaic stack up` starts (1, or a local KRaft cluster of 3: see stack/kafka.py).
     brokers: int = Field(default=1, ge=1, le=5)
+    # A consumer with records waiting (fresh end offsets) or its broker away and no progress
+    # for this long logs an ERROR naming it and its partitions, then is rebuilt (the post-match
+    # agents; 3 rebuilds without progress: the process exits non-zero).
+    consumer_watchdog_seconds: float = Field(default=60.0, gt=0)
     # TLS / SASL, passed to every client (librdkafka names; docs/security.md). Local: plain.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     # SASL mechanism; required with SASL_PLAINTEXT / SASL_SSL.

@@ -85,6 +85,27 @@ _FENCED = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"})
 COMMIT_ATTEMPTS = 3
 
 
+# Delivery-report errors worth producing again: librdkafka never flags a delivery report
+# retriable(), so they are classified by code. After a broker restart the usual ones are a
+# message timeout and the idempotence state the broker lost (sequence, producer id).
+_DELIVERY_TRANSIENT = _TRANSIENT | frozenset({
+    KafkaError._MSG_TIMED_OUT, KafkaError._TIMED_OUT_QUEUE, KafkaError._PURGE_QUEUE,
+    KafkaError._PURGE_INFLIGHT, KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    KafkaError.UNKNOWN_PRODUCER_ID,
+    KafkaError.NOT_ENOUGH_REPLICAS, KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    KafkaError.NETWORK_EXCEPTION, KafkaError.KAFKA_STORAGE_ERROR,
+    KafkaError._WAIT_COORD, KafkaError._NODE_UPDATE,
+})
+
+
+def delivery_retryable(error: KafkaError) -> bool:
+    """A failed delivery that producing again can fix (not: too large, not authorized, a
+    fatal producer, a topic that does not exist)."""
+    if error.fatal():
+        return False
+    return error.retriable() or error.code() in _DELIVERY_TRANSIENT
+
+
 def wrap_kafka_error(what: str, exc: BaseException) -> KafkaOperationError:
     """A :class:`KafkaOperationError` for a ``KafkaException`` (keeps retriable/fatal)."""
     error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
@@ -160,10 +181,45 @@ def producer_config(settings: Settings, overrides: Mapping[str, Any] | None = No
         # Same key -> same partition as Java/aiokafka clients (librdkafka defaults to crc32).
         "partitioner": "murmur2_random",
         "logger": RDKAFKA_LOG,
+        "error_cb": log_client_errors("producer"),
         **security_config(settings),
     }
     config.update(overrides or {})
     return config
+
+
+def group_id(settings: Settings, name: str) -> str:
+    """The consumer group of agent ``name`` in this deployment (``mosaic.agent.rooms``): it
+    carries the topic prefix, so stacks, tests and benchmarks sharing a broker never share
+    a group."""
+    return f"{settings.kafka.topic_prefix}agent.{name}"
+
+
+def log_client_errors(client: str) -> Any:
+    """An ``error_cb`` that says what the client sees (brokers down, a fatal error) instead
+    of librdkafka retrying in silence."""
+
+    def error_cb(error: KafkaError) -> None:
+        level = logging.ERROR if error.fatal() else logging.WARNING
+        log.log(level, "%s: kafka client error %s: %s", client, error.name(), error.str())
+
+    return error_cb
+
+
+def _log_partitions(group: str, what: str, level: int) -> Any:
+    def callback(_consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+        log.log(level, "%s: %s %s", group, what, partition_names(partitions))
+
+    return callback
+
+
+def partition_names(partitions: Iterable[KafkaTopicPartition]) -> str:
+    """``topic[0,2,5]`` per topic: how logs name partitions."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in partitions:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return ", ".join(f"{t}[{','.join(map(str, sorted(ps)))}]"
+                     for t, ps in sorted(by_topic.items())) or "no partitions"
 
 
 def consumer_config(settings: Settings, group_id: str,
@@ -177,6 +233,7 @@ def consumer_config(settings: Settings, group_id: str,
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",
         "logger": RDKAFKA_LOG,
+        "error_cb": log_client_errors(group_id),
         **security_config(settings),
     }
     config.update(overrides or {})
@@ -223,10 +280,15 @@ def make_consumer(
     topics: Sequence[str | Topic] = (),
     overrides: Mapping[str, Any] | None = None,
 ) -> Consumer:
-    """A read_committed consumer without auto-commit, subscribed to ``topics`` if given."""
+    """A read_committed consumer without auto-commit, subscribed to ``topics`` if given;
+    assignments, revocations and a lost assignment are logged with the group's name."""
     consumer = Consumer(consumer_config(settings, group_id, overrides))
     if topics:
-        consumer.subscribe([t.name if isinstance(t, Topic) else t for t in topics])
+        consumer.subscribe([t.name if isinstance(t, Topic) else t for t in topics],
+                           on_assign=_log_partitions(group_id, "assigned", logging.INFO),
+                           on_revoke=_log_partitions(group_id, "revoked", logging.INFO),
+                           on_lost=_log_partitions(group_id, "LOST (the group moved on "
+                                                   "without it)", logging.WARNING))
     return consumer
 
 
@@ -331,7 +393,7 @@ def produce_and_wait(
     if error is not None or message is None:
         raise KafkaOperationError(
             f"delivery of {event.schema_name} failed: {error}",
-            retryable=bool(error and error.retriable()),
+            retryable=bool(error and delivery_retryable(error)),
             fatal=bool(error and error.fatal()),
         )
     return Delivered(message.topic() or "", message.partition() or 0, message.offset() or 0)
@@ -525,5 +587,5 @@ class BatchPublisher:
         if failed:
             raise KafkaOperationError(
                 f"{len(failed)} events not delivered: {failed[0]}",
-                retryable=all(e.retriable() for e in failed),
+                retryable=all(delivery_retryable(e) for e in failed),
                 fatal=any(e.fatal() for e in failed))

@@ -169,3 +169,31 @@ def _read(app: PostMatch, topic: str) -> list[object]:
     finally:
         consumer.close()
     return [decode(m.value()) for m in snapshot.messages]
+
+
+def test_the_reconciler_records_a_cycle_count_the_agents_never_saw(app: PostMatch) -> None:
+    # After a broker restart the index-state agent may never reach CycleCompleted: the
+    # cycle has audit rows and activity but no pair count. The reconciler reads the count
+    # from the cycles topic instead of skipping the cycle for good.
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    nakama = NakamaClient(app.settings.nakama)
+    sessions = {u: nakama.login(u) for u in (a, b)}
+    cycle = f"default:{uuid.uuid4().hex[:8]}"
+    pair = _pair(cycle, a, b)
+    earlier = datetime.now(UTC) - timedelta(minutes=5)
+    producer = make_producer(app.settings)
+    produce_and_wait(producer, app.catalog.pairs, pair)
+    produce_and_wait(producer, app.catalog.cycles, CycleCompleted(
+        event_id=derive_event_id("test-cycle", cycle), occurred_at=earlier, cycle_id=cycle,
+        pairs=1, seekers=2))
+    app.audit.mark_index_updated([pair_ref(pair)], earlier)  # one step ran, then nothing
+    app.audit.touch_cycles([cycle], earlier)
+    assert app.audit.cycle(cycle).pairs is None  # type: ignore[union-attr]
+
+    results = Reconciler(app, grace=timedelta(seconds=30)).sweep()
+
+    assert [(r.cycle_id, r.finished) for r in results] == [(cycle, 1)]
+    assert app.audit.cycle(cycle).pairs == 1  # type: ignore[union-attr]
+    row = app.audit.get(cycle, pair.pair_key)
+    assert row is not None and row.complete
+    assert [len(nakama.notifications(sessions[u])) for u in (a, b)] == [1, 1]
