@@ -2,11 +2,14 @@
 
 Partition count and cleanup policy cannot be changed safely behind a running system
 (keys would move partitions, a compacted changelog would lose its meaning), so a
-difference is an error for a human to resolve, never something ``apply`` "fixes".
+difference is an error for a human to resolve, never something ``apply`` "fixes". The
+other configs the catalog sets (retention, compaction cadence) are safe to change, and
+``apply`` sets them on existing topics whose values differ (action ``updated``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -18,6 +21,8 @@ from confluent_kafka import KafkaError, KafkaException
 # Public names that confluent_kafka.admin imports without re-exporting them for mypy.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
     ConfigResource,
     NewTopic,
     ResourceType,
@@ -41,7 +46,7 @@ class TopicDriftError(ConfigError):
 @dataclass(frozen=True)
 class TopicState:
     name: str
-    action: Literal["created", "verified"]
+    action: Literal["created", "verified", "updated"]
     partitions: int
     cleanup_policy: str
 
@@ -56,20 +61,51 @@ def existing_partitions(admin: AdminClient, timeout_seconds: float) -> dict[str,
             if meta.error is None}
 
 
-def cleanup_policies(admin: AdminClient, names: Iterable[str],
-                     timeout_seconds: float) -> dict[str, str]:
+def topic_configs(admin: AdminClient, names: Iterable[str],
+                  timeout_seconds: float) -> dict[str, dict[str, str | None]]:
+    """Every config value of each topic, as the broker describes it."""
     resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
     if not resources:
         return {}
     futures = admin.describe_configs(resources, request_timeout=timeout_seconds)
-    policies: dict[str, str] = {}
+    configs: dict[str, dict[str, str | None]] = {}
     for resource, future in futures.items():
         try:
             entries: dict[str, Any] = future.result(timeout=timeout_seconds)
         except KafkaException as exc:
             raise wrap_kafka_error(f"describe configs of {resource.name}", exc) from exc
-        policies[resource.name] = str(entries["cleanup.policy"].value)
-    return policies
+        configs[resource.name] = {k: e.value for k, e in entries.items()}
+    return configs
+
+
+def cleanup_policies(admin: AdminClient, names: Iterable[str],
+                     timeout_seconds: float) -> dict[str, str]:
+    return {name: str(config["cleanup.policy"])
+            for name, config in topic_configs(admin, names, timeout_seconds).items()}
+
+
+def settle_configs(admin: AdminClient, topics: Iterable[Topic],
+                   timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> dict[str, list[str]]:
+    """Set the catalog's configs that differ on existing ``topics`` (never the cleanup
+    policy: see the module docstring); the keys changed per topic."""
+    wanted = {t.name: {k: v for k, v in t.config().items() if k != "cleanup.policy"}
+              for t in topics}
+    current = topic_configs(admin, wanted, timeout_seconds)
+    changes = {name: sorted(k for k, v in config.items() if current[name].get(k) != v)
+               for name, config in wanted.items()}
+    changes = {name: keys for name, keys in changes.items() if keys}
+    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(k, wanted[name][k], incremental_operation=AlterConfigOpType.SET)
+        for k in keys]) for name, keys in changes.items()]
+    if resources:
+        for resource, future in admin.incremental_alter_configs(
+                resources, request_timeout=timeout_seconds).items():
+            try:
+                future.result(timeout=timeout_seconds)
+            except KafkaException as exc:
+                raise wrap_kafka_error(f"alter configs of {resource.name}", exc) from exc
+            log.info("topic %s: set %s", resource.name, ", ".join(changes[resource.name]))
+    return changes
 
 
 def _create(admin: AdminClient, topics: list[Topic], timeout_seconds: float) -> list[Topic]:
@@ -148,7 +184,11 @@ def apply(topics: Iterable[Topic], admin: AdminClient,
     created = _create(admin, [t for t in wanted if t.name not in partitions], timeout_seconds)
     _await_visible(admin, {t.name for t in wanted}, timeout_seconds)
     created_names = {t.name for t in created}
-    states = verify(admin, [t for t in wanted if t.name not in created_names], timeout_seconds)
+    existing = [t for t in wanted if t.name not in created_names]
+    states = verify(admin, existing, timeout_seconds)
+    updated = settle_configs(admin, existing, timeout_seconds)
+    states = [dataclasses.replace(s, action="updated") if s.name in updated else s
+              for s in states]
     states += [TopicState(t.name, "created", t.partitions, t.cleanup_policy) for t in created]
     order = {t.name: i for i, t in enumerate(wanted)}
     return sorted(states, key=lambda s: order[s.name])

@@ -31,6 +31,7 @@ from streams.events import (
 CleanupPolicy = Literal["delete", "compact"]
 
 _DAY_MS = 24 * 3600 * 1000
+_HOUR_MS = 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,11 @@ class Topic:
             # Lets the matcher's snapshot see a complete, recent changelog quickly.
             config["min.cleanable.dirty.ratio"] = "0.1"
             config["delete.retention.ms"] = str(_DAY_MS)
+            # The active segment is never compacted: roll it hourly (not weekly, Kafka's
+            # default) and compact any record within 6 h, so a restart reads about one
+            # record per user rather than a week of history.
+            config["segment.ms"] = str(_HOUR_MS)
+            config["max.compaction.lag.ms"] = str(6 * _HOUR_MS)
         return config
 
     def carries(self, event: Event | type[Event]) -> bool:

@@ -4,6 +4,7 @@ reports drift clearly. Each test uses its own topic prefix."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,7 +14,7 @@ from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 from app.cli import main
 from mosaic.settings import Settings
 from stack.base import Service
-from streams.admin import TopicDriftError, apply, cleanup_policies, verify
+from streams.admin import TopicDriftError, apply, cleanup_policies, topic_configs, verify
 from streams.kafka import make_admin
 from streams.topics import TopicCatalog, build_catalog
 
@@ -87,3 +88,31 @@ def test_cli_apply_and_check(isolated: Settings, monkeypatch: pytest.MonkeyPatch
     assert capsys.readouterr().out.count("created") == 8
     assert main(["topics", "apply", "--check"]) == 0
     assert capsys.readouterr().out.count("verified") == 8
+
+
+def test_apply_brings_an_older_topics_compaction_settings_to_the_catalogs(
+        isolated: Settings) -> None:
+    """A seekers topic created before the catalog set segment.ms and max.compaction.lag.ms
+    (a week of history left uncompacted) gets them from apply; the rest stay verified."""
+    admin = make_admin(isolated)
+    catalog = _catalog(isolated)
+    seekers = catalog.seekers
+    older = {k: v for k, v in seekers.config().items()
+             if k not in ("segment.ms", "max.compaction.lag.ms")}
+    for future in admin.create_topics([NewTopic(seekers.name, num_partitions=6,
+                                                replication_factor=1,
+                                                config=older)]).values():
+        future.result(timeout=30)
+    states = {s.name: s.action for s in apply(catalog, admin)}
+    assert states[seekers.name] == "updated"
+    assert sorted(states.values()).count("created") == 7
+    wanted = (str(3600 * 1000), str(6 * 3600 * 1000))
+    deadline = time.monotonic() + 15  # the controller applies the change asynchronously
+    while True:
+        config = topic_configs(admin, [seekers.name], 10)[seekers.name]
+        seen = (config["segment.ms"], config["max.compaction.lag.ms"])
+        if seen == wanted:
+            break
+        assert time.monotonic() < deadline, f"{seekers.name}: still {seen} after 15 s"
+        time.sleep(0.2)
+    assert {s.action for s in apply(catalog, admin)} == {"verified"}
