@@ -88,9 +88,15 @@ def _write_insights(settings: Settings, report: DemoReport, seed: int) -> None:
     print(f"   {written} chat insight documents for {len(report.personas)} users")
 
 
+_SERVING: list[object] = []  # ingresses this process serves (demo --web nests the context)
+
+
 @contextmanager
 def ingress_serving(settings: Settings) -> Iterator[None]:
     """Reuse an ingress already serving on the configured port, else serve one here."""
+    if _SERVING:
+        yield
+        return
     url = f"http://{settings.ingress.host}:{settings.ingress.port}/health"
     try:
         if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
@@ -103,9 +109,11 @@ def ingress_serving(settings: Settings) -> Iterator[None]:
 
     server = serve_in_thread(build_production_app(settings), settings.ingress.host,
                              settings.ingress.port)
+    _SERVING.append(server)
     try:
         yield
     finally:
+        _SERVING.remove(server)
         server.stop()
 
 
