@@ -158,8 +158,9 @@ class MatcherLog:
     """The pool and cycle history, refreshed from the log on demand."""
 
     def __init__(self, consumer: Consumer, catalog: TopicCatalog, history_cycles: int, *,
-                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        self.pool = PoolState()
+                 timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+                 pools: frozenset[str] | None = None) -> None:
+        self.pool = PoolState(pools=pools)
         self.history = CycleHistory(history_cycles)
         self._seekers = TopicTail(consumer, catalog.seekers.name,
                                   timeout_seconds=timeout_seconds)

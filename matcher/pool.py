@@ -89,10 +89,16 @@ class PoolState:
       unusable (``poison``) until a newer record arrives.
 
     Version 0 (older writers) applies in offset order, as before versions existed.
+
+    With ``pools``, only users of those pools are kept (a matcher per pool holds only its
+    pool's vectors); a user whose latest record names another pool leaves, and the
+    versions of every user are still tracked, so the guards above hold across pools.
     """
 
-    def __init__(self, serde: AvroSerde | None = None) -> None:
+    def __init__(self, serde: AvroSerde | None = None,
+                 pools: frozenset[str] | None = None) -> None:
         self._serde = serde or default_serde()
+        self._pools = pools
         self._seekers: dict[str, Seeker] = {}
         self._versions: dict[str, int] = {}
         self.bad_records = 0
@@ -147,8 +153,11 @@ class PoolState:
         elif event.version and event.version <= self._versions.get(user, 0):
             self.stale_records += 1
             return
-        self._seekers[user] = Seeker(event, vector, record.partition, record.offset)
         self._versions[user] = max(self._versions.get(user, 0), event.version)
+        if self._pools is not None and event.pool not in self._pools:
+            self._seekers.pop(user, None)  # now waiting in a pool another matcher serves
+            return
+        self._seekers[user] = Seeker(event, vector, record.partition, record.offset)
 
     def _poison(self, user: str, record: LogRecord, reason: str) -> None:
         previous = self._seekers.get(user)

@@ -118,8 +118,13 @@ class MatcherService:
                  match: MatchFunction = _core_match, observer: CycleObserver | None = None,
                  before_commit: BeforeCommit | None = None, max_attempts: int = 5,
                  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 pools: Sequence[str] = ()) -> None:
         self._settings, self._catalog = settings, build_catalog(settings)
+        # Pools served: () = every pool. A matcher per pool keeps only its pool's vectors,
+        # takes only its pool's ticks and has its own transactional id, so pools neither
+        # queue behind each other nor fence each other.
+        self._pools = frozenset(pools) or None
         self._blocks, self._match = blocks or NoBlocks(), match
         self._observer, self._before_commit = observer, before_commit
         self._max_attempts, self._timeout, self._sleep = max_attempts, timeout_seconds, sleep
@@ -138,7 +143,8 @@ class MatcherService:
 
     @property
     def transactional_id(self) -> str:
-        return self._settings.matcher.transactional_id
+        base = self._settings.matcher.transactional_id
+        return base if self._pools is None else f"{base}.{'+'.join(sorted(self._pools))}"
 
     def __enter__(self) -> MatcherService:
         self.start()
@@ -168,7 +174,7 @@ class MatcherService:
         self._assign_ticks(self._ticks)
         self._log = MatcherLog(self._reader, self._catalog,
                                self._settings.matcher.history_cycles,
-                               timeout_seconds=self._timeout)
+                               timeout_seconds=self._timeout, pools=self._pools)
         self._log.refresh()
         self._refreshed_at = time.monotonic()
         log.info("matcher %s started at tick offset %d; pool has %d seekers", tid,
@@ -221,7 +227,9 @@ class MatcherService:
                                               fatal=True)
                 log.warning("tick consumer: %s", error.str())
                 continue
-            reports.append(self._handle(message))
+            report = self._handle(message)
+            if report is not None:
+                reports.append(report)
             self._next_tick = (message.offset() or 0) + 1
         return reports
 
@@ -266,12 +274,15 @@ class MatcherService:
         (position,) = self._ticks.position([KafkaTopicPartition(self._catalog.ticks.name, 0)])
         return max(self._next_tick, position.offset)
 
-    def _handle(self, message: Message) -> CycleReport:
-        """One tick, retried on retryable failures (each attempt is its own transaction)."""
+    def _handle(self, message: Message) -> CycleReport | None:
+        """One tick, retried on retryable failures (each attempt is its own transaction).
+        None: another pool's tick (its offset is committed with our next one)."""
         try:
             tick: CycleTick | None = default_serde().decode_as(message.value(), CycleTick)
         except SerializationError as exc:
             tick, bad = None, exc
+        if not self._serves(tick):
+            return None
         attempt = 1
         while True:
             try:
@@ -290,6 +301,13 @@ class MatcherService:
                             attempt, exc)
                 self._sleep(TICK_BACKOFF.delay(attempt))
                 attempt += 1
+
+    def _serves(self, tick: CycleTick | None) -> bool:
+        if self._pools is None:
+            return True
+        if tick is None:  # one matcher dead-letters a bad tick: the first pool's
+            return self._settings.matcher.pools[0] in self._pools
+        return tick.pool in self._pools
 
     def _recover_producer(self, exc: KafkaOperationError) -> None:
         """After a fatal producer error: a fence while our transaction was younger than

@@ -49,6 +49,10 @@ def register(subparsers: Any) -> None:
     run.add_argument("--once", action="store_true",
                      help="handle the ticks available now, then exit")
     run.add_argument("--max-seconds", type=float, help="stop after this long")
+    run.add_argument("--pool", action="append", default=[],
+                     help="serve only this pool (repeatable; default: every pool). A matcher "
+                          "per pool holds only its pool, has the transactional id "
+                          "<matcher.transactional_id>.<pool> and never waits for another pool")
     run.set_defaults(func=_run_matcher)
 
 
@@ -104,12 +108,12 @@ def _run_matcher(args: argparse.Namespace) -> int:
     # The default registry: /metrics shows the matcher's metrics next to the process and
     # dead-letter ones.
     metrics = MatcherMetrics.create(REGISTRY)
-    metrics.configure(settings.matcher.pools, settings.matcher.cycle_seconds)
+    metrics.configure(args.pool or settings.matcher.pools, settings.matcher.cycle_seconds)
     stop = _stop_on_sigterm()
     ops = _serve_ops(settings, "matcher", stop, cassandra=True)
     try:
         with MatcherService(settings, blocks=build_block_store(settings),
-                            observer=metrics) as service:
+                            observer=metrics, pools=args.pool) as service:
             reports = service.run(stop_when_idle=args.once, max_seconds=args.max_seconds,
                                   should_stop=stop.is_set)
     except MatcherFenced as exc:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
@@ -229,3 +230,53 @@ def test_a_transaction_the_broker_timed_out_is_retried_not_reported_as_fencing(
     everything = of_type(committed(settings, catalog.pairs.name,
                                    isolation="read_uncommitted"), PairMatched)
     assert len(everything) == 2 * len(pairs)
+
+
+def test_a_matcher_per_pool_neither_waits_for_nor_fences_another_pool(
+        env: tuple[Settings, TopicCatalog]) -> None:
+    """Pool "slow" is mid-transaction (paused before its commit) when pool "default"'s
+    tick arrives: default's matcher commits its cycle meanwhile, and starting a second
+    matcher for default fences only default's predecessor. (read_committed readers see
+    default's cycle once slow's open transaction on the shared partitions ends: hence
+    the short transaction.)"""
+    settings, catalog = env
+    seed(settings, catalog, POOL)  # the "default" pool
+    slow_users = {f"s{k}": vector for k, vector in POOL.items()}
+    client = make_producer(settings)
+    for user, vector in slow_users.items():
+        produce_event(client, catalog.seekers, SeekerUpdated(
+            event_id=derive_event_id("seed", user), occurred_at=T0, user_id=user,
+            opted_in_at=T0 - timedelta(hours=2), vector=vector, model="test",
+            traits_hash="h", pool="slow"))
+    assert client.flush(30) == 0
+    publish_tick(settings, "slow", T0)
+    publish_tick(settings, "default", T0)
+    paused, release = threading.Event(), threading.Event()
+
+    def hold(_: object) -> None:
+        paused.set()
+        assert release.wait(60), "the test never released pool slow"
+
+    slow = MatcherService(settings, pools=["slow"], before_commit=hold)
+    slow_reports: list[object] = []
+    worker = threading.Thread(target=lambda: slow_reports.extend(
+        slow.run(stop_when_idle=True)))
+    worker.start()
+    try:
+        assert paused.wait(60), "pool slow never reached its commit"
+        with MatcherService(settings, pools=["default"]) as fast:
+            (report,) = fast.run(stop_when_idle=True)
+            assert (report.pool, report.outcome, report.pairs) == ("default", "completed", 3)
+            assert fast.transactional_id.endswith(".default")
+            assert not release.is_set() and worker.is_alive()  # slow is still open
+        with MatcherService(settings, pools=["default"]):
+            pass  # the same transactional id as "fast" (closed): slow's is not touched
+    finally:
+        release.set()
+        worker.join(60)
+        slow.close()
+    assert [r.outcome for r in slow_reports] == ["completed"]  # type: ignore[attr-defined]
+    assert sorted(s.pool for s in summaries(settings, catalog)) == ["default", "slow"]
+    pairs = of_type(committed(settings, catalog.pairs.name), PairMatched)
+    assert {e.pool for _, e in pairs} == {"default", "slow"}
+    assert all(e.user_a.startswith("s") == (e.pool == "slow") for _, e in pairs)
