@@ -82,6 +82,8 @@ class App {
     this.chat = null;
     ui.chatView.hidden = true;
     this.blockButton.apply("reset");
+    ui.block.textContent = "Block";
+    ui.block.disabled = false;
     if (groupId) await this.loadPartner(groupId);
   }
 
@@ -179,7 +181,12 @@ class App {
       () => optOut(this.sessions), "You have opted out."));
     ui.block.addEventListener("click", () => void this.act(this.blockButton,
       () => block(this.sessions, this.partnerId),
-      "Blocked: you will not be matched with them again."));
+      "Blocked: you will not be matched with them again.").then(() => {
+      if (this.blockButton.state === "success") {
+        ui.block.textContent = "Blocked";
+        ui.block.disabled = true;
+      }
+    }));
     ui.chatOpen.addEventListener("click", () => void this.openChat());
     ui.chatForm.addEventListener("submit", (event) => {
       event.preventDefault();

@@ -1,8 +1,8 @@
 // Match notifications: shown as they arrive on the socket, once per (cycle id, partner)
 // across reconnects and reloads (core/dedup.ts). After a (re)connect the stored list is read
-// once, for a notification sent while the socket was down ("catch-up").
+// once, for a notification sent while the socket was down ("catch-up"; the last day only).
 import type { Notification } from "@heroiclabs/nakama-js";
-import { matchNotice, SeenMatches, type MatchNotice } from "./core/dedup.ts";
+import { matchNotice, recentEnough, SeenMatches, type MatchNotice } from "./core/dedup.ts";
 import type { SessionManager } from "./session.ts";
 
 export type NoticeSource = "socket" | "catch-up";
@@ -17,7 +17,9 @@ export class MatchNotifications {
 
   received(n: Notification, source: NoticeSource = "socket"): boolean {
     const notice = matchNotice(n);
-    if (notice === null || !this.seen.firstTime(notice)) return false;
+    if (notice === null) return false;
+    if (source === "catch-up" && !recentEnough(notice, Date.now())) return false;
+    if (!this.seen.firstTime(notice)) return false;
     this.show(notice, source);
     return true;
   }

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { matchNotice, SeenMatches, type KeyValueStore } from "../src/core/dedup.ts";
+import { matchNotice, recentEnough, SeenMatches, type KeyValueStore } from "../src/core/dedup.ts";
 
 class MemoryStore implements KeyValueStore {
   readonly data = new Map<string, string>();
@@ -56,4 +56,13 @@ test("the remembered list is bounded", () => {
   for (let i = 0; i < 250; i++) seen.firstTime(matchNotice(notification(`c${i}`, "p"))!);
   assert.equal(JSON.parse(store.getItem("mosaic.seen-matches.me")!).length, 200);
   assert.equal(seen.firstTime(matchNotice(notification("c249", "p"))!), false);
+});
+
+test("a stored match is news for a day, then no longer", () => {
+  const n = matchNotice(notification("c", "p"))!; // created 2026-12-07T11:00:00Z
+  const created = Date.parse("2026-12-07T11:00:00Z");
+  assert.equal(recentEnough(n, created + 60_000), true);
+  assert.equal(recentEnough(n, created + 24 * 3600_000), true);
+  assert.equal(recentEnough(n, created + 24 * 3600_000 + 1), false);
+  assert.equal(recentEnough({ ...n, createdMs: 0 }, created), false, "no create time: not news");
 });

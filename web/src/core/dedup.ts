@@ -17,6 +17,14 @@ export interface MatchNotice {
   createdMs: number;
 }
 
+// A stored notification older than this is not news when a new browser first reads the list.
+export const CATCH_UP_MAX_AGE_MS = 24 * 3600 * 1000;
+
+export function recentEnough(notice: MatchNotice, nowMs: number,
+  maxAgeMs: number = CATCH_UP_MAX_AGE_MS): boolean {
+  return notice.createdMs > 0 && nowMs - notice.createdMs <= maxAgeMs;
+}
+
 export function matchKey(cycleId: string, partnerId: string): string {
   return `${cycleId}\n${partnerId}`;
 }
@@ -60,10 +68,6 @@ export class SeenMatches {
     } catch {
       return []; // a corrupt entry must not stop notifications
     }
-  }
-
-  has(notice: MatchNotice): boolean {
-    return this.load().includes(matchKey(notice.cycleId, notice.partnerId));
   }
 
   // True the first time a match is offered (and remembers it); false for every repeat.
