@@ -1,7 +1,13 @@
 """One way to open a Cassandra session on the project's keyspace.
 
 Adapters (audit, user state, vector index) take a session from here so connection
-settings, timeouts and keyspace replication live in one place.
+settings, timeouts, consistency levels and keyspace replication live in one place.
+
+Consistency: every statement runs at LOCAL_QUORUM (writes and reads), so with a replication
+factor of 3 a read sees the last acknowledged write while one replica is down, and no data
+centre waits on another. Each table has a reader that must see the last write (docs/
+architecture.md, "Consistency"), so no table uses a weaker level; the driver's default,
+LOCAL_ONE, let the next cycle's check miss a block written a moment before.
 """
 
 from __future__ import annotations
@@ -60,12 +66,21 @@ def connect(settings: CassandraSettings, *, keyspace: str | None = None,
     """Open a session on ``keyspace`` (default: the configured one). The keyspace and its
     tables come from ``mosaic db migrate`` (mosaic/migrations.py), never from here; a
     missing keyspace is a :class:`~mosaic.migrations.SchemaVersionError`."""
+    from cassandra import ConsistencyLevel
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable
-    from cassandra.policies import ExponentialReconnectionPolicy, RoundRobinPolicy
+    from cassandra.policies import (
+        DCAwareRoundRobinPolicy,
+        ExponentialReconnectionPolicy,
+        TokenAwarePolicy,
+    )
 
     # Silence the driver's per-connection warnings about protocol negotiation.
     logging.getLogger("cassandra").setLevel(logging.ERROR)
-    profile = ExecutionProfile(load_balancing_policy=RoundRobinPolicy(), request_timeout=20)
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(
+            DCAwareRoundRobinPolicy(local_dc=settings.datacenter)),
+        request_timeout=20, consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+        serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL)
     cluster = Cluster(
         list(settings.hosts), port=settings.port,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},

@@ -163,19 +163,23 @@ def current_version(session: Any, keyspace: str) -> int:
     return version
 
 
-def create_keyspace(session: Any, keyspace: str, replication_factor: int) -> None:
+def create_keyspace(session: Any, keyspace: str, replication_factor: int,
+                    datacenter: str = "datacenter1") -> None:
+    # NetworkTopologyStrategy: replicas per data centre, on distinct racks, which is what
+    # the LOCAL_QUORUM of mosaic/cassandra.py counts (SimpleStrategy knows neither).
     session.execute(
         f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
-        f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}",
+        f"{{'class': 'NetworkTopologyStrategy', '{datacenter}': {replication_factor}}}",
         timeout=DDL_TIMEOUT_SECONDS)
 
 
-def migrate(session: Any, keyspace: str, *, replication_factor: int = 1) -> list[int]:
+def migrate(session: Any, keyspace: str, *, replication_factor: int = 1,
+            datacenter: str = "datacenter1") -> list[int]:
     """Create ``keyspace`` if missing and apply the migrations it lacks, in order. Returns
     the versions applied by this call (empty: it was up to date). Safe to run twice or
     concurrently: every statement is idempotent and a version is recorded only after all
     of its statements ran."""
-    create_keyspace(session, keyspace, replication_factor)
+    create_keyspace(session, keyspace, replication_factor, datacenter)
     session.execute(_TABLE.format(keyspace=keyspace), timeout=DDL_TIMEOUT_SECONDS)
     done = applied_versions(session, keyspace)
     applied: list[int] = []
@@ -200,7 +204,8 @@ def migrate_keyspace(settings: CassandraSettings, keyspace: str | None = None) -
     session = connect(settings, keyspace=None, use_keyspace=False)
     try:
         return migrate(session, keyspace or settings.keyspace,
-                       replication_factor=settings.replication_factor)
+                       replication_factor=settings.replication_factor,
+                       datacenter=settings.datacenter)
     finally:
         session.cluster.shutdown()
 

@@ -100,8 +100,12 @@ class CassandraSettings(BaseModel):
     port: int = 9042  # CQL native-protocol port of every host.
     # Keyspace of every process; `mosaic db migrate` creates it and its tables.
     keyspace: str = "mosaic"
-    # SimpleStrategy replication factor `mosaic db migrate` gives a new keyspace.
+    # Replicas in `datacenter` that `mosaic db migrate` gives a new keyspace
+    # (NetworkTopologyStrategy); 3 in production, so LOCAL_QUORUM survives one node down.
     replication_factor: int = 1
+    # This process' data centre: the driver prefers its nodes, LOCAL_QUORUM counts its
+    # replicas, and a new keyspace is replicated there (the local node's is datacenter1).
+    datacenter: str = "datacenter1"
     # Password authentication and TLS (docs/security.md). Local: neither.
     username: str | None = None
     password: SecretStr = SecretStr("")  # Password of username (sent only when username is set).
