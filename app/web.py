@@ -28,8 +28,11 @@ REQUIRED = ("index.html", "app.js")
 
 
 def register(subparsers: Any) -> None:
-    web = subparsers.add_parser("web", help="serve the web client on loopback",
-                                description=__doc__.split("\n\n")[0])
+    web = subparsers.add_parser(
+        "web", help="serve the web client on loopback",
+        description="Serves the built web client (web/dist, docs/web.md) on 127.0.0.1 with a "
+                    "config.json generated from the settings (Nakama URL and client key, "
+                    "OIDC issuer, client id and redirect URI).")
     web.add_argument("--port", type=int, default=DEFAULT_PORT,
                      help=f"loopback port to serve on (default {DEFAULT_PORT}; 0 = any free)")
     web.add_argument("--dist", type=Path, default=DIST, help="the built client's folder")
