@@ -7,7 +7,9 @@
                (matched / missed cycles), user state, audit flag, cycle status row
 
 No handler reads the audit before acting: the chat server's steps are idempotent by
-themselves (a room is found by its name, a delivered notification is never sent again),
+themselves (a room is found by its name and, once completed, never re-joined by a member
+who left nor re-created; a notification sent once is never sent again, even after the
+user deleted it: docs/postmatch.md),
 audit writes only ever set flags, and event ids are derived from the cycle and pair, so
 a replay after a crash anywhere repeats the same results. The runner
 (consumers/runner.py) retries, parks and dead-letters items from what ``handle`` returns.

@@ -26,18 +26,27 @@ the runtime (group_user_join: no "added to group" notification, which
 group_users_add would send), then the group is closed. The window while it is open is
 covered by the before-hooks in mosaic_privacy.lua, which refuse every client request that
 could add a member, open the group, or squat an "mm-" name (runtime calls are not hooked).
+A room is completed once: closing it records its name in mosaic_room_done (a trigger on
+groups, same transaction; mosaic_once.lua). A completed room is never reopened, re-joined or re-created:
+a member missing from it left, and when both left Nakama deleted the group, so a replay
+answers ok with the recorded group id and adds nobody. Only an open room (a creation
+that was interrupted) gets its missing members.
 
-Notifications: exactly one per user and pair, without a claim. Each notification
+Notifications: exactly one per user and pair, ever, without a claim. Each notification
 carries content.mosaic_key = sha256(cycle_id \n pair_key \n user)[1..40], and a UNIQUE
-partial expression index on Nakama's notification table (mosaic_notification_once,
-created at load and checked, recreated if missing, before every batch) makes a second row
-with the same key impossible. Per batch: one query finds the keys already stored
-(-> sent=false); the rest go in ONE notifications_send (one multi-row INSERT: all or
-nothing). If it fails (a concurrent sender hit the index, a database error, one bad
-row), the keys are queried again and the still-missing ones sent one by one; the answer
-is then read from the table: a stored key is delivered (sent=true if this call's insert
+partial expression index on Nakama's notification table (mosaic_notification_once)
+makes a second stored row with the same key impossible. A user may delete it, so the key
+is also written to mosaic_notification_sent by a trigger on notification, in the INSERT's
+own transaction; its primary key refuses the key a second time, and that row outlives the
+notification (it goes only with the user). Index, table and triggers (mosaic_once.lua) are
+created at load and checked, recreated if missing, before every batch. Per batch: one query finds the
+keys sent before (-> sent=false, also when the user deleted the notification); the rest
+go in ONE notifications_send (one multi-row INSERT: all or nothing). If it fails (a
+concurrent sender hit the index or the key, a database error, one bad row), the keys are
+queried again and the still-missing ones sent one by one; the answer is then read from
+mosaic_notification_sent: a recorded key is delivered (sent=true if this call's insert
 stored it, else sent=false), a missing key is ok=false permanent=false. Success is never
-reported for a key that is not in the table, and a failed send leaves nothing behind,
+reported for a key that is not recorded, and a failed send leaves nothing behind,
 so a retry sends it. The old design (create-only storage claim, then send) lost the
 notification when the claim write failed (read as "duplicate") or Nakama died between
 claim and send.
@@ -45,8 +54,9 @@ claim and send.
 
 local nk = require("nakama")
 local privacy = require("mosaic_privacy") -- the client-API hooks that keep rooms private
+local once = require("mosaic_once") -- what a replay must never undo
 
-local NOTIFY_CODE = 101 -- > 0: application notification code for "match found"
+local NOTIFY_CODE = once.NOTIFY_CODE
 local NOTIFY_SUBJECT = "You have a new match"
 local KIND, NAME_PREFIX = privacy.KIND, privacy.NAME_PREFIX
 local MAX_ROOMS = 500
@@ -54,10 +64,6 @@ local MAX_NOTIFICATIONS = 1000
 local GROUP_CHANNEL = 3 -- rtapi.ChannelJoin_GROUP
 
 local INVALID_ARGUMENT, PERMISSION_DENIED, INTERNAL, UNAVAILABLE = 3, 7, 13, 14
-
-local ONCE_INDEX = "mosaic_notification_once"
-local ONCE_INDEX_SQL = "CREATE UNIQUE INDEX IF NOT EXISTS " .. ONCE_INDEX ..
-  " ON notification ((content->>'mosaic_key')) WHERE code = " .. NOTIFY_CODE
 
 -- Per-item failure that can never succeed (vs. a Lua error, which is retryable).
 local Permanent = {}
@@ -212,7 +218,49 @@ SELECT g.id::text AS id, g.name, g.creator_id::text AS creator_id, g.state, g.ed
   return found
 end
 
-local function create_one(item, users, groups, name_key)
+-- name -> group id of every room completed once (closed at least once), in one query.
+local function done_rooms(names)
+  local rows = nk.sql_query([[
+SELECT name, group_id::text AS group_id
+  FROM mosaic_room_done
+ WHERE name = ANY(string_to_array($1, ','))]], { join(names, ",") })
+  local found = {}
+  for _, r in ipairs(rows) do
+    found[r.name] = r.group_id
+  end
+  return found
+end
+
+local function room_answer(group_id, created)
+  return {
+    group_id = group_id,
+    channel_id = nk.channel_id_build("", group_id, GROUP_CHANNEL),
+    created = created,
+  }
+end
+
+-- Adds the missing members of a room whose creation was interrupted (still open).
+local function add_missing(group, name, a, b)
+  for _, u in ipairs({ a, b }) do
+    local state = group.members[u.id]
+    if state == nil or state > 2 then
+      local joined, err = pcall(nk.group_user_join, group.id, u.id, u.username)
+      if not joined then
+        -- A concurrent call for the same pair may have added the user (the group is
+        -- then full, which is what the join reports): accept only what the table says.
+        local now = groups_by_name({ name })[name]
+        local now_state = now and now.members[u.id]
+        if now_state == nil or now_state > 2 then
+          error("could not add a member: " .. error_text(err))
+        end
+        group.open = now.open
+      end
+      group.members[u.id] = 2
+    end
+  end
+end
+
+local function create_one(item, users, groups, done, name_key)
   if item.user_a == item.user_b then
     error(permanent("a room needs two different users"))
   end
@@ -220,6 +268,10 @@ local function create_one(item, users, groups, name_key)
   local b = usable_user(users[item.user_b], "user_b", item.user_b)
   local name = room_name(name_key, item.cycle_id, item.pair_key)
   local group, created = groups[name], false
+  if group == nil and done[name] ~= nil then
+    -- Completed once, then every member left and Nakama deleted it: it stays gone.
+    return room_answer(done[name], false)
+  end
   if group == nil then
     local ok, g = pcall(nk.group_create, a.id, name, a.id, "en", "", "", true, { kind = KIND }, 2)
     if ok then
@@ -242,42 +294,16 @@ local function create_one(item, users, groups, name_key)
       error(permanent("room has a member or join request outside the pair"))
     end
   end
-  local missing = {}
-  for _, u in ipairs({ a, b }) do
-    local state = group.members[u.id]
-    if state == nil or state > 2 then
-      missing[#missing + 1] = u
-    end
+  if done[name] ~= nil or not group.open then
+    -- Completed once: whoever is missing left (or left and blocked). Never add them back.
+    return room_answer(group.id, created)
   end
-  if #missing > 0 then
-    if not group.open then -- a member left: reopen briefly (the hooks keep others out)
-      nk.group_update(group.id, nil, nil, nil, nil, nil, nil, true)
-      group.open = true
-    end
-    for _, u in ipairs(missing) do
-      local joined, err = pcall(nk.group_user_join, group.id, u.id, u.username)
-      if not joined then
-        -- A concurrent call for the same pair may have added the user (the group is
-        -- then full, which is what the join reports): accept only what the table says.
-        local now = groups_by_name({ name })[name]
-        local state = now and now.members[u.id]
-        if state == nil or state > 2 then
-          error("could not add a member: " .. error_text(err))
-        end
-        group.open = now.open
-      end
-      group.members[u.id] = 2
-    end
-  end
+  add_missing(group, name, a, b)
   if group.open then
     nk.group_update(group.id, nil, nil, nil, nil, nil, nil, false)
     group.open = false
   end
-  return {
-    group_id = group.id,
-    channel_id = nk.channel_id_build("", group.id, GROUP_CHANNEL),
-    created = created,
-  }
+  return room_answer(group.id, created)
 end
 
 local function create_rooms(context, payload)
@@ -285,15 +311,16 @@ local function create_rooms(context, payload)
   local items = decode_batch(payload, "rooms", MAX_ROOMS,
     { "cycle_id", "pair_key", "user_a", "user_b" })
   local name_key = room_name_key(context)
+  once.ensure()
   local users = users_by_custom_id(unique_values(items, { "user_a", "user_b" }))
   local names = {}
   for i, item in ipairs(items) do
     names[i] = room_name(name_key, item.cycle_id, item.pair_key)
   end
-  local groups = groups_by_name(names)
+  local groups, done = groups_by_name(names), done_rooms(names)
   local results = {}
   for i, item in ipairs(items) do
-    local ok, out = pcall(create_one, item, users, groups, name_key)
+    local ok, out = pcall(create_one, item, users, groups, done, name_key)
     if ok then
       results[i] = { pair_key = item.pair_key, cycle_id = item.cycle_id, ok = true,
         group_id = out.group_id, channel_id = out.channel_id, created = out.created }
@@ -309,35 +336,16 @@ end
 -- ---------------------------------------------------------------------------------------
 -- Notifications
 
--- Checked on every batch (one catalog lookup): the guarantee rests on this index, so a
--- missing one is recreated, or the batch refused, rather than silently sent unguarded.
-local function ensure_once_index()
-  local function valid()
-    local rows = nk.sql_query([[
-SELECT i.indisvalid AND i.indisunique AS ok
-  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
- WHERE c.relname = $1 AND i.indrelid = 'notification'::regclass]], { ONCE_INDEX })
-    return rows[1] ~= nil and rows[1].ok == true
-  end
-  if not valid() then
-    pcall(nk.sql_exec, ONCE_INDEX_SQL) -- may lose a race with another call: check again
-    if not valid() then
-      error({ "the notification guard index " .. ONCE_INDEX .. " is missing", UNAVAILABLE })
-    end
-  end
-end
-
--- The subset of keys that are stored, as a set.
+-- The subset of keys sent before (whether or not the user deleted the notification since).
 local function stored_keys(keys)
   local present = {}
   if #keys == 0 then
     return present
   end
   local rows = nk.sql_query([[
-SELECT content->>'mosaic_key' AS k
-  FROM notification
- WHERE code = ]] .. NOTIFY_CODE .. [[ AND content->>'mosaic_key' = ANY(string_to_array($1, ','))]],
-    { join(keys, ",") })
+SELECT mosaic_key AS k
+  FROM mosaic_notification_sent
+ WHERE mosaic_key = ANY(string_to_array($1, ','))]], { join(keys, ",") })
   for _, r in ipairs(rows) do
     present[r.k] = true
   end
@@ -366,7 +374,7 @@ local function notify_matches(context, payload)
   server_only(context)
   local items = decode_batch(payload, "notifications", MAX_NOTIFICATIONS,
     { "cycle_id", "pair_key", "user", "partner", "group_id", "channel_id" })
-  ensure_once_index()
+  once.ensure()
   local users = users_by_custom_id(unique_values(items, { "user", "partner" }))
   local keys, all_keys = {}, {}
   for i, item in ipairs(items) do
@@ -459,11 +467,6 @@ local function notify_matches(context, payload)
   return nk.json_encode({ results = results })
 end
 
-nk.run_once(function(context)
-  -- Best effort at startup (run_once runs only the first run_once of all modules);
-  -- notify_matches checks it before every batch.
-  pcall(nk.sql_exec, ONCE_INDEX_SQL)
-end)
 
 nk.register_rpc(create_rooms, "mosaic_create_rooms")
 nk.register_rpc(notify_matches, "mosaic_notify_matches")
