@@ -67,8 +67,7 @@ export class SessionManager {
         // fall through to a new login
       }
     }
-    await this.login();
-    return this.session as unknown as Session;
+    return this.login();
   }
 
   private async idToken(): Promise<string> {
@@ -88,11 +87,12 @@ export class SessionManager {
     return user.id_token;
   }
 
-  private async login(): Promise<void> {
+  private async login(): Promise<Session> {
     const token = await this.idToken();
     try {
       this.session = await this.client.authenticateCustom(this.sub, true, undefined,
         { id_token: token });
+      return this.session;
     } catch (error) {
       if (error instanceof Response && error.status === 401) {
         await this.oidc.removeUser(); // the issuer or Nakama no longer accepts this identity
