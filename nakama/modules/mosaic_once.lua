@@ -2,7 +2,7 @@
 What a replay must never undo (docs/postmatch.md, "Idempotency, step by step"): a match
 room completed once, a match notification sent once. Both are rows in Nakama's own
 PostgreSQL, written by triggers in the transaction of the change they record, so no crash
-can fall between the change and its record; users cannot delete them.
+can fall between the change and its record; no client API reaches them.
 
   mosaic_room_done (name, group_id, done_at)     a match room was closed: its creation
                                                  completed. A member missing later left;

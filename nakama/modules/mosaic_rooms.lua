@@ -27,10 +27,10 @@ group_users_add would send), then the group is closed. The window while it is op
 covered by the before-hooks in mosaic_privacy.lua, which refuse every client request that
 could add a member, open the group, or squat an "mm-" name (runtime calls are not hooked).
 A room is completed once: closing it records its name in mosaic_room_done (a trigger on
-groups, same transaction; mosaic_once.lua). A completed room is never reopened, re-joined or re-created:
-a member missing from it left, and when both left Nakama deleted the group, so a replay
-answers ok with the recorded group id and adds nobody. Only an open room (a creation
-that was interrupted) gets its missing members.
+groups, same transaction; mosaic_once.lua). A completed room is never reopened,
+re-joined or re-created: a member missing from it left, and when both left Nakama
+deleted the group, so a replay answers ok with the recorded group id and adds nobody.
+Only an open room (a creation that was interrupted) gets its missing members.
 
 Notifications: exactly one per user and pair, ever, without a claim. Each notification
 carries content.mosaic_key = sha256(cycle_id \n pair_key \n user)[1..40], and a UNIQUE
