@@ -18,7 +18,9 @@ restart after that cycle) and exits. Printed per size:
 
 Topics are deleted at the end (``--keep`` keeps them). ``--blocks N`` first times the
 constraints' block lookup alone for N pool members (one per 100 with a block), one IN query
-at a time against ``READ_CONCURRENCY`` in flight, side by side.
+at a time against ``READ_CONCURRENCY`` in flight, side by side. ``--fold N`` times the
+start-up's decoding alone: N encoded records folded into the pool with the flat reader
+and with fastavro, side by side.
 """
 
 from __future__ import annotations
@@ -177,6 +179,35 @@ def bench_blocks(settings: Settings, n: int) -> None:
     session.shutdown()
 
 
+def bench_fold(n: int, dim: int, seed_: int) -> None:
+    from matcher.pool import LogRecord, PoolState
+    from streams.serde import default_serde
+
+    vectors = clustered_vectors(n, dim, seed_)
+    serde = default_serde()
+    records = []
+    for i in range(n):
+        user = f"b{i:07d}"
+        event = SeekerUpdated(
+            event_id=derive_event_id("bench-seed", user), occurred_at=T0, user_id=user,
+            opted_in_at=T0 - timedelta(days=1), vector=tuple(vectors[i].tolist()),
+            model="bench", traits_hash="h", version=1)
+        records.append(LogRecord(i % 6, i, user.encode(), serde.encode(event)))
+    timings = {}
+    for way in ("fastavro", "flat reader"):
+        state = PoolState()
+        if way == "fastavro":
+            fingerprint = serde.registry.current("SeekerUpdated").fingerprint
+            state._fast[fingerprint] = None  # what every record took before
+        started = time.perf_counter()
+        state.apply_all(records)
+        timings[way] = time.perf_counter() - started
+        print(f"== fold: {n:,} records x {dim}, {way}: {timings[way]:.2f} s "
+              f"({n / timings[way]:,.0f} records/s, {len(state):,} users)", flush=True)
+    print(f"== fold: fastavro / flat reader = "
+          f"{timings['fastavro'] / timings['flat reader']:.1f}x")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000",
@@ -186,8 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the topics afterwards")
     parser.add_argument("--blocks", type=int, default=0,
                         help="first time the block lookup for this many users (%(default)s)")
+    parser.add_argument("--fold", type=int, default=0,
+                        help="first time decoding this many seeker records (%(default)s)")
     args = parser.parse_args(argv)
     base = Settings()
+    if args.fold:
+        bench_fold(args.fold, args.dim, args.seed)
     if args.blocks:
         bench_blocks(base, args.blocks)
     rows = [bench_size(base, int(n), args.dim, args.seed, args.keep)
