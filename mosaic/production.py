@@ -166,6 +166,10 @@ def _nakama_problems(s: Any) -> list[str]:
     hook_url = s.identity.hook_url
     if not (hook_url and hook_url.startswith("https://")):
         found.append("identity.hook_url must be set and https (Nakama sends ID tokens there)")
+    ingress_url = s.ingress.url
+    if not (ingress_url and ingress_url.startswith("https://")):
+        found.append("ingress.url must be set and https (Nakama sends signed user requests "
+                      "there)")
     ingress_keys = {s.ingress.hmac_key.get_secret_value(),
                     *(k.get_secret_value() for k in s.ingress.hmac_previous_keys.values())}
     hook_keys = {s.identity.hook_hmac_key.get_secret_value(),

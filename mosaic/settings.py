@@ -183,10 +183,13 @@ class S3Settings(BaseModel):
 
 class IngressSettings(BaseModel):
     model_config = _FROZEN
-    # Address the ingress HTTP server binds (`mosaic ingress serve`); Nakama is given
-    # http://host:port.
+    # Address the ingress HTTP server binds (`mosaic ingress serve`); without `url`, Nakama
+    # is given http://host:port.
     host: str = "127.0.0.1"
     port: int = 8088  # Port of the ingress HTTP server, which also serves its /metrics.
+    # URL Nakama calls the ingress at (runtime env mosaic_ingress_url), e.g. a TLS proxy in
+    # front of it; none: http://host:port (local only: production requires https).
+    url: str | None = None
     # Nakama signs with this key and sends its id; the ingress also accepts the previous
     # keys (id -> key) while a rotation is under way (docs/security.md, "Rotating").
     hmac_key_id: KeyId = DEFAULT_HMAC_KEY_ID

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 from mosaic.errors import StackError
-from mosaic.settings import IdentitySettings, Settings
+from mosaic.settings import IdentitySettings, IngressSettings, Settings
 from stack.base import Service, require_tool, run
 from stack.postgres import Postgres
 
@@ -92,7 +92,7 @@ class Nakama(Service):
                 "path": str(MODULES_DIR),
                 "http_key": nk.http_key.get_secret_value(),
                 "env": [
-                    f"mosaic_ingress_url=http://{ingress.host}:{ingress.port}",
+                    f"mosaic_ingress_url={ingress_url(ingress)}",
                     f"mosaic_ingress_hmac_key={ingress.hmac_key.get_secret_value()}",
                     f"mosaic_ingress_hmac_key_id={ingress.hmac_key_id}",
                     f"mosaic_auth_url={hook_url(identity)}",
@@ -152,6 +152,11 @@ class Nakama(Service):
         host, _ = self._api_host_port()
         return (f"{nk.url} (gRPC {host}:{nk.grpc_port}, "
                 f"console http://{host}:{nk.console_port})")
+
+
+def ingress_url(ingress: IngressSettings) -> str:
+    """Where Nakama calls the ingress (mosaic_match.lua): url, else the local address."""
+    return ingress.url or f"http://{ingress.host}:{ingress.port}"
 
 
 def hook_url(identity: IdentitySettings) -> str:

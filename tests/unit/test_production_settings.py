@@ -32,6 +32,7 @@ def _production_values() -> dict[str, Any]:
                   "sasl_username": "mosaic"},
         "cassandra": {"username": "mosaic", "ssl_ca_file": "/etc/mosaic/cassandra-ca.pem"},
         "nakama": {"console_host": "10.0.3.7", "console_username": "ops-7f3a"},
+        "ingress": {"url": "https://ingress.internal:8443"},
     }
     for dotted in (*REQUIRED_SECRETS, *OPTIONAL_SECRETS):
         section, name = dotted.split(".")
@@ -169,6 +170,8 @@ def test_production_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
      "above nakama.session_max_lifetime_seconds"),
     ({"identity.hook_url": None}, "identity.hook_url"),
     ({"identity.hook_url": "http://authhook.internal:8089"}, "identity.hook_url"),
+    ({"ingress.url": None}, "ingress.url must be set and https"),
+    ({"ingress.url": "http://ingress.internal:8088"}, "ingress.url must be set and https"),
 ])
 def test_transport_console_session_and_hook_checks(changes: dict[str, Any], words: str) -> None:
     values = _production_values()
@@ -195,3 +198,16 @@ def test_ingress_and_hook_keys_must_differ(where: str) -> None:
     with pytest.raises(ConfigError, match="HMAC keys must differ") as info:
         Settings(**values)
     assert shared not in str(info.value)
+
+
+@pytest.mark.parametrize(("url", "given"), [
+    (None, "http://127.0.0.1:8088"),
+    ("https://ingress.internal:8443", "https://ingress.internal:8443"),
+])
+def test_nakama_calls_the_ingress_at_its_url(url: str | None, given: str) -> None:
+    """What production checks is what Nakama is given (its runtime env)."""
+    from stack.nakama import Nakama
+
+    settings = Settings(ingress={"url": url, "host": "127.0.0.1", "port": 8088})
+    env = Nakama(settings).config()["runtime"]["env"]
+    assert f"mosaic_ingress_url={given}" in env
