@@ -286,6 +286,7 @@ def _removed(event: OptInRequested | OptOutRequested, reason: str, now: datetime
 
 def request_version(event: OptInRequested | OptOutRequested) -> int:
     """The seekers record's version: when the ingress accepted the request (ms). Per user
-    that is the request order (one ingress per user key space, see docs/ingress.md), and
-    a replay of the request yields the same version, which readers ignore as stale."""
+    that is the request order (the ingress orders each request after the user's last known
+    state whatever its clock says, docs/ingress.md), and a replay of the request yields
+    the same version, which readers ignore as stale."""
     return max(1, to_millis(event.occurred_at))

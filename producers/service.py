@@ -92,12 +92,16 @@ class IngressService:
         if not self._limiters.global_.try_take():
             raise RateLimited("global rate limit",
                               retry_after_seconds=self._limiters.global_.retry_after_seconds())
-        if isinstance(command, OptIn) and await self._still_opted_in(command):
-            admit()
-            accepted = Accepted(event_id_for(command.kind, command.user_id, command.request_id),
-                                command.request_id, duplicate=True)
-            self._recent.put(key, command.fingerprint(), (accepted.event_id, accepted.request_id))
-            return accepted
+        if isinstance(command, OptIn | OptOut):
+            command, repeat = await self._sequence(command)
+            if repeat:
+                admit()
+                accepted = Accepted(event_id_for(command.kind, command.user_id,
+                                                 command.request_id), command.request_id,
+                                    duplicate=True)
+                self._recent.put(key, command.fingerprint(),
+                                 (accepted.event_id, accepted.request_id))
+                return accepted
         projected = isinstance(command, OptIn | OptOut)
         if projected and not self._projector.reserve():
             # Backpressure: accepting it would mean a 202 whose state status cannot show.
@@ -138,7 +142,10 @@ class IngressService:
 
     async def _publish(self, command: Command) -> Accepted:
         event_id = event_id_for(command.kind, command.user_id, command.request_id)
-        event = to_event(command, event_id, self._now())
+        # The request's time (maybe moved past this host's clock by _sequence), not the
+        # publish time: the seekers version derives from it and must match the time the
+        # user_state projection is written at, the one the next request orders itself after.
+        event = to_event(command, event_id, command.received_at)
         try:
             await self._publisher.publish(self._topic, command.user_id, event)
         except PublishFailed as exc:
@@ -160,27 +167,18 @@ class IngressService:
             return  # a block never shows in anyone's status
         self._projector.submit(state)
 
-    async def _still_opted_in(self, command: OptIn) -> bool:
-        """A repeated opt-in (a double tap, a reload that retries) while the user's opt-in
-        is still in effect in the same pool changes nothing: publishing it would start a
-        new wait and throw away the user's place in line (``opted_in_at``, missed cycles)
-        in the matcher and in status. A forced profile refresh is a new opt-in."""
-        if command.force_refresh:
-            return False
+    async def _sequence(self, command: OptIn | OptOut) -> tuple[OptIn | OptOut, bool]:
+        """The command ordered after the user's last known request, and whether it is a
+        repeat that changes nothing (see :func:`_keeps_place`)."""
         try:
             current = await self._latest(command.user_id)
-        except Unavailable as exc:  # state unknown: accept it as a new opt-in
-            log.warning("opt-in of %s accepted without its state: %s", command.user_id, exc)
-            return False
-        if current is None or current.pool != command.pool:
-            return False
-        if current.state == "waiting":
-            # Set aside for a record the matcher could not read: only a new one helps.
-            return current.unmatched_reason != REASON_INVALID_VECTOR
-        # Preparing normally takes seconds; one stuck that long (its opt-in dead-lettered,
-        # say) must not swallow every retry.
-        return (current.state == "preparing_profile" and current.updated_at is not None
-                and command.received_at - current.updated_at < PREPARING_STALE)
+        except Unavailable as exc:  # state unknown: a new request at this host's time
+            log.warning("%s of %s accepted without its state: %s", command.kind,
+                        command.user_id, exc)
+            return command, False
+        if isinstance(command, OptIn) and _keeps_place(command, current, self._now()):
+            return command, True
+        return _after(command, current), False
 
     async def status(self, query: GetStatus, *, admit: Admit = _nothing) -> UserState:
         """The stored row, or the ingress' own newer state not yet written (so a 202 is
@@ -210,6 +208,38 @@ class IngressService:
 
 PREPARING_STALE = timedelta(minutes=10)
 REASON_INVALID_VECTOR = "invalid_vector"  # SeekerUnmatched.reason (matcher.pool's constant)
+_MS = timedelta(milliseconds=1)
+
+
+def _keeps_place(command: OptIn, current: UserState | None, now: datetime) -> bool:
+    """A repeated opt-in (a double tap, a reload that retries) while the user's opt-in is
+    still in effect in the same pool changes nothing: publishing it would start a new wait
+    and throw away the user's place in line (``opted_in_at``, missed cycles) in the
+    matcher and in status. A forced profile refresh is a new opt-in."""
+    if command.force_refresh or current is None or current.pool != command.pool:
+        return False
+    if current.state == "waiting":
+        # Set aside for a record the matcher could not read: only a new one helps.
+        return current.unmatched_reason != REASON_INVALID_VECTOR
+    # Preparing normally takes seconds; one stuck that long (its opt-in dead-lettered,
+    # say) must not swallow every retry.
+    return (current.state == "preparing_profile" and current.updated_at is not None
+            and now - current.updated_at < PREPARING_STALE)
+
+
+def _after(command: OptIn | OptOut, current: UserState | None) -> OptIn | OptOut:
+    """A hybrid logical clock per user: a request's time (its seekers version and its
+    user_state write time) is at least 1 ms after the user's last known state, whichever
+    ingress host wrote it and whatever that host's clock said. Without it, an opt-out
+    through a host whose clock is behind carried a lower version than the opt-in it
+    cancels, and the matcher ignored it."""
+    last = current.updated_at if current is not None else None
+    if last is None or command.received_at > last:
+        return command
+    moved = last.replace(microsecond=last.microsecond // 1000 * 1000) + _MS
+    log.info("%s of %s ordered after its last state: %s -> %s", command.kind,
+             command.user_id, command.received_at, moved)
+    return replace(command, received_at=moved)
 
 
 def _newer(candidate: UserState, stored: UserState) -> bool:

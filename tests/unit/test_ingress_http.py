@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -321,6 +322,19 @@ async def test_a_profile_preparing_for_too_long_does_not_swallow_a_retry(h: Harn
     retry = await h.call("POST", _opt_in(), {})
     assert (first.json()["duplicate"], retry.json()["duplicate"]) == (False, False)
     assert len(h.publisher.published) == 2
+
+
+async def test_a_request_is_ordered_after_the_last_state_whatever_this_clock_says(
+        h: Harness) -> None:
+    """Another host, whose clock is 2 s ahead of this one's, recorded the opt-in."""
+    ahead = datetime.fromtimestamp(NOW + 2, UTC)
+    h.store.rows[ALICE] = UserState(ALICE, "waiting", pool="eu", opted_in_at=ahead,
+                                    updated_at=ahead)
+    assert (await h.call("POST", f"/user/{ALICE}/opt-out", {"pool": "eu"})).status_code == 202
+    [(_, _, event)] = h.publisher.published
+    assert event.occurred_at == ahead + timedelta(milliseconds=1)
+    await h.settle()
+    assert h.store.rows[ALICE].state == "opted_out"
 
 
 async def test_status_shows_a_fixed_reason_never_the_raw_detail(h: Harness) -> None:
