@@ -59,6 +59,7 @@ def timed(stage: str) -> Iterator[None]:
 class TimedEmbedder(Embedder):
     def __init__(self, inner: Embedder) -> None:
         self.inner, self.model, self.dim = inner, inner.model, inner.dim
+        self.batch_size = inner.batch_size
 
     def _embed(self, texts: list[str]) -> Vectors:
         with timed("embed"):

@@ -30,9 +30,13 @@ class ValidationError(MosaicError):
 class ExternalServiceError(MosaicError):
     """An outside system (S3, embedder, vector index, Nakama) failed; usually retryable."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(self, message: str, *, retryable: bool = True,
+                 retry_after_seconds: float | None = None, throttled: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.throttled = throttled  # the service refused for quota (HTTP 429), not broken
+        # The service's own pushback (HTTP Retry-After on a 429/503): wait at least this.
+        self.retry_after_seconds = retry_after_seconds
 
 
 class RecordError(MosaicError):

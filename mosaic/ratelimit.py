@@ -7,6 +7,10 @@ other); inbound limits answer at once with :meth:`TokenBucket.try_take` and
 :meth:`TokenBucket.retry_after_seconds` (the ingress' global limit, HTTP 429 +
 Retry-After). ``KeyedRateLimiter`` is the same arithmetic per key (the ingress' per-user
 limits). Clock and sleep are injected so tests can run minutes of traffic in microseconds.
+
+A quota of the whole project (Vertex requests per minute) spent by several worker
+processes: each process's bucket takes :meth:`TokenBucket.set_share` of it, the share of
+the topic's partitions assigned to it, so the buckets together never exceed the quota.
 """
 
 from __future__ import annotations
@@ -41,6 +45,21 @@ class TokenBucket:
         self._updated = clock()
         self._lock = threading.Lock()
         self.waited_seconds = 0.0
+        self.quota_rate, self.quota_capacity = self.rate, self.capacity
+        self.share = 1.0
+
+    def set_share(self, share: float) -> None:
+        """Take ``share`` (0 < share <= 1) of the quota the bucket was made with: rate and
+        burst both scale, so N processes whose shares sum to 1 never spend more than the
+        quota together (burst at least one token). Tokens above the new burst are dropped."""
+        if not 0 < share <= 1:
+            raise ValueError(f"share must be in (0, 1], got {share}")
+        with self._lock:
+            self._refill()
+            self.share = share
+            self.rate = self.quota_rate * share
+            self.capacity = max(1.0, self.quota_capacity * share)
+            self._tokens = min(self._tokens, self.capacity)
 
     @classmethod
     def per_minute(cls, requests_per_minute: float, burst: float | None = None, *,

@@ -27,12 +27,13 @@ typed, and takes injected sleep and randomness so tests never wait.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mosaic.errors import ExternalServiceError
 
@@ -84,6 +85,8 @@ class Retrier:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self.retries = 0  # total retries performed (for tests and metrics)
+        self.throttled = 0  # answers that said "too many requests" (HTTP 429)
+        self.on_throttled: Callable[[str], None] | None = None
         self.backoff = Backoff(base_delay_seconds, max_delay_seconds, Jitter.EQUAL)
 
     def delay(self, attempt: int) -> float:
@@ -93,15 +96,22 @@ class Retrier:
 
     def call(self, fn: Callable[[], T], *, retryable: Callable[[Exception], bool],
              what: str = "call") -> T:
+        """A service's ``Retry-After`` (:func:`retry_after_seconds`) lengthens the pause:
+        never retry before the service said it would take the call again. Each 429
+        answer calls ``on_throttled`` (a metric)."""
         attempt = 0
         while True:
             attempt += 1
             try:
                 return fn()
             except Exception as exc:
+                if is_throttled(exc):
+                    self.throttled += 1
+                    if self.on_throttled is not None:
+                        self.on_throttled(what)
                 if attempt >= self.attempts or not retryable(exc):
                     raise
-                pause = self.delay(attempt)
+                pause = max(self.delay(attempt), retry_after_seconds(exc) or 0.0)
                 log.info("%s failed (attempt %d/%d), retrying in %.2fs: %s",
                          what, attempt, self.attempts, pause, exc)
                 self.retries += 1
@@ -148,6 +158,66 @@ def is_cassandra_unavailable(exc: BaseException) -> bool:
 def is_transient_status(code: int) -> bool:
     """HTTP answers worth another attempt: 408, 429 and 5xx."""
     return code in (408, 429) or code >= 500
+
+
+# The longest Retry-After taken at its word: a bigger value (or a date far ahead) is
+# treated as this, so a wrong header cannot park a worker for hours.
+MAX_RETRY_AFTER_SECONDS = 300.0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from an HTTP ``Retry-After`` value: delta-seconds or an HTTP date
+    (RFC 9110, 10.2.3); None when absent or unreadable; capped at
+    :data:`MAX_RETRY_AFTER_SECONDS`."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return min(MAX_RETRY_AFTER_SECONDS, max(0.0, seconds))
+
+
+def _headers_of(exc: BaseException) -> Any:
+    headers = getattr(exc, "headers", None)  # pinecone's ApiError
+    if headers is None:
+        headers = getattr(getattr(exc, "response", None), "headers", None)  # google-genai
+    return headers
+
+
+def retry_after_seconds(exc: BaseException) -> float | None:
+    """How long the service asked us to wait: our error's ``retry_after_seconds``, or the
+    ``Retry-After`` header of an SDK error (google-genai's ``response``, pinecone's
+    ``headers``)."""
+    own = getattr(exc, "retry_after_seconds", None)
+    if isinstance(own, int | float):
+        return float(own)
+    headers = _headers_of(exc)
+    if headers is None:
+        return None
+    try:
+        value = headers.get("retry-after") or headers.get("Retry-After")
+    except AttributeError:
+        return None
+    return parse_retry_after(value if isinstance(value, str) else None)
+
+
+def is_throttled(exc: BaseException) -> bool:
+    """The service said "too many requests" (HTTP 429, RESOURCE_EXHAUSTED)."""
+    if getattr(exc, "throttled", False) is True:
+        return True
+    code = getattr(exc, "code", None)
+    if not isinstance(code, int):
+        code = getattr(exc, "status_code", None)
+    return code == 429
 
 
 def is_pinecone_transient(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from mosaic.errors import ExternalServiceError, ValidationError
 from mosaic.ratelimit import TokenBucket
-from mosaic.retry import Retrier
+from mosaic.retry import Retrier, is_throttled, retry_after_seconds
 from mosaic.retry import is_vertex_transient as is_transient
 
 Vectors = npt.NDArray[np.float32]
@@ -32,6 +32,7 @@ _TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 class Embedder(ABC):
     model: str
     dim: int
+    batch_size: int = 32  # texts per request to the model (callers may chunk by it)
 
     @abstractmethod
     def _embed(self, texts: list[str]) -> Vectors:
@@ -132,8 +133,10 @@ class VertexEmbedder(Embedder):
     """Vertex AI text embeddings through google-genai's ``models.embed_content``.
 
     Batches texts (capped by the model's per-request limit), spends one limiter token
-    per HTTP request, retries 408/429/5xx with backoff and jitter, and L2-normalises
-    (a reduced ``output_dimensionality`` returns vectors that are no longer unit).
+    per HTTP request (retries included), retries 408/429/5xx with backoff and jitter,
+    never sooner than the answer's ``Retry-After``, and L2-normalises (a reduced
+    ``output_dimensionality`` returns vectors that are no longer unit). A request that
+    still fails raises ExternalServiceError with ``throttled`` and ``retry_after_seconds``.
     """
 
     def __init__(self, *, project: str, location: str, model: str = "text-embedding-005",
@@ -201,7 +204,8 @@ class VertexEmbedder(Embedder):
             if not transient and not _is_sdk_error(exc):
                 raise
             raise ExternalServiceError(f"Vertex {self.model} embed failed: {exc}",
-                                       retryable=transient) from exc
+                                       retryable=transient, throttled=is_throttled(exc),
+                                       retry_after_seconds=retry_after_seconds(exc)) from exc
 
     def _request(self, batch: list[str]) -> Vectors:
         from google.genai import types

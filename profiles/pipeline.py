@@ -3,19 +3,21 @@
 A Kafka agent decodes a record, calls ``index_users`` with a batch and routes each
 outcome: ``IndexedProfile`` on success, the ValidationError (dead letter) or
 ExternalServiceError (retry) otherwise. Re-embedding is skipped when the stored record
-already has this trait text (same fingerprint) from the same model.
+already has this trait text (same fingerprint) from the same model, and when a retried
+batch's text was embedded by the failed attempt (kept until it is indexed).
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mosaic.errors import ValidationError
 from profiles.embedders import Embedder
-from profiles.index import VectorIndex, VectorRecord, check_metadata
+from profiles.index import Vector, VectorIndex, VectorRecord, check_metadata
 from profiles.traits import TraitsService, UserTraits
 
 
@@ -35,6 +37,8 @@ class IndexRequest:
 
 
 Outcome = IndexedProfile | ValidationError
+# Vectors kept for a retry at most (a few agent batches' worth).
+MAX_PENDING_VECTORS = 4096
 
 
 class ProfileIndexer:
@@ -43,6 +47,23 @@ class ProfileIndexer:
         if index.dim != embedder.dim:
             raise ValueError(f"index dim {index.dim} != embedder dim {embedder.dim}")
         self.traits, self.embedder, self.index, self.clock = traits, embedder, index, clock
+        # Vectors embedded but not yet indexed, by (model, text): a retry after a failed
+        # embed request or a failed upsert embeds only what is missing.
+        self._pending: OrderedDict[tuple[str, str], Vector] = OrderedDict()
+
+    def _vectors(self, texts: Sequence[str]) -> list[Vector]:
+        """One vector per text; texts already in ``_pending`` are not embedded again, the
+        others go out one embedder batch at a time, each kept as soon as it is back."""
+        model = self.embedder.model
+        missing = list(dict.fromkeys(t for t in texts if (model, t) not in self._pending))
+        step = max(1, self.embedder.batch_size)
+        for i in range(0, len(missing), step):
+            chunk = missing[i:i + step]
+            for text, vector in zip(chunk, self.embedder.embed(chunk), strict=True):
+                self._pending[(model, text)] = vector
+        while len(self._pending) > MAX_PENDING_VECTORS:  # batches abandoned mid-way
+            self._pending.popitem(last=False)
+        return [self._pending[(model, t)] for t in texts]
 
     def index_user(self, user_id: str, metadata: Mapping[str, Any], *,
                    force_refresh: bool = False) -> IndexedProfile:
@@ -78,9 +99,11 @@ class ProfileIndexer:
             p.metadata.update(model=model, fingerprint=p.traits.fingerprint, updated_at=now)
         stale = [p for p in batch if p.request.force_refresh
                  or not _current(existing.get(p.traits.user_id), model, p.traits)]
-        vectors = self.embedder.embed([p.traits.text for p in stale])
+        vectors = self._vectors([p.traits.text for p in stale])
         self.index.upsert([VectorRecord(p.traits.user_id, v, p.metadata)
                            for p, v in zip(stale, vectors, strict=True)])
+        for p in stale:  # indexed: a retry no longer needs them
+            self._pending.pop((model, p.traits.text), None)
         for p in batch:
             if p not in stale:
                 self.index.update_metadata(p.traits.user_id, p.metadata)

@@ -38,6 +38,7 @@ class Recorded:
     headers: dict[str, str]
     body: Any
     status: int = 0
+    at: float = 0.0  # time.monotonic() when the request arrived (after the latency)
 
 
 @dataclass
@@ -138,6 +139,7 @@ class StandinServer(ABC):
                raw_body: bytes) -> tuple[int, Any, dict[str, str]]:
         if self.latency_seconds > 0:
             time.sleep(self.latency_seconds)
+        arrived = time.monotonic()
         parts = urlsplit(raw_path)
         query = parse_qs(parts.query, keep_blank_values=True)
         with self._lock:
@@ -156,7 +158,7 @@ class StandinServer(ABC):
                 status, reply = self.handle(method, parts.path, query, headers, body)
         with self._lock:
             self._state.requests.append(Recorded(method, parts.path, query, headers, body,
-                                                 status))
+                                                 status, arrived))
         return status, reply, extra
 
 

@@ -12,16 +12,24 @@ and reads ``predictions[i].embeddings.values``. Vectors here are deterministic
 bag-of-words hashes (texts sharing words are similar), computed at the model's native
 size, normalised, then truncated to ``outputDimensionality`` like Matryoshka models, so
 reduced vectors are not unit length. Limits follow the documentation: at most 250
-instances per request (1 for gemini-embedding-001).
+instances per request (1 for gemini-embedding-001), and optionally a project quota of
+requests per window answered with 429 RESOURCE_EXHAUSTED and ``Retry-After`` (tests and
+the benchmark check that clients stay under it). ``fail_next(n, 429, retry_after=s)``
+injects throttling regardless of the quota.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import re
+import threading
+import time
+from collections import deque
 from typing import Any
 
 from profiles.embedders import DEFAULT_NATIVE_DIM, NATIVE_DIMS, hashed_embedding
-from standins._http import Reply, StandinServer
+from standins._http import RawReply, Reply, StandinServer
 
 MODELS = ("text-embedding-005", "text-embedding-004", "text-multilingual-embedding-002",
           "gemini-embedding-001")
@@ -39,10 +47,18 @@ class VertexStandin(StandinServer):
     """``VertexStandin(latency_seconds=0.1).start()``; point the SDK at ``.url``."""
 
     def __init__(self, *, latency_seconds: float = 0.0, token: str | None = None,
-                 max_instances: int = 250) -> None:
+                 max_instances: int = 250, quota_requests: int | None = None,
+                 quota_window_seconds: float = 60.0) -> None:
         super().__init__(latency_seconds=latency_seconds)
         self.token = token  # when set, the bearer token must equal it
         self.max_instances = max_instances
+        # The project's quota, as Vertex enforces it: at most quota_requests accepted
+        # requests in any quota_window_seconds; past it, 429 RESOURCE_EXHAUSTED with a
+        # Retry-After saying when a request would be accepted again.
+        self.quota_requests = quota_requests
+        self.quota_window_seconds = quota_window_seconds
+        self._accepted: deque[float] = deque()
+        self._quota_lock = threading.Lock()
 
     def error(self, status: int, message: str) -> Any:
         return {"error": {"code": status, "message": message,
@@ -65,7 +81,38 @@ class VertexStandin(StandinServer):
         problem = self._check(model, body)
         if problem:
             return self._fail(400, problem)
+        wait = self._over_quota()
+        if wait is not None:
+            data = json.dumps(self.error(429, f"Quota exceeded for aiplatform.googleapis.com/"
+                                              f"online_prediction_requests_per_base_model "
+                                              f"with base model: {model}.")).encode()
+            return 429, RawReply(data, "application/json",
+                                 {"Retry-After": f"{math.ceil(wait * 1000) / 1000:g}"})
         return 200, self._predict(model, body)
+
+    def _over_quota(self) -> float | None:
+        """None when the request fits the quota (it is counted), else seconds to wait."""
+        if self.quota_requests is None:
+            return None
+        now = time.monotonic()
+        with self._quota_lock:
+            while self._accepted and self._accepted[0] <= now - self.quota_window_seconds:
+                self._accepted.popleft()
+            if len(self._accepted) >= self.quota_requests:
+                return self._accepted[0] + self.quota_window_seconds - now
+            self._accepted.append(now)
+            return None
+
+    def max_accepted_in_window(self, window_seconds: float | None = None) -> int:
+        """The most successful requests in any ``window_seconds`` (default: the quota's)."""
+        window = window_seconds or self.quota_window_seconds
+        times = sorted(r.at for r in self.requests if r.status == 200)
+        best, start = 0, 0
+        for end, at in enumerate(times):
+            while times[start] <= at - window:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
 
     def _check(self, model: str, body: Any) -> str:
         if not isinstance(body, dict):

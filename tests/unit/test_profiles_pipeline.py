@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from mosaic.errors import ConfigError
+from mosaic.errors import ConfigError, ExternalServiceError
 from mosaic.settings import Settings, VectorIndexSettings
 from profiles.bootstrap import build_vector_index
 from profiles.errors import NoInsightsError
@@ -81,3 +82,45 @@ def test_pinecone_backend_needs_a_host() -> None:
     settings = Settings(vector_index=VectorIndexSettings(backend="pinecone"))
     with pytest.raises(ConfigError, match="PINECONE_HOST"):
         build_vector_index(settings, dim=16)
+
+
+class _FailingOnce:
+    """Wraps a callable: the ``nth`` call (1-based) raises a retryable error once."""
+
+    def __init__(self, fn: Any, nth: int) -> None:
+        self.fn, self.nth, self.count = fn, nth, 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.count += 1
+        if self.count == self.nth:
+            raise ExternalServiceError("429 RESOURCE_EXHAUSTED", throttled=True)
+        return self.fn(*args, **kwargs)
+
+
+def test_a_retry_after_a_failed_embed_request_embeds_only_what_failed() -> None:
+    users = [f"user{i}" for i in range(5)]
+    pipe, _, emb = indexer(*users)
+    emb.batch_size = 2  # 3 requests: 2 + 2 + 1 texts
+    emb._embed = _FailingOnce(emb._embed, nth=2)  # type: ignore[method-assign]
+    requests = [IndexRequest(u, WAITING) for u in users]
+    with pytest.raises(ExternalServiceError):
+        pipe.index_users(requests)
+    out = pipe.index_users(requests)  # what the agent's stage retry does
+    assert all(isinstance(o, IndexedProfile) and o.embedded for o in out)
+    embedded = [t for call in emb.calls for t in call]
+    assert len(embedded) == len(set(embedded)) == 5, emb.calls
+    assert sorted(pipe.index.list_ids()) == users
+
+
+def test_a_retry_after_a_failed_upsert_embeds_nothing_again() -> None:
+    pipe, _, emb = indexer("alice", "bob")
+    pipe.index._upsert = _FailingOnce(pipe.index._upsert, nth=1)  # type: ignore[method-assign]
+    requests = [IndexRequest("alice", WAITING), IndexRequest("bob", WAITING)]
+    with pytest.raises(ExternalServiceError):
+        pipe.index_users(requests)
+    assert len(emb.calls) == 1
+    pipe.index_users(requests)
+    assert len(emb.calls) == 1 and pipe.index.list_ids() == ["alice", "bob"]
+    # Indexed: the kept vectors are gone, a forced refresh embeds again.
+    pipe.index_user("alice", WAITING, force_refresh=True)
+    assert len(emb.calls) == 2

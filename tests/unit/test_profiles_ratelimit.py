@@ -7,8 +7,15 @@ import threading
 
 import pytest
 
+from mosaic.errors import ExternalServiceError
 from mosaic.ratelimit import TokenBucket
-from mosaic.retry import Retrier
+from mosaic.retry import (
+    MAX_RETRY_AFTER_SECONDS,
+    Retrier,
+    is_throttled,
+    parse_retry_after,
+    retry_after_seconds,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -126,3 +133,56 @@ def test_retrier_does_not_retry_permanent_errors() -> None:
 def test_delay_is_capped() -> None:
     retrier = Retrier(20, base_delay_seconds=1, max_delay_seconds=8)
     assert all(4 <= retrier.delay(n) <= 8 for n in range(5, 20))
+
+
+class _Throttled(Exception):
+    """An SDK error shaped like pinecone's ApiError: a status code and the headers."""
+
+    def __init__(self, retry_after: str | None) -> None:
+        super().__init__("429 Too Many Requests")
+        self.status_code = 429
+        self.headers = {"retry-after": retry_after} if retry_after is not None else {}
+
+
+def test_retrier_waits_at_least_the_retry_after_and_counts_throttles() -> None:
+    t = FakeTime()
+    retrier = Retrier(5, base_delay_seconds=0.1, max_delay_seconds=1, sleep=t.sleep)
+    seen: list[str] = []
+    retrier.on_throttled = seen.append
+    fn = Flaky(2, _Throttled("7"))
+    assert retrier.call(fn, retryable=lambda e: True, what="vertex") == "ok"
+    assert t.sleeps == [7.0, 7.0]
+    assert retrier.throttled == 2 and seen == ["vertex", "vertex"]
+
+
+def test_retry_after_values() -> None:
+    assert parse_retry_after("2.5") == 2.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("86400") == MAX_RETRY_AFTER_SECONDS  # capped
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT",
+                             now=1445412480.0) == pytest.approx(10.0)
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert retry_after_seconds(_Throttled("4")) == 4.0
+    assert retry_after_seconds(_Throttled(None)) is None
+    assert retry_after_seconds(ExternalServiceError("x", retry_after_seconds=3)) == 3.0
+    assert is_throttled(_Throttled(None)) and is_throttled(
+        ExternalServiceError("x", throttled=True))
+    assert not is_throttled(TimeoutError())
+
+
+def test_shares_of_a_quota_never_spend_more_than_it_together() -> None:
+    t = FakeTime()
+    # 3 processes of one 600/min quota, each with 2 of the topic's 6 partitions.
+    buckets = [TokenBucket.per_minute(600, clock=t.clock, sleep=lambda s: None)
+               for _ in range(3)]
+    for bucket in buckets:
+        bucket.set_share(2 / 6)
+    assert sum(b.rate for b in buckets) == pytest.approx(10.0)
+    assert sum(b.capacity for b in buckets) == pytest.approx(10.0)
+    taken = 0
+    for _ in range(600):  # 60 s in steps of 0.1 s: each takes what is there
+        t.now += 0.1
+        taken += sum(1 for b in buckets for _ in range(5) if b.try_take())
+    assert taken <= 10 + 600  # the burst plus 60 s at the quota
+    with pytest.raises(ValueError):
+        buckets[0].set_share(0)
