@@ -21,6 +21,7 @@ class App {
   private chat: Chat | null = null;
   private groupId = "";
   private partnerId = "";
+  private lastState = "";
   private readonly optin = new ActionButton(ui.optin);
   private readonly optout = new ActionButton(ui.optout);
   private readonly blockButton = new ActionButton(ui.block);
@@ -75,6 +76,10 @@ class App {
     if (kind === "unavailable" || kind === "rate_limited") showError(null);
     const view = describeStatus(answer);
     showStatus(view);
+    // An action's "done" line describes the state it led to: once a match (or any later
+    // state the server decided) replaces that state, the line would contradict the status.
+    if (view.state !== this.lastState && view.state === "matched") ui.actionMessage.textContent = "";
+    this.lastState = view.state;
     const groupId = view.matched?.groupId ?? "";
     if (groupId === this.groupId) return;
     this.groupId = groupId;
