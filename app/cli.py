@@ -32,6 +32,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "app.ops.inspect_commands",  # after the deadletters and topics commands it extends
     "app.ops.config_docs",
     "app.ops.asyncapi",
+    "app.ops.erase",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -17,14 +17,16 @@ their last write (the tables' ``default_time_to_live``, mosaic/migrations.py).
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from mosaic.cassandra import write_batched
+from mosaic.cassandra import cassandra_call, write_batched
 from mosaic.errors import ConfigError, ExternalServiceError
 from mosaic.migrations import require
 
@@ -34,6 +36,8 @@ BUCKETS = 64
 # mosaic/migrations.py, applied by `mosaic db migrate`; the store only checks the version.
 
 PARKED, DEAD_LETTERED = "parked", "dead_lettered"
+# Stands for an erased user in the rows that named them (``forget``, mosaic users erase).
+ERASED = "erased"
 
 
 def bucket_of(pair_key: str) -> int:
@@ -330,6 +334,51 @@ class CassandraAuditStore(AuditStore):
     def cycle(self, cycle_id: str) -> CycleRow | None:
         found = self._read_cycles(self._one_cycle, (cycle_id,))
         return found[0] if found else None
+
+
+    def rows_of(self, user_id: str) -> list[AuditRow]:
+        """Every row naming ``user_id``: a filtered scan of the table (erasure only)."""
+        found: list[AuditRow] = []
+        for column in ("user1_id", "user2_id"):
+            query = f"SELECT {_COLUMNS} FROM cycle_audit WHERE {column} = %s ALLOW FILTERING"
+            rows = cassandra_call("Cassandra audit",
+                                  partial(self._session.execute, query, (user_id,)))
+            found += [_row(r) for r in rows]
+        return found
+
+    def forget(self, user_id: str) -> int:
+        """Rewrite every row naming ``user_id`` without them (mosaic users erase): the
+        pair key becomes ``erased:<random>``, their id :data:`ERASED`, the Nakama ids and
+        the error go; the partner, the step flags and times stay. A row not settled is
+        marked dead-lettered, so the reconciler leaves it. Returns how many rows."""
+        rows = self.rows_of(user_id)
+        for row in rows:
+            kept = replace(
+                row, pair_key=f"{ERASED}:{uuid.uuid4().hex}", nakama_group_id=None,
+                nakama_channel_id=None, last_error=ERASED if row.last_error else None,
+                user1_id=ERASED if row.user1_id == user_id else row.user1_id,
+                user2_id=ERASED if row.user2_id == user_id else row.user2_id,
+                status=row.status if row.settled else DEAD_LETTERED)
+            cassandra_call("Cassandra audit",
+                           partial(self._session.execute, _INSERT, _insert_values(kept)))
+            cassandra_call("Cassandra audit", partial(
+                self._session.execute, _DELETE, (row.cycle_id, bucket_of(row.pair_key),
+                                                 row.pair_key)))
+        return len(rows)
+
+
+def _insert_values(row: AuditRow) -> tuple[Any, ...]:
+    return (row.cycle_id, bucket_of(row.pair_key), row.pair_key, row.user1_id, row.user2_id,
+            row.pinecone_metadata_updated, row.nakama_group_created, row.user1_notified,
+            row.user2_notified, row.last_attempt_timestamp, row.matched_at, row.status,
+            row.last_error)
+
+
+_INSERT = ("INSERT INTO cycle_audit (cycle_id, bucket, pair_key, user1_id, user2_id, "
+           "pinecone_metadata_updated, nakama_group_created, user1_notified, user2_notified, "
+           "last_attempt_timestamp, matched_at, status, last_error) "
+           "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)")
+_DELETE = "DELETE FROM cycle_audit WHERE cycle_id = %s AND bucket = %s AND pair_key = %s"
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from mosaic.cassandra import cassandra_call, read_concurrent
@@ -102,6 +103,22 @@ class CassandraBlockStore(BlockStore):
     def blocked_by(self, blocker: str) -> set[str]:
         rows = self._run(lambda: self._session.execute(self._select_one, (blocker,)))
         return {row.blocked_id for row in rows}
+
+    def forget(self, user_id: str) -> int:
+        """Delete every block ``user_id`` made or was named in (``mosaic users erase``);
+        returns how many. Blocks naming them are found by a filtered scan of the table
+        (an erasure is rare; no reverse table is kept for it). The deletes' write time is
+        now, after every block's (its block time), so a replayed block stays hidden."""
+        named = self._run(lambda: list(self._session.execute(
+            f"SELECT blocker_id FROM {self.table} WHERE blocked_id = %s ALLOW FILTERING",
+            (user_id,))))
+        made = self.blocked_by(user_id)
+        self._run(lambda: self._session.execute(
+            f"DELETE FROM {self.table} WHERE blocker_id = %s", (user_id,)))
+        delete = f"DELETE FROM {self.table} WHERE blocker_id = %s AND blocked_id = %s"
+        for row in named:
+            self._run(partial(self._session.execute, delete, (row.blocker_id, user_id)))
+        return len(made) + len(named)
 
     def _edges(self, blockers: set[str]) -> Iterator[Pair]:
         if len(blockers) >= self.scan_min_users:

@@ -1,6 +1,7 @@
 """The chat server seen by post-match consumers: a private room per pair and one match
 notification per user, in batches. Nakama adapter over the server-to-server Lua RPCs of
-nakama/modules/mosaic_rooms.lua (``mosaic_create_rooms``, ``mosaic_notify_matches``).
+nakama/modules/mosaic_rooms.lua (``mosaic_create_rooms``, ``mosaic_notify_matches``), and
+the erasure of a user (``mosaic_erase_user``, nakama/modules/mosaic_erase.lua).
 
 Both RPCs answer per item, so one bad pair never fails the others: ``ok`` items are done
 (idempotently: a retry finds the same group, a delivered notification is not sent
@@ -129,6 +130,12 @@ class NakamaChat(ChatServer):
                  for n in notes]
         return self._chunked("mosaic_notify_matches", "notifications", items,
                              self.NOTIFY_CHUNK)
+
+    def erase_user(self, user: str, group_ids: Sequence[str]) -> dict[str, int]:
+        """Delete ``user``'s Nakama account and the post-match rows kept for it
+        (nakama/modules/mosaic_erase.lua): counts per kind, zeros when already gone."""
+        answer = self._rpc("mosaic_erase_user", {"user": user, "group_ids": list(group_ids)})
+        return {k: int(v) for k, v in answer.items()}
 
 
 def _item(r: dict[str, Any]) -> ItemResult:

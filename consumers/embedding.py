@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import Protocol
 
 from consumers.blocks import BlockStore, sorted_pair
 from consumers.embedding_io import DeadLetters, SeekerSink, StageRetry
@@ -72,6 +73,21 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _named(event: Event) -> tuple[str, ...]:
+    """The users an opt-in topic event names."""
+    if isinstance(event, BlockRequested):
+        return event.user_id, event.blocked_user_id
+    if isinstance(event, OptInRequested | OptOutRequested):
+        return (event.user_id,)
+    return ()
+
+
+class Erasures(Protocol):
+    """When users were erased (:class:`mosaic.erasures.CassandraErasures`)."""
+
+    def erased_at(self, user_ids: Iterable[str]) -> dict[str, datetime]: ...
+
+
 @dataclass
 class BatchReport:
     """(event type, outcome) per record, in batch order of decision."""
@@ -90,8 +106,10 @@ class EmbeddingPipeline:
                  seekers: SeekerSink, dead_letters: DeadLetters, *, retry: StageRetry,
                  serde: AvroSerde | None = None,
                  clock: Callable[[], datetime] = _utc_now,
-                 test_pause_after_publish_seconds: float = 0.0) -> None:
+                 test_pause_after_publish_seconds: float = 0.0,
+                 erasures: Erasures | None = None) -> None:
         self.indexer, self.blocks, self.states = indexer, blocks, states
+        self.erasures = erasures
         self.seekers, self.dead_letters, self.retry = seekers, dead_letters, retry
         self._serde = serde or default_serde()
         self._clock = clock
@@ -101,6 +119,7 @@ class EmbeddingPipeline:
         report = BatchReport()
         BATCH_SIZE.observe(len(records))
         decoded = [d for d in (self._decode(r, report) for r in records) if d is not None]
+        decoded = self._not_erased(decoded, report)
         self._blocks([(r, e) for r, e in decoded if isinstance(e, BlockRequested)], report)
         latest: dict[str, tuple[RawRecord, OptInRequested | OptOutRequested]] = {}
         for record, event in decoded:
@@ -139,6 +158,23 @@ class EmbeddingPipeline:
                      report: BatchReport) -> None:
         self.retry.run("deadletter", lambda: self.dead_letters.publish(record, error))
         report.add(kind, "dead_lettered")
+
+    def _not_erased(self, decoded: list[tuple[RawRecord, Event]], report: BatchReport
+                    ) -> list[tuple[RawRecord, Event]]:
+        """Without the records naming an erased user written before the erasure (a
+        replay): such a record must not bring them back (mosaic/erasures.py)."""
+        erasures = self.erasures
+        named = {u for _, e in decoded for u in _named(e)}
+        if erasures is None or not named:
+            return decoded
+        erased = self.retry.run("erasures", lambda: erasures.erased_at(named))
+        kept = []
+        for record, event in decoded:
+            if any(u in erased and event.occurred_at <= erased[u] for u in _named(event)):
+                report.add(event.schema_name, "erased")
+            else:
+                kept.append((record, event))
+        return kept
 
     # -- blocks ----------------------------------------------------------------------------
 

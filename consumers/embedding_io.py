@@ -97,6 +97,26 @@ class KafkaSeekerSink(SeekerSink):
                 f"{pending} unconfirmed: {failures[:1]}", retryable=not fatal, fatal=fatal)
 
 
+    def tombstone(self, user_ids: Sequence[str]) -> int:
+        """A null value per user (``mosaic users erase``): compaction then drops every
+        earlier record of the key, and the tombstone itself after ``delete.retention.ms``.
+        Returns how many were written."""
+        failures: list[KafkaError] = []
+
+        def on_delivery(error: KafkaError | None, _message: Message | None) -> None:
+            if error is not None:
+                failures.append(error)
+
+        for user_id in user_ids:
+            self._producer.produce(self._topic.name, key=user_id.encode(), value=None,
+                                   on_delivery=on_delivery)
+        pending = self._producer.flush(self._timeout)
+        if pending or failures:
+            raise KafkaOperationError(f"tombstones to {self._topic.name}: {pending} "
+                                      f"unconfirmed, failed: {failures[:1]}", retryable=True)
+        return len(user_ids)
+
+
 class DeadLetters(Protocol):
     """What :class:`streams.deadletter.DeadLetterPublisher` offers (waits for the ack)."""
 

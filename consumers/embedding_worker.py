@@ -30,6 +30,7 @@ from consumers.embedding_io import KafkaSeekerSink, StageRetry
 from consumers.embedding_metrics import TimedEmbedder, TimedVectorIndex
 from consumers.embedding_traits import PrefetchingTraitsService
 from mosaic.cassandra import cassandra_call
+from mosaic.erasures import CassandraErasures
 from mosaic.settings import Settings
 from mosaic.user_state import PROFILE_UNAVAILABLE, CassandraUserStateWriter, UserStateWriter
 from profiles.embedders import Embedder, LocalE5Embedder, build_embedder
@@ -140,7 +141,8 @@ def build_wiring(settings: Settings, *, embedder: Embedder | None = None,
         DeadLetterPublisher(producer, catalog.deadletter, consumer_group=conf.group_id),
         retry=StageRetry(backoff_seconds=conf.retry_backoff_seconds,
                          max_backoff_seconds=conf.retry_max_backoff_seconds),
-        test_pause_after_publish_seconds=conf.test_pause_after_publish_seconds)
+        test_pause_after_publish_seconds=conf.test_pause_after_publish_seconds,
+        erasures=CassandraErasures(session))
     return Wiring(pipeline, closers)
 
 

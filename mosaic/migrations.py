@@ -115,6 +115,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS unmatched_reason text",
         "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS reason_code text",
     )),
+    Migration(5, "erasures: which users were erased and when (their id hashed)", (
+        # mosaic/erasures.py: a replayed request older than the erasure is refused.
+        """CREATE TABLE IF NOT EXISTS {keyspace}.erasures (
+            user_hash text PRIMARY KEY,
+            erased_at timestamp
+        )""",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

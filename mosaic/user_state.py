@@ -9,7 +9,8 @@ applied by ``mosaic db migrate``); every stage calls it, nobody else writes CQL 
 - the embedding agent records ``waiting`` or ``profile_failed`` (with why, in ``detail``);
 - post-match records ``matched`` (and the room) or another missed cycle
   (``UserStateWriter``, synchronous);
-- the demo and tools read states with ``read_states``.
+- the demo and tools read states with ``read_states``;
+- ``mosaic users erase`` deletes a user's row (``forget_state``).
 
 Every write carries a write time (``USING TIMESTAMP``; per column the newest wins), so the
 order of the events decides whatever order the writes arrive in, and replays change nothing.
@@ -197,6 +198,16 @@ def read_states(session: Any, keyspace: str, user_ids: Iterable[str]) -> dict[st
         f"SELECT user_id, state FROM {keyspace}.user_state WHERE user_id IN %s",
         (ValueSequence(list(user_ids)),))
     return {r.user_id: _state(r.state) for r in rows}
+
+
+def forget_state(session: Any, keyspace: str, user_id: str) -> int:
+    """Delete the user's row (``mosaic users erase``); 1 if there was one, else 0. The
+    delete's write time is now, after every stage write of the user's requests so far
+    (those carry the request's time), so a late or replayed write of one stays hidden."""
+    found = session.execute(f"SELECT user_id FROM {keyspace}.user_state WHERE user_id = %s",
+                            (user_id,)).one()
+    session.execute(f"DELETE FROM {keyspace}.user_state WHERE user_id = %s", (user_id,))
+    return 0 if found is None else 1
 
 
 def _state(value: str | None) -> State:
