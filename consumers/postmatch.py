@@ -102,6 +102,8 @@ class RoomsHandler(_Base):
         out: list[Failure | None] = [None] * len(items)
         firsts: dict[tuple[str, str], int] = {}
         for i, item in enumerate(items):
+            if isinstance(item.event, SeekerUnmatched):
+                continue  # shares the pairs topic; the index-state agent's, not ours
             if not isinstance(item.event, PairMatched):
                 out[i] = _unexpected(item, "PairMatched")
             else:

@@ -140,6 +140,20 @@ def test_a_notification_failure_fails_the_pair_and_a_permanent_one_wins() -> Non
     assert row is not None and not row.user1_notified and not row.user2_notified
 
 
+def test_rooms_agent_passes_over_the_unmatched_seekers_it_shares_the_topic_with() -> None:
+    """SeekerUnmatched shares the pairs topic with PairMatched: the rooms agent skips it
+    (it was dead-lettered as unexpected, one dead letter per unmatched user per cycle)."""
+    w = World()
+    missed = SeekerUnmatched(event_id=derive_event_id("u"), occurred_at=T0, cycle_id=CYCLE,
+                             user_id="carol", reason="odd_one_out", missed_cycles=1)
+    other = CycleCompleted(event_id=derive_event_id("c"), occurred_at=T0, cycle_id=CYCLE,
+                           pairs=1, seekers=3)
+    failures = w.rooms.handle(_items([missed, _pair("alice", "bob"), other]))
+    assert failures[0] is None and failures[1] is None
+    assert failures[2] is not None and failures[2].permanent  # not a pairs-topic event
+    assert [r.pair_key for r in w.of(RoomCreated)] == ["alice|bob"]
+
+
 def test_index_state_marks_pairs_missed_cycles_and_records_the_cycle() -> None:
     audit, states, index = MemoryAuditStore(), MemoryUserStateWriter(), InMemoryVectorIndex(3)
     index.upsert([VectorRecord(u, np.array([1.0, 0.0, 0.0]),
