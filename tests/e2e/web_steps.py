@@ -97,9 +97,14 @@ def sign_in(user: User) -> None:
     user.testid("signin-button").click()
     user.testid("signin-user").fill(user.persona.user_id)
     user.testid("signin-submit").click()
-    expect(user.testid("app"), f"{user.name} signs in through the issuer's form "
-           f"(page errors: {user.log.errors})").to_have_attribute(
-        "data-phase", "ready", timeout=PAGE_MS)
+    try:
+        expect(user.testid("app")).to_have_attribute("data-phase", "ready", timeout=PAGE_MS)
+    except AssertionError as exc:
+        banner = user.testid("error-banner")
+        shown = banner.inner_text() if banner.is_visible() else "none"
+        raise AssertionError(f"{user.name} did not sign in through the issuer's form: the "
+                             f"page's error banner: {shown}; page errors: {user.log.errors}"
+                             f"\n{exc}") from None
     expect(user.testid("socket-banner")).to_have_attribute("data-state", "connected",
                                                            timeout=PAGE_MS)
     user.user_id = str(user.testid("whoami").get_attribute("data-user-id"))
