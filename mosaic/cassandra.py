@@ -12,6 +12,7 @@ LOCAL_ONE, let the next cycle's check miss a block written a moment before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
@@ -38,6 +39,25 @@ def cassandra_call(what: str, call: Callable[[], T]) -> T:
         if not is_cassandra_unavailable(exc):  # NoHostAvailable is not a DriverException
             raise
         raise ExternalServiceError(f"{what}: {exc}") from exc
+
+
+async def execute_async(session: Any, statement: Any, params: Sequence[Any]) -> Any:
+    """Run ``statement`` on the driver's own threads and await its first page of rows (a
+    list) on the running event loop, which never blocks on Cassandra."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(result: Any, exc: BaseException | None) -> None:
+        if not future.done():
+            if exc is not None:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    session.execute_async(statement, params or None).add_callbacks(
+        lambda rows: loop.call_soon_threadsafe(settle, rows, None),
+        lambda exc: loop.call_soon_threadsafe(settle, None, exc))
+    return await future
 
 
 def security_options(settings: CassandraSettings) -> dict[str, Any]:

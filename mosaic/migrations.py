@@ -122,6 +122,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             erased_at timestamp
         )""",
     )),
+    Migration(6, "ingress_nonces: signed-request nonces shared by every ingress instance", (
+        # producers/nonces.py: rows carry a TTL of twice the signing window. Never deleted,
+        # so expired rows need no long tombstone grace before compaction drops them.
+        """CREATE TABLE IF NOT EXISTS {keyspace}.ingress_nonces (
+            nonce text,
+            signed_at bigint,
+            PRIMARY KEY ((nonce, signed_at))
+        ) WITH gc_grace_seconds = 3600""",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -93,6 +93,15 @@ def _local_hmac_keys(root: BaseModel) -> list[str]:
 
 def _previous_key_problems(root: BaseModel) -> list[str]:
     found = []
+    room_default, room_keys = (_default(root, "nakama.room_name_key"),
+                               _get(root, "nakama.room_name_previous_keys"))
+    assert isinstance(room_default, SecretStr) and isinstance(room_keys, list)
+    for n, secret in enumerate(room_keys):
+        problem = _value_problem(f"nakama.room_name_previous_keys[{n}]",
+                                 secret.get_secret_value(),
+                                 [room_default.get_secret_value()], required=True)
+        if problem:
+            found.append(problem)
     for dotted in PREVIOUS_KEY_SETS:
         keys = _get(root, dotted)
         assert isinstance(keys, dict)
@@ -166,16 +175,23 @@ def _nakama_problems(s: Any) -> list[str]:
     hook_url = s.identity.hook_url
     if not (hook_url and hook_url.startswith("https://")):
         found.append("identity.hook_url must be set and https (Nakama sends ID tokens there)")
-    ingress_url = s.ingress.url
-    if not (ingress_url and ingress_url.startswith("https://")):
-        found.append("ingress.url must be set and https (Nakama sends signed user requests "
-                      "there)")
     ingress_keys = {s.ingress.hmac_key.get_secret_value(),
                     *(k.get_secret_value() for k in s.ingress.hmac_previous_keys.values())}
     hook_keys = {s.identity.hook_hmac_key.get_secret_value(),
                  *(k.get_secret_value() for k in s.identity.hook_hmac_previous_keys.values())}
     if ingress_keys & hook_keys:
         found.append("ingress and identity (auth hook) HMAC keys must differ")
+    return found
+
+
+def _ingress_problems(s: Any) -> list[str]:
+    found = []
+    url = s.ingress.url
+    if not (url and url.startswith("https://")):
+        found.append("ingress.url must be set and https (Nakama sends signed user requests "
+                     "there)")
+    if s.ingress.state_store != "cassandra":
+        found.append("ingress.state_store must be cassandra (nonces shared by every instance)")
     return found
 
 
@@ -207,7 +223,7 @@ def problems(settings: BaseModel) -> list[str]:
         found.append("embedding.vertex_static_token is set (stand-ins and proxies only)")
     if _is_local_url(s.vector_index.pinecone_host):  # type: ignore[attr-defined]
         found.append("vector_index.pinecone_host points at a local Pinecone stand-in")
-    return found + _transport_problems(s) + _nakama_problems(s)
+    return found + _transport_problems(s) + _nakama_problems(s) + _ingress_problems(s)
 
 
 def refuse_unsafe(settings: BaseModel) -> None:

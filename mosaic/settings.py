@@ -164,6 +164,10 @@ class NakamaSettings(BaseModel):
     session_max_lifetime_seconds: int = Field(default=7 * 86400, ge=60)
     # Server secret match room names are keyed with (HMAC of cycle id and pair, mosaic_rooms.lua).
     room_name_key: SecretStr = SecretStr("mosaic-local-room-name-key")
+    # Room name keys used before (JSON list, at most 4): a retry finds a room named with one
+    # (a key rotation) instead of creating a second room for the pair.
+    room_name_previous_keys: list[SecretStr] = Field(default_factory=list,
+                                                     max_length=MAX_PREVIOUS_HMAC_KEYS)
 
 
 class S3Settings(BaseModel):
@@ -198,7 +202,7 @@ class IngressSettings(BaseModel):
     # Previous keys (JSON id -> key) still accepted during a rotation, at most 4.
     hmac_previous_keys: dict[KeyId, SecretStr] = Field(default_factory=dict)
     # Largest age or skew of a signed request's timestamp, in seconds; nonces are kept this long
-    # (ingress and auth hook).
+    # (ingress and auth hook; twice as long in the ingress' shared Cassandra store).
     clock_skew_seconds: int = 300
     max_body_bytes: int = 4096  # Largest request body, in bytes; a larger one gets 413.
     # Commands (opt-in, opt-out, block) per user per minute, also the burst; over it: 429.
@@ -217,7 +221,8 @@ class IngressSettings(BaseModel):
     delivery_timeout_seconds: float = 10.0
     # Retry-After, in seconds, of a 503 (broker, state store or state backlog unavailable).
     retry_after_seconds: int = 5
-    # Where the ingress keeps user states: cassandra, or memory (one process).
+    # Where the ingress keeps user states and used nonces: cassandra (shared by every
+    # instance), or memory (one process; a restart forgets nonces; production refuses it).
     state_store: Literal["cassandra", "memory"] = "cassandra"
     # States queued or being written behind accepted requests; when full, opt-in/opt-out
     # answer 503 + Retry-After (backpressure) rather than accept a state they would drop.

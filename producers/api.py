@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,9 +18,10 @@ import pydantic
 from producers.domain import Accepted, BlockUser, Command, OptIn, OptOut, valid_user_id
 from producers.errors import AuthError, IngressError, InvalidRequest, PayloadTooLarge
 from producers.metrics import IngressMetrics
+from producers.nonces import SharedNonces
 from producers.schema import BlockBody, ErrorBody, OptInBody, OptOutBody, new_request_id
 from producers.service import IngressService
-from producers.signing import NonceCache, Verifier
+from producers.signing import NonceCache, SignedRequest, Verifier
 
 
 def _opt_in(user_id: str, body: OptInBody, at: datetime) -> Command:
@@ -112,10 +113,12 @@ class Ingress:
 
     def __init__(self, service: IngressService, verifier: Verifier, nonces: NonceCache,
                  metrics: IngressMetrics, *, max_body_bytes: int, clock: Callable[[], float],
-                 healthy: Callable[[], bool]) -> None:
+                 healthy: Callable[[], bool], shared_nonces: SharedNonces | None = None,
+                 ) -> None:
         self.service = service
         self.verifier = verifier
         self.nonces = nonces
+        self.shared_nonces = shared_nonces
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.clock = clock
@@ -129,13 +132,21 @@ class Ingress:
         return datetime.fromtimestamp(millis // 1000, UTC) + timedelta(milliseconds=millis % 1000)
 
     def authenticate(self, method: str, path: str, headers: Mapping[str, str],
-                     body: bytes, *, query: str = "") -> Callable[[], None]:
+                     body: bytes, *, query: str = "") -> Callable[[], Awaitable[None]]:
         """Check the signature; returns the step that stores the nonce, which the service
         runs only after the rate limits let the request through."""
         if len(body) > self.max_body_bytes:
             raise PayloadTooLarge(f"body over {self.max_body_bytes} bytes")
         signed = self.verifier.authenticate(method, path, headers, body, query=query)
-        return lambda: self.verifier.remember(signed)
+        return lambda: self._admit(signed)
+
+    async def _admit(self, signed: SignedRequest) -> None:
+        """Use the nonce up: in this process first (a twin here is refused without a round
+        trip), then in the shared store (another instance, or this one before a restart)."""
+        self.verifier.remember(signed)
+        if self.shared_nonces is not None and not await self.shared_nonces.claim(
+                signed.timestamp, signed.nonce):
+            raise AuthError("replayed nonce")
 
     async def command(self, route: CommandRoute, user_id: str, path: str,
                       headers: Mapping[str, str], body: bytes, *, query: str = "",

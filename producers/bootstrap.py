@@ -15,10 +15,11 @@ from fastapi import FastAPI
 
 from mosaic.ratelimit import KeyedRateLimiter, TokenBucket
 from mosaic.settings import IngressSettings, Settings
-from mosaic.user_state import InMemoryUserStateStore, UserStateStore
+from mosaic.user_state import CassandraUserStateStore, InMemoryUserStateStore, UserStateStore
 from producers.api import Ingress
 from producers.http import create_app
 from producers.metrics import IngressMetrics, MeteredPublisher
+from producers.nonces import CassandraNonces, SharedNonces
 from producers.projection import StateProjector
 from producers.publisher import EventPublisher
 from producers.service import IngressService, Limiters
@@ -48,7 +49,9 @@ def build_limiters(cfg: IngressSettings, clock: Callable[[], float]) -> Limiters
 
 def build_app(settings: Settings, *, publisher: EventPublisher, store: UserStateStore,
               clock: Callable[[], float] = time.time,
-              on_close: Callable[[], None] | None = None, fast_path: bool = True) -> FastAPI:
+              on_close: Callable[[], None] | None = None, fast_path: bool = True,
+              shared_nonces: SharedNonces | None = None) -> FastAPI:
+    """``shared_nonces``: none keeps nonces in this process only (one instance)."""
     cfg = settings.ingress
     metrics = IngressMetrics.create()
     metered = MeteredPublisher(publisher, metrics)
@@ -64,7 +67,7 @@ def build_app(settings: Settings, *, publisher: EventPublisher, store: UserState
                              recent_max_entries=cfg.recent_requests_max_entries,
                              retry_after_seconds=cfg.retry_after_seconds, projector=projector)
     ingress = Ingress(service, verifier, nonces, metrics, max_body_bytes=cfg.max_body_bytes,
-                      clock=clock, healthy=metered.healthy)
+                      clock=clock, healthy=metered.healthy, shared_nonces=shared_nonces)
     app = create_app(ingress, fast_path=fast_path)
 
     @contextlib.asynccontextmanager
@@ -97,19 +100,23 @@ def build_production_app(settings: Settings, *, fast_path: bool = True) -> FastA
     ensure_optin_topic(settings)
     serde = default_serde()
     publisher = KafkaEventPublisher(ingress_producer_config(settings), serde.encode)
-    store, close_store = _state_store(settings)
-    return build_app(settings, publisher=publisher, store=store, on_close=close_store,
-                     fast_path=fast_path)
+    if settings.ingress.state_store == "memory":  # one instance: nonces in this process
+        return build_app(settings, publisher=publisher, store=InMemoryUserStateStore(),
+                         fast_path=fast_path)
+    store, nonces = cassandra_stores(settings)
+    return build_app(settings, publisher=publisher, store=store, on_close=store.close,
+                     fast_path=fast_path, shared_nonces=nonces)
 
 
-def _state_store(settings: Settings) -> tuple[UserStateStore, Callable[[], None] | None]:
-    if settings.ingress.state_store == "memory":
-        return InMemoryUserStateStore(), None
+def cassandra_stores(settings: Settings) -> tuple[CassandraUserStateStore, CassandraNonces]:
+    """User states and nonces on one Cassandra session, shared by every instance."""
     from mosaic.cassandra import connect
-    from mosaic.user_state import CassandraUserStateStore
 
-    store = CassandraUserStateStore(connect(settings.cassandra), settings.cassandra.keyspace)
-    return store, store.close
+    session, cfg = connect(settings.cassandra), settings.ingress
+    nonces = CassandraNonces(session, settings.cassandra.keyspace,
+                             window_seconds=cfg.clock_skew_seconds,
+                             retry_after_seconds=cfg.retry_after_seconds)
+    return CassandraUserStateStore(session, settings.cassandra.keyspace), nonces
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 RequestKey = tuple[str, str, str]
 Fingerprint = tuple[object, ...]
 Outcome = asyncio.Future[Accepted] | tuple[str, str]  # in flight | (event_id, request_id)
-Admit = Callable[[], None]
+Admit = Callable[[], Awaitable[None]]
 
 
-def _nothing() -> None:
+async def _nothing() -> None:
     return None
 
 
@@ -95,7 +95,7 @@ class IngressService:
         if isinstance(command, OptIn | OptOut):
             command, repeat = await self._sequence(command)
             if repeat:
-                admit()
+                await admit()
                 accepted = Accepted(event_id_for(command.kind, command.user_id,
                                                  command.request_id), command.request_id,
                                     duplicate=True)
@@ -107,7 +107,7 @@ class IngressService:
             # Backpressure: accepting it would mean a 202 whose state status cannot show.
             raise Unavailable("user state projection backlog full",
                               retry_after_seconds=self._retry_after)
-        admit()
+        await admit()
         future: asyncio.Future[Accepted] = asyncio.get_running_loop().create_future()
         self._recent.put(key, command.fingerprint(), future)
         try:
@@ -184,7 +184,7 @@ class IngressService:
         """The stored row, or the ingress' own newer state not yet written (so a 202 is
         never followed by an older answer, e.g. ``not_opted_in``)."""
         self._take(self._limiters.status_per_user, query.user_id)
-        admit()
+        await admit()
         return await self._latest(query.user_id) or UserState(query.user_id)
 
     async def _latest(self, user_id: str) -> UserState | None:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlparse
 
+from pydantic import SecretStr
+
 from mosaic.errors import StackError
 from mosaic.settings import IdentitySettings, IngressSettings, Settings
 from stack.base import Service, require_tool, run
@@ -100,6 +102,7 @@ class Nakama(Service):
                     f"mosaic_auth_hmac_key_id={identity.hook_hmac_key_id}",
                     f"mosaic_session_max_lifetime_sec={nk.session_max_lifetime_seconds}",
                     f"mosaic_room_name_key={nk.room_name_key.get_secret_value()}",
+                    *_previous_room_keys(nk.room_name_previous_keys),
                 ],
             },
             "socket": {"address": host, "port": port,
@@ -152,6 +155,14 @@ class Nakama(Service):
         host, _ = self._api_host_port()
         return (f"{nk.url} (gRPC {host}:{nk.grpc_port}, "
                 f"console http://{host}:{nk.console_port})")
+
+
+def _previous_room_keys(keys: list[SecretStr]) -> list[str]:
+    """mosaic_room_name_previous_keys as a JSON list (mosaic_rooms.lua), only when set."""
+    if not keys:
+        return []
+    return ["mosaic_room_name_previous_keys="
+            + json.dumps([k.get_secret_value() for k in keys])]
 
 
 def ingress_url(ingress: IngressSettings) -> str:

@@ -108,3 +108,50 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, *, timeout: float
             break
     process.kill()
     pytest.fail(f"{failure}:\n" + "".join(seen[-40:]))
+
+
+def _free_nakama_base() -> int:
+    """A port p with p, p - 1 (gRPC), p + 10 and p + 7 (console, its gRPC) all free."""
+    import random
+
+    from stack.base import port_open
+
+    for _ in range(50):
+        base = random.randrange(20000, 40000)
+        if not any(port_open("127.0.0.1", p) for p in (base, base - 1, base + 10, base + 7)):
+            return base
+    raise AssertionError("no free port range for a second Nakama")
+
+
+@contextmanager
+def second_nakama(settings: Settings, data_dir: Any, **sections: Any) -> Iterator[Settings]:
+    """A second Nakama on its own ports (same database, same Lua modules), its settings
+    sections replaced by ``sections`` (e.g. ``identity=``, ``nakama=``); yields its
+    settings once it answers, and stops it afterwards."""
+    import json
+
+    from stack.base import wait_until
+    from stack.nakama import Nakama, write_private
+
+    base = _free_nakama_base()
+    nakama = sections.pop("nakama", settings.nakama).model_copy(update={
+        "url": f"http://127.0.0.1:{base}", "grpc_port": base - 1, "console_port": base + 10})
+    own = settings.model_copy(update={
+        **sections, "nakama": nakama,
+        "stack": settings.stack.model_copy(update={"data_dir": data_dir})})
+    node = Nakama(own)
+    write_private(node.config_file, json.dumps(node.config()))
+    log_path = data_dir / "nakama.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([str(node.binary), "--config", str(node.config_file)],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def up() -> bool:
+                assert proc.poll() is None, \
+                    f"second Nakama exited: {log_path.read_text()[-2000:]}"
+                return node.healthy()
+            wait_until(up, what=f"second Nakama on :{base}", timeout=90)
+            yield own
+        finally:
+            proc.terminate()
+            proc.wait(30)

@@ -21,7 +21,10 @@ Rooms. The group name is "mm-" .. hex(HMAC-SHA256(runtime env mosaic_room_name_k
 cycle_id \n pair_key))[1..40]: opaque, unique per pair and cycle, 43 chars; keyed, so
 whoever knows two subs cannot confirm that they were paired. Nakama group names are unique (groups_name_key), so a
 retry finds the group (one query for the whole batch, members included) and only does
-what is missing. user_a creates the group open with max_count=2, user_b joins through
+what is missing. A retry also looks under the pair's older names: keyed with a previous
+key (mosaic_room_name_previous_keys, during a rotation) and the unkeyed
+"mm-" .. hex(sha256(cycle_id \n pair_key))[1..40] of rooms created before names were
+keyed; a room found there is the pair's room (never a second one under the new name). user_a creates the group open with max_count=2, user_b joins through
 the runtime (group_user_join: no "added to group" notification, which
 group_users_add would send), then the group is closed. The window while it is open is
 covered by the before-hooks in mosaic_privacy.lua, which refuse every client request that
@@ -128,13 +131,50 @@ local function room_name(name_key, cycle_id, pair_key)
   return NAME_PREFIX .. string.sub(mac, 1, 40)
 end
 
-local function room_name_key(context)
-  local key = (context.env or {})["mosaic_room_name_key"]
+-- The current key, then the previous ones (runtime env mosaic_room_name_previous_keys, a
+-- JSON list of strings, set during a rotation).
+local function room_name_keys(context)
+  local env = context.env or {}
+  local key = env["mosaic_room_name_key"]
   if type(key) ~= "string" or key == "" then
     nk.logger_error("mosaic_rooms: runtime env mosaic_room_name_key is not set")
     error({ "room names are not configured", UNAVAILABLE })
   end
-  return key
+  local keys, previous = { key }, env["mosaic_room_name_previous_keys"]
+  if previous ~= nil and previous ~= "" then
+    local ok, list = pcall(nk.json_decode, previous)
+    if not ok or type(list) ~= "table" then
+      nk.logger_error("mosaic_rooms: mosaic_room_name_previous_keys is not a JSON list")
+      error({ "room names are not configured", UNAVAILABLE })
+    end
+    for _, k in ipairs(list) do
+      if type(k) == "string" and k ~= "" then
+        keys[#keys + 1] = k
+      end
+    end
+  end
+  return keys
+end
+
+-- Every name the pair's room may have: the current key's first, then the previous keys'
+-- (created before a rotation), then the unkeyed one (created before names were keyed).
+local function room_names(keys, cycle_id, pair_key)
+  local names = {}
+  for i, key in ipairs(keys) do
+    names[i] = room_name(key, cycle_id, pair_key)
+  end
+  names[#names + 1] = NAME_PREFIX .. hex40(cycle_id .. "\n" .. pair_key)
+  return names
+end
+
+-- The name the pair's room has (found or completed once), else the current one.
+local function pick_name(names, groups, done)
+  for _, name in ipairs(names) do
+    if groups[name] ~= nil or done[name] ~= nil then
+      return name
+    end
+  end
+  return names[1]
 end
 
 local function mosaic_key(cycle_id, pair_key, user)
@@ -260,13 +300,13 @@ local function add_missing(group, name, a, b)
   end
 end
 
-local function create_one(item, users, groups, done, name_key)
+local function create_one(item, users, groups, done, names)
   if item.user_a == item.user_b then
     error(permanent("a room needs two different users"))
   end
   local a = usable_user(users[item.user_a], "user_a", item.user_a)
   local b = usable_user(users[item.user_b], "user_b", item.user_b)
-  local name = room_name(name_key, item.cycle_id, item.pair_key)
+  local name = pick_name(names, groups, done)
   local group, created = groups[name], false
   if group == nil and done[name] ~= nil then
     -- Completed once, then every member left and Nakama deleted it: it stays gone.
@@ -310,17 +350,20 @@ local function create_rooms(context, payload)
   server_only(context)
   local items = decode_batch(payload, "rooms", MAX_ROOMS,
     { "cycle_id", "pair_key", "user_a", "user_b" })
-  local name_key = room_name_key(context)
+  local keys = room_name_keys(context)
   once.ensure()
   local users = users_by_custom_id(unique_values(items, { "user_a", "user_b" }))
-  local names = {}
+  local names, all_names = {}, {}
   for i, item in ipairs(items) do
-    names[i] = room_name(name_key, item.cycle_id, item.pair_key)
+    names[i] = room_names(keys, item.cycle_id, item.pair_key)
+    for _, name in ipairs(names[i]) do
+      all_names[#all_names + 1] = name
+    end
   end
-  local groups, done = groups_by_name(names), done_rooms(names)
+  local groups, done = groups_by_name(all_names), done_rooms(all_names)
   local results = {}
   for i, item in ipairs(items) do
-    local ok, out = pcall(create_one, item, users, groups, done, name_key)
+    local ok, out = pcall(create_one, item, users, groups, done, names[i])
     if ok then
       results[i] = { pair_key = item.pair_key, cycle_id = item.cycle_id, ok = true,
         group_id = out.group_id, channel_id = out.channel_id, created = out.created }

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import random
-import subprocess
 import threading
 import time
 import uuid
@@ -22,9 +20,9 @@ import pytest
 from mosaic.nakama_client import LocalIssuer, NakamaClient
 from mosaic.settings import Settings
 from producers.authhook import answer_signature
-from stack.base import Service, port_open, wait_until
-from stack.nakama import Nakama, write_private
+from stack.base import Service
 from standins.oidc import new_private_key
+from tests.support import second_nakama
 
 pytestmark = pytest.mark.integration
 
@@ -250,15 +248,6 @@ class _RogueHook(BaseHTTPRequestHandler):
         pass
 
 
-def _free_base() -> int:
-    """A port p with p, p - 1 (gRPC), p + 10 and p + 7 (console, its gRPC) all free."""
-    for _ in range(50):
-        base = random.randrange(20000, 40000)
-        if not any(port_open("127.0.0.1", p) for p in (base, base - 1, base + 10, base + 7)):
-            return base
-    raise AssertionError("no free port range for a second Nakama")
-
-
 @pytest.fixture(scope="module")
 def rogue_nakama(settings: Settings, nakama_stack: Service,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, Any]]:
@@ -266,30 +255,13 @@ def rogue_nakama(settings: Settings, nakama_stack: Service,
     points at a server answering 200 to everything; the answer is set per test."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _RogueHook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base, tmp = _free_base(), tmp_path_factory.mktemp("rogue-nakama")
-    rogue = settings.model_copy(update={
-        "nakama": settings.nakama.model_copy(update={
-            "url": f"http://127.0.0.1:{base}", "grpc_port": base - 1,
-            "console_port": base + 10}),
-        "identity": settings.identity.model_copy(update={
-            "hook_url": f"http://127.0.0.1:{server.server_address[1]}"}),
-        "stack": settings.stack.model_copy(update={"data_dir": tmp})})
-    node = Nakama(rogue)
-    write_private(node.config_file, json.dumps(node.config()))
-    log_path = tmp / "nakama.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen([str(node.binary), "--config", str(node.config_file)],
-                            stdout=log, stderr=subprocess.STDOUT)
+    identity = settings.identity.model_copy(update={
+        "hook_url": f"http://127.0.0.1:{server.server_address[1]}"})
     try:
-        def up() -> bool:
-            assert proc.poll() is None, f"second Nakama exited: {log_path.read_text()[-2000:]}"
-            return node.healthy()
-        wait_until(up, what="second Nakama (rogue auth hook)", timeout=90)
-        yield rogue, _RogueHook
+        with second_nakama(settings, tmp_path_factory.mktemp("rogue-nakama"),
+                           identity=identity) as rogue:
+            yield rogue, _RogueHook
     finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
         server.shutdown()
 
 

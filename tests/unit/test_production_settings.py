@@ -172,6 +172,10 @@ def test_production_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     ({"identity.hook_url": "http://authhook.internal:8089"}, "identity.hook_url"),
     ({"ingress.url": None}, "ingress.url must be set and https"),
     ({"ingress.url": "http://ingress.internal:8088"}, "ingress.url must be set and https"),
+    ({"ingress.state_store": "memory"}, "ingress.state_store must be cassandra"),
+    ({"nakama.room_name_previous_keys": ["mosaic-local-room-name-key"]},
+     "nakama.room_name_previous_keys[0] still has its built-in local default"),
+    ({"nakama.room_name_previous_keys": ["short"]}, "nakama.room_name_previous_keys[0] is "),
 ])
 def test_transport_console_session_and_hook_checks(changes: dict[str, Any], words: str) -> None:
     values = _production_values()
@@ -211,3 +215,18 @@ def test_nakama_calls_the_ingress_at_its_url(url: str | None, given: str) -> Non
     settings = Settings(ingress={"url": url, "host": "127.0.0.1", "port": 8088})
     env = Nakama(settings).config()["runtime"]["env"]
     assert f"mosaic_ingress_url={given}" in env
+
+
+def test_previous_room_name_keys_reach_nakama_only_when_set() -> None:
+    from stack.nakama import Nakama
+
+    assert not any(e.startswith("mosaic_room_name_previous_keys=")
+                   for e in Nakama(Settings()).config()["runtime"]["env"])
+    settings = Settings(nakama={"room_name_previous_keys": ["old-key-1", 'old"key,2']})
+    env = Nakama(settings).config()["runtime"]["env"]
+    assert 'mosaic_room_name_previous_keys=["old-key-1", "old\\"key,2"]' in env
+
+
+def test_a_strong_previous_room_name_key_is_accepted() -> None:
+    values = _with(_production_values(), "nakama.room_name_previous_keys", [_strong()])
+    assert len(Settings(**values).nakama.room_name_previous_keys) == 1
