@@ -91,8 +91,9 @@ def _own_settings(settings: Settings, tag: str) -> Settings:
 @pytest.fixture(scope="module")
 def stack(settings: Settings, kafka_stack: Service, cassandra_stack: Service,
           nakama_stack: Service, s3_stack: Service) -> Iterator[Stack]:
-    for service in build(settings, ["oidc", "authhook"]):
-        service.up()  # the sign-in form and Nakama's ID-token check
+    for service in build(settings, ["oidc", "authhook"]):  # sign-in form, ID-token check
+        if not service.healthy():  # running already under the stack scripts or Docker
+            service.up()
     host, port = settings.ingress.host, settings.ingress.port
     try:  # another test's ingress may still be stopping there
         wait_until(lambda: not port_open(host, port), what="a free ingress port",
