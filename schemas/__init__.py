@@ -4,8 +4,10 @@
 committed version, the newest equal to the current one, so a decoder can still read
 what an older producer wrote and the compatibility tests can check each step.
 
-Evolving a schema: edit ``<Name>.avsc`` compatibly (new fields need a ``default``),
-then copy it to ``history/<Name>/v<N+1>.avsc``. The unit tests fail until both agree.
+Evolving a schema, readers first (docs/operations.md, "Schema evolution"): commit the new,
+compatible version (new fields need a ``default``) as ``history/<Name>/v<N+1>.avsc`` and
+release it (every process then reads it, none writes it); in the next release copy it to
+``<Name>.avsc``. The unit tests allow one such version ahead of ``<Name>.avsc``, no more.
 """
 
 from __future__ import annotations

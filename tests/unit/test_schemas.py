@@ -10,10 +10,18 @@ import fastavro
 import pytest
 from fastavro.schema import to_parsing_canonical_form
 
+from mosaic.errors import SerializationError
 from schemas import NAMESPACE, SchemaVersion, load_current, load_history
 from streams.events import EVENT_TYPES, Event, to_millis
 from streams.samples import sample_events
-from streams.serde import MAGIC, SchemaRegistry, default_serde, encode_record, fingerprint
+from streams.serde import (
+    MAGIC,
+    AvroSerde,
+    SchemaRegistry,
+    default_serde,
+    encode_record,
+    fingerprint,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -99,17 +107,44 @@ def test_dataclass_fields_match_schema_fields(name: str) -> None:
     assert sorted(SAMPLES[name].to_dict()) == sorted(schema_fields)
 
 
+def _committed_as(name: str) -> int:
+    """The history version ``<name>.avsc`` equals (0: none)."""
+    current = to_parsing_canonical_form(CURRENT[name])
+    return next((v.version for v in HISTORY.get(name, [])
+                 if to_parsing_canonical_form(v.schema) == current), 0)
+
+
 @pytest.mark.parametrize("name", sorted(CURRENT))
-def test_current_schema_is_the_newest_committed_version(name: str) -> None:
+def test_current_schema_is_the_newest_committed_version_or_the_one_before(name: str) -> None:
+    """Readers first (docs/operations.md, "Schema evolution"): a new version is committed
+    to history one release before ``<name>.avsc`` (what writers write) becomes it."""
     versions = HISTORY.get(name, [])
     assert [v.version for v in versions] == list(range(1, len(versions) + 1)), (
         f"history/{name} must hold v1..vN without gaps"
     )
     assert versions, f"schemas/history/{name}/v1.avsc is missing"
-    newest = versions[-1].schema
-    assert to_parsing_canonical_form(newest) == to_parsing_canonical_form(CURRENT[name]), (
-        f"{name}.avsc changed: copy it to history/{name}/v{len(versions) + 1}.avsc"
-    )
+    committed = _committed_as(name)
+    assert committed, (f"{name}.avsc changed: commit it as history/{name}/"
+                       f"v{len(versions) + 1}.avsc and release the readers first")
+    assert committed >= len(versions) - 1, (
+        f"{name}.avsc is v{committed}, history holds up to v{len(versions)}: only one "
+        "version may wait for its writers")
+
+
+@pytest.mark.parametrize(
+    ("name", "older", "newer"),
+    [(n, a, b) for n, vs in HISTORY.items() for b in vs for a in vs if a.version < b.version],
+    ids=lambda x: x if isinstance(x, str) else f"v{x.version}")
+def test_every_change_is_backward_compatible(name: str, older: SchemaVersion,
+                                             newer: SchemaVersion) -> None:
+    """Each committed version reads every version before it: a reader released with it
+    read everything still in the topics (compacted seekers keeps records for ever)."""
+    assert resolution_problems(older.schema, newer.schema) == []
+
+
+def test_the_compatibility_walk_covers_every_step() -> None:
+    steps = {(n, v.version) for n, vs in HISTORY.items() for v in vs if v.version > 1}
+    assert ("OptInRequested", 2) in steps and len(steps) >= 3
 
 
 def test_history_contains_a_real_evolution() -> None:
@@ -164,7 +199,30 @@ def test_current_bytes_decode_with_old_reader(name: str, version: SchemaVersion)
     current = event.to_dict()
     assert set(record) == {f["name"] for f in version.schema["fields"]}
     as_written = {k: to_millis(v) if isinstance(v, datetime) else v for k, v in record.items()}
-    assert as_written == {k: current[k] for k in record}
+    staged = {f["name"]: f.get("default") for f in version.schema["fields"]}  # not written yet
+    assert as_written == {k: current.get(k, staged[k]) for k in record}
+
+
+def _staged(name: str) -> SchemaVersion:
+    """The next version of ``name`` as the policy allows it: one more field, with a default."""
+    schema = {**CURRENT[name], "fields": [*CURRENT[name]["fields"], {
+        "name": "added_later", "type": ["null", "string"], "default": None,
+        "doc": "A field the writers do not write yet."}]}
+    return SchemaVersion(name, len(HISTORY[name]) + 1, schema)
+
+
+@pytest.mark.parametrize("name", sorted(CURRENT))
+def test_readers_released_first_read_the_next_writer(name: str) -> None:
+    """Readers first: the release that commits v<N+1> to history (``<name>.avsc`` still vN)
+    decodes what the next release's writers write; a reader without it refuses the record
+    naming its fingerprint (the agents then dead-letter it)."""
+    staged = _staged(name)
+    history = {**HISTORY, name: [*HISTORY[name], staged]}
+    writer = AvroSerde(SchemaRegistry({**CURRENT, name: staged.schema}, history))
+    data = writer.encode(SAMPLES[name])
+    assert AvroSerde(SchemaRegistry(CURRENT, history)).decode(data) == SAMPLES[name]
+    with pytest.raises(SerializationError, match=fingerprint(staged.schema).hex()):
+        default_serde().decode(data)
 
 
 def test_checker_rejects_incompatible_changes() -> None:
