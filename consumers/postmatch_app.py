@@ -302,7 +302,11 @@ class Reconciler:
         """Unfinished cycles the agents left alone for ``grace``. A cycle with audit rows
         but no recorded CycleCompleted (the index-state agent never got to it) has its
         count recorded here from the cycles topic; one not on the topic yet is skipped."""
-        quiet = [c for c in self._app.audit.cycles() if c.finished_at is None and not any(
+        cycles = self._app.audit.cycles()
+        finished = [c.finished_at for c in cycles if c.finished_at is not None]
+        if finished:  # from the store, so a restarted process reports it too
+            LAST_FINISHED.set(max(finished).timestamp())
+        quiet = [c for c in cycles if c.finished_at is None and not any(
             now - t < self._grace for t in (c.committed_at, c.last_activity) if t is not None)]
         unknown = {c.cycle_id for c in quiet if c.pairs is None}
         found = completed_cycles(self._app, unknown) if unknown else {}

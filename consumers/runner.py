@@ -38,7 +38,13 @@ from mosaic.retry import Backoff, Jitter, is_transient
 from mosaic.settings import Settings
 from streams.deadletter import DeadLetterPublisher, RawRecord
 from streams.events import Event
-from streams.kafka import BatchPublisher, group_id, make_consumer, next_offsets
+from streams.kafka import (
+    BatchPublisher,
+    group_id,
+    make_consumer,
+    next_offsets,
+    partition_names,
+)
 from streams.serde import AvroSerde, default_serde
 from streams.topics import Topic, build_catalog
 
@@ -125,8 +131,9 @@ class BatchRunner:
         self._retry = retry or RetryPolicy()
         self._serde = serde or default_serde()
         self._group = group_id(settings, name)
-        self._connect: Callable[[], Consumer] = (
-            lambda: make_consumer(settings, self._group, topics))
+        self._connect: Callable[[], Consumer] = lambda: make_consumer(
+            settings, self._group, topics, overrides={"on_commit": self._on_commit})
+        self._commit_pending_since: float | None = None
         self._consumer = consumer or self._connect()
         self._dead_letters = DeadLetterPublisher(
             publisher.producer, build_catalog(settings).deadletter,
@@ -160,8 +167,20 @@ class BatchRunner:
                 self.watchdog.progressed()
                 IN_FLIGHT.labels(self.name).set(0)
         finally:
+            self._settle_commits(5.0)
             self._consumer.close()
         return self.stats
+
+    def _settle_commits(self, timeout_seconds: float) -> None:
+        """Serve the last commit's outcome before closing (bounded: it may never come).
+        Records polled here are not handled: nothing commits past them."""
+        deadline = time.monotonic() + timeout_seconds
+        with contextlib.suppress(KafkaException, RuntimeError):
+            while self._commit_pending_since is not None and time.monotonic() < deadline:
+                self._consumer.poll(0.1)
+        if self._commit_pending_since is not None:
+            log.warning("%s: the last commit was not confirmed before closing; its records "
+                        "are read again by the next run", self.name)
 
     def _skip(self, message: Message) -> bool:
         error = message.error()
@@ -247,21 +266,34 @@ class BatchRunner:
         self.stats.by_topic[record.topic] = self.stats.by_topic.get(record.topic, 0) + 1
 
     def _commit(self, messages: list[Message]) -> None:
+        """Commit asynchronously: a synchronous commit blocked forever in librdkafka after
+        the group coordinator moved (a broker restart or pause; docs/postmatch.md, "Why
+        post-match stalled"). The work is done and its outputs confirmed; a commit that
+        fails or never lands only means these records are read again after a restart
+        (handlers are idempotent). Its outcome arrives in ``_on_commit`` while polling."""
         offsets = next_offsets(messages)
+        if self._commit_pending_since is None:
+            self._commit_pending_since = time.monotonic()
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self._consumer.commit(offsets=offsets, asynchronous=True)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             if isinstance(err, KafkaError) and err.fatal():
                 raise
-            # The work is done and its outputs confirmed; only the bookmark failed (a
-            # rebalance, or the coordinator away after a broker restart). Go back to
-            # polling, which lets the consumer find its coordinator and rejoin: the next
-            # commit covers these records, and a crash before it replays them (handlers
-            # are idempotent). Retrying here without polling never recovered (measured:
-            # _WAIT_COORD for 300 s after a broker restart).
-            log.warning("%s: commit skipped (%s); the next commit covers these records",
+            log.warning("%s: commit not sent (%s); the next commit covers these records",
                         self.name, err)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is None:
+            self._commit_pending_since = None
+        elif error.code() != KafkaError._NO_OFFSET:
+            log.warning("%s: commit failed (%s) for %s; the next commit covers these "
+                        "records", self.name, error.str(), partition_names(partitions))
+
+    def _commits_stuck(self) -> float:
+        """Seconds since the oldest commit that has not been confirmed (0: none)."""
+        since = self._commit_pending_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def _rewind(self, messages: list[Message]) -> None:
         for tp in next_offsets(messages):
@@ -280,29 +312,37 @@ class BatchRunner:
         if ends is not None:
             LAG.labels(self.name).set(Watchdog.lag(positions, ends))
         stall = self.watchdog.observe(positions, ends)
-        if stall is None:
+        stuck = self._commits_stuck()
+        if stall is not None:
+            what = stall.describe()
+        elif stuck > self.watchdog.limit:
+            what = f"{self.name}: no offset commit confirmed for {stuck:.0f} s"
+        else:
             return
         STALLS.labels(self.name).inc()
         if self.watchdog.exhausted():
-            raise ConsumerStalled(f"{stall.describe()}; {self.watchdog.rebuilds} new "
-                                  "consumers did not help: exiting so the process restarts")
-        log.error("%s; rebuilding the consumer of group %s (%d of %d)", stall.describe(),
-                  self._group, self.watchdog.rebuilds + 1, self.watchdog.max_rebuilds)
+            raise ConsumerStalled(f"{what}; {self.watchdog.rebuilds} new consumers did "
+                                  "not help: exiting so the process restarts")
+        log.error("%s; rebuilding the consumer of group %s (%d of %d)", what, self._group,
+                  self.watchdog.rebuilds + 1, self.watchdog.max_rebuilds)
         self._rebuild()
 
     def _positions(self) -> dict[tuple[str, int], int]:
-        """Per assigned partition, the next offset to read (the committed offset before
-        the first fetch, the start of the partition before the first commit)."""
+        """Per assigned partition, the next offset to read (before the first fetch: the
+        committed offset, else 0)."""
         try:
             assigned = self._consumer.assignment()
-            positions = {(tp.topic, tp.partition): tp.offset
+            positions = {(tp.topic, tp.partition): max(tp.offset, 0)
                          for tp in self._consumer.position(assigned)}
-            unknown = [tp for tp in assigned if positions[(tp.topic, tp.partition)] < 0]
-            for tp in self._consumer.committed(unknown, 2.0) if unknown else []:
-                positions[(tp.topic, tp.partition)] = max(tp.offset, 0)
         except KafkaException as exc:
             log.debug("%s: positions unavailable: %s", self.name, exc)
             return {}
+        unknown = [tp for tp in assigned if positions[(tp.topic, tp.partition)] == 0]
+        try:
+            for tp in self._consumer.committed(unknown, 2.0) if unknown else []:
+                positions[(tp.topic, tp.partition)] = max(tp.offset, 0)
+        except KafkaException as exc:  # the broker away: positions are what we know
+            log.debug("%s: committed offsets unavailable: %s", self.name, exc)
         return positions
 
     def _fresh_ends(self, positions: dict[tuple[str, int], int]
@@ -327,6 +367,7 @@ class BatchRunner:
         threading.Thread(target=_close_quietly, args=(old, self.name), daemon=True,
                          name=f"close-{self.name}").start()
         self._consumer = self._connect()
+        self._commit_pending_since = None
         self.watchdog.rebuilt()
 
 

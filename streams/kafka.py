@@ -9,6 +9,7 @@ committed records and never auto-commit: offsets are committed after the work is
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -417,6 +418,10 @@ def transaction(producer: Producer, *, timeout_seconds: float = DEFAULT_TIMEOUT_
         raise wrap_kafka_error("begin_transaction", exc) from exc
     try:
         yield producer
+    except KafkaOperationError as exc:
+        if not exc.fatal:  # a fatal producer cannot abort; its owner rebuilds it
+            _abort(producer, timeout_seconds)
+        raise
     except BaseException:
         _abort(producer, timeout_seconds)
         raise
@@ -451,6 +456,15 @@ def _abort(producer: Producer, timeout_seconds: float) -> None:
         raise wrap_kafka_error("abort_transaction", exc) from exc
 
 
+# librdkafka 2.16 can block in send_offsets_to_transaction far past its timeout after a
+# broker restart: its group-coordinator request is never timed out (confluentinc/
+# librdkafka#5456, #5511; measured on a private broker: still blocked after 60 s with a
+# 10 s timeout, on every restart). The call therefore runs aside and is given up after
+# its timeout plus this grace; the producer is then unusable (``fatal``): its owner
+# rebuilds it, and the new producer's init_transactions settles the open transaction.
+STUCK_GRACE_SECONDS = 10.0
+
+
 def send_offsets(
     producer: Producer,
     consumer: Consumer,
@@ -458,14 +472,33 @@ def send_offsets(
     *,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
 ) -> None:
-    """Commit the consumer's progress past ``messages`` as part of the open transaction."""
+    """Commit the consumer's progress past ``messages`` as part of the open transaction
+    (bounded: see ``STUCK_GRACE_SECONDS``)."""
     offsets = next_offsets(messages)
-    try:
-        producer.send_offsets_to_transaction(
-            offsets, consumer.consumer_group_metadata(), timeout_seconds
-        )
-    except KafkaException as exc:
-        raise wrap_kafka_error("send_offsets_to_transaction", exc) from exc
+    metadata = consumer.consumer_group_metadata()
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            producer.send_offsets_to_transaction(offsets, metadata, timeout_seconds)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call, daemon=True, name="send-offsets")
+    worker.start()
+    worker.join(timeout_seconds + STUCK_GRACE_SECONDS)
+    if not outcome:
+        raise KafkaOperationError(
+            f"send_offsets_to_transaction did not return within {timeout_seconds:.0f} s "
+            f"+ {STUCK_GRACE_SECONDS:.0f} s (librdkafka's coordinator request after a "
+            "broker restart); the producer must be rebuilt", retryable=True, fatal=True,
+            code="_STUCK")
+    error = outcome[0]
+    if isinstance(error, KafkaException):
+        raise wrap_kafka_error("send_offsets_to_transaction", error) from error
+    if error is not None:
+        raise error
 
 
 def next_offsets(messages: Iterable[Message]) -> list[KafkaTopicPartition]:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -113,7 +114,7 @@ class Cycle:
             except Exception as exc:  # noqa: BLE001 - the report must not hide the failure
                 behind = [f"unavailable ({exc})"]
             report += "; groups behind (committed/end): " + (", ".join(behind) or "none")
-        return report
+        return report + "; agents at:\n" + _agent_stacks()
 
     def wait_progress(self, at_least: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -154,6 +155,15 @@ class Cycle:
             assert len(seen) == 1 and content["partner_user_id"] == self.users[b]
             assert b not in json.dumps(content)
             assert [g["id"] for g in client.groups(session)] == [group_of[a]]
+
+
+def _agent_stacks() -> str:
+    """Where each agent thread of this process is (a stall's evidence: a blocking call?)."""
+    frames = sys._current_frames()
+    return "\n".join(
+        f"{t.name}:\n" + "".join(traceback.format_stack(frames[t.ident])[-6:])
+        for t in threading.enumerate()
+        if t.name.startswith("agent-") and t.ident in frames) or "(no agent threads)"
 
 
 @pytest.fixture(scope="module")
