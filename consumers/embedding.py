@@ -34,6 +34,7 @@ from consumers.embedding_metrics import BATCH_SIZE, count_events, timed
 from consumers.embedding_traits import PrefetchingTraitsService
 from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
 from mosaic.user_state import (
+    DELAYED_DELAY,
     INSIGHTS_UNREADABLE,
     NO_INSIGHTS,
     PROFILE_UNAVAILABLE,
@@ -209,7 +210,9 @@ class EmbeddingPipeline:
                  report: BatchReport) -> None:
         if not items:
             return
-        outcomes = self.retry.run("index", lambda: self._index([e for _, e in items]))
+        events = [e for _, e in items]
+        outcomes = self.retry.run("index", lambda: self._index(events),
+                                  on_retry=self._delay_notice(events))
         done: list[tuple[OptInRequested, IndexedProfile]] = []
         failed: list[tuple[OptInRequested, ValidationError]] = []
         for (record, event), outcome in zip(items, outcomes, strict=True):
@@ -236,6 +239,27 @@ class EmbeddingPipeline:
             report.add(event.schema_name, "indexed" if profile.embedded else "unchanged")
         for event, _ in failed:
             report.add(event.schema_name, "profile_failed")
+
+    def _delay_notice(self, events: list[OptInRequested]) -> Callable[[Exception], None]:
+        """At the first retry of the batch's profiles (a throttled or unreachable embedder,
+        index or S3), tell its users they are delayed, not failed. Best effort: the notice
+        must not hold up the retry, and the outcome write replaces it."""
+        told = False
+
+        def notice(error: Exception) -> None:
+            nonlocal told
+            if told:
+                return
+            told = True
+            log.warning("profiles of %d users delayed: %s", len(events), error)
+            for event in events:
+                try:
+                    self.states.profile_delayed(event.user_id,
+                                                at=event.occurred_at + DELAYED_DELAY)
+                except Exception as exc:  # noqa: BLE001 - a notice, not the outcome
+                    log.warning("could not mark %s delayed: %s", event.user_id, exc)
+
+        return notice
 
     def _index(self, events: list[OptInRequested]) -> list[Outcome]:
         requests = [_request(e) for e in events]

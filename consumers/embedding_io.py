@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from consumers.embedding_metrics import RETRIES, timed
 from mosaic.errors import MosaicError
-from mosaic.retry import Backoff, is_retryable
+from mosaic.retry import Backoff, is_retryable, retry_after_seconds
 from streams.deadletter import RawRecord
 from streams.events import DeadLettered, Event
 from streams.kafka import KafkaOperationError, produce_event
@@ -43,7 +43,11 @@ class StageRetry:
         self.stop = stop or threading.Event()
         self.retries = 0
 
-    def run(self, stage: str, call: Callable[[], T]) -> T:
+    def run(self, stage: str, call: Callable[[], T], *,
+            on_retry: Callable[[Exception], None] | None = None) -> T:
+        """``on_retry`` hears each retryable failure before the pause (the opt-in stage
+        marks its users delayed). The pause is never shorter than the service's
+        ``Retry-After`` (``ExternalServiceError.retry_after_seconds``)."""
         attempt = 0
         while True:
             if self.stop.is_set():
@@ -56,7 +60,10 @@ class StageRetry:
                 attempt += 1
                 self.retries += 1
                 RETRIES.labels(stage=stage).inc()
-                pause = Backoff(self.backoff_seconds, self.max_backoff_seconds).delay(attempt)
+                if on_retry is not None:
+                    on_retry(exc)
+                pause = max(Backoff(self.backoff_seconds, self.max_backoff_seconds)
+                            .delay(attempt), retry_after_seconds(exc) or 0.0)
                 log.warning("stage %s failed (attempt %d), retrying in %.1fs: %s",
                             stage, attempt, pause, exc)
                 self.stop.wait(pause)

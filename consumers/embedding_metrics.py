@@ -7,7 +7,7 @@ inside them, so the adapters stay metric-free. Base units: seconds, counts.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -40,6 +40,15 @@ CONSUMER_LAG = Gauge(
     "mosaic_embedding_consumer_lag_records",
     "Records behind the partition's high watermark after the last batch.",
     ["topic", "partition"],
+)
+THROTTLED = Counter(
+    "mosaic_embedding_throttled_calls",
+    "Calls to an external API answered 429 (quota exhausted), by API (vertex, pinecone).",
+    ["api"],
+)
+QUOTA_SHARE = Gauge(
+    "mosaic_embedding_quota_share_ratio",
+    "This worker's share of the project quota: its assigned opt-in partitions / all.",
 )
 FATAL = Counter(
     "mosaic_embedding_fatal_errors",
@@ -98,6 +107,12 @@ class TimedVectorIndex(VectorIndex):
 
     def count(self) -> int:
         return self.inner.count()
+
+
+def throttle_counter(api: str) -> Callable[[str], None]:
+    """A ``Retrier.on_throttled`` hook counting 429 answers of ``api``."""
+    counter = THROTTLED.labels(api=api)
+    return lambda _what: counter.inc()
 
 
 def record_lag(topic: str, partition: int, lag: int) -> None:

@@ -18,7 +18,7 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,14 +27,22 @@ from consumers.blocks import CassandraBlockStore
 from consumers.embedding import EmbeddingPipeline
 from consumers.embedding_agent import BatchHandler, attach_agent, build_app
 from consumers.embedding_io import KafkaSeekerSink, StageRetry
-from consumers.embedding_metrics import TimedEmbedder, TimedVectorIndex
+from consumers.embedding_metrics import (
+    QUOTA_SHARE,
+    TimedEmbedder,
+    TimedVectorIndex,
+    throttle_counter,
+)
 from consumers.embedding_traits import PrefetchingTraitsService
 from mosaic.cassandra import cassandra_call
 from mosaic.erasures import CassandraErasures
+from mosaic.ratelimit import TokenBucket
 from mosaic.settings import Settings
 from mosaic.user_state import PROFILE_UNAVAILABLE, CassandraUserStateWriter, UserStateWriter
-from profiles.embedders import Embedder, LocalE5Embedder, build_embedder
+from profiles.embedders import Embedder, LocalE5Embedder, VertexEmbedder, build_embedder
+from profiles.index import VectorIndex
 from profiles.insights import S3InsightStore
+from profiles.pinecone_index import PineconeVectorIndex
 from profiles.pipeline import ProfileIndexer
 from profiles.traits import S3TraitsCache
 from streams.deadletter import DeadLetterPublisher
@@ -90,6 +98,9 @@ class RetryableStates(UserStateWriter):
         cassandra_call("user_state", lambda: self.inner.profile_failed(
             user_id, reason=reason, at=at, code=code))
 
+    def profile_delayed(self, user_id: str, *, at: datetime) -> None:
+        cassandra_call("user_state", lambda: self.inner.profile_delayed(user_id, at=at))
+
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
                      at: datetime, reason: str | None = None, version: int = 0) -> None:
         cassandra_call("user_state", lambda: self.inner.missed_cycle(
@@ -100,6 +111,48 @@ class RetryableStates(UserStateWriter):
                 at: datetime, version: int = 0) -> None:
         cassandra_call("user_state", lambda: self.inner.matched(
             user_id, cycle_id=cycle_id, room_id=room_id, at=at, version=version))
+
+
+class QuotaShare:
+    """Keeps this worker's rate limiters at its share of the project's quotas: the share
+    of the opt-in topic's partitions assigned to it, so all workers together stay within
+    each quota (docs/embedding-pipeline.md, "Quotas"). Before an assignment, and with
+    none, the share of one partition."""
+
+    def __init__(self, buckets: Sequence[TokenBucket], topic: str, partitions: int) -> None:
+        self.buckets, self.topic, self.partitions = list(buckets), topic, max(1, partitions)
+        self.assigned = -1
+        self.update(())
+
+    def update(self, assignment: Iterable[Any]) -> None:
+        count = sum(1 for tp in assignment if tp.topic == self.topic)
+        if count == self.assigned:
+            return
+        self.assigned = count
+        share = min(1.0, max(1, count) / self.partitions)
+        for bucket in self.buckets:
+            bucket.set_share(share)
+        QUOTA_SHARE.set(share)
+        if self.buckets:
+            log.info("%d of %d %s partitions assigned: %.0f%% of the quota (%s/s)", count,
+                     self.partitions, self.topic, share * 100,
+                     ", ".join(f"{b.rate:g}" for b in self.buckets))
+
+
+def quota_buckets(pipeline: EmbeddingPipeline) -> list[TokenBucket]:
+    """The rate limiters of the pipeline's outside APIs that spend a project quota."""
+    embedder = pipeline.indexer.embedder
+    inner = embedder.inner if isinstance(embedder, TimedEmbedder) else embedder
+    return [inner.limiter] if isinstance(inner, VertexEmbedder) else []
+
+
+def count_throttles(embedder: Embedder, index: VectorIndex) -> None:
+    """Each 429 answer of Vertex or Pinecone counts in ``THROTTLED`` (metrics wrap the
+    adapters: the Retrier's hook, not code inside them)."""
+    if isinstance(embedder, VertexEmbedder):
+        embedder.retrier.on_throttled = throttle_counter("vertex")
+    if isinstance(index, PineconeVectorIndex):
+        index.retrier.on_throttled = throttle_counter("pinecone")
 
 
 def default_embedder(settings: Settings) -> Embedder:
@@ -122,14 +175,17 @@ def build_wiring(settings: Settings, *, embedder: Embedder | None = None,
         session = connect(settings.cassandra)
         closers.append(session.cluster.shutdown)
     s3 = s3_client or make_s3_client(settings.s3)
-    emb = TimedEmbedder(embedder or default_embedder(settings))
+    raw_embedder = embedder or default_embedder(settings)
+    emb = TimedEmbedder(raw_embedder)
     t, ttl = settings.traits, settings.s3.traits_cache_ttl_seconds
     traits = PrefetchingTraitsService(
         S3InsightStore(s3, settings.s3.insights_bucket),
         S3TraitsCache(s3, settings.s3.traits_cache_bucket), top_n=t.top_chats,
         ttl_seconds=ttl, half_life_seconds=t.recency_half_life_seconds,
         max_items=t.max_items_per_section)
-    index = TimedVectorIndex(build_vector_index(settings, dim=emb.dim, session=session))
+    raw_index = build_vector_index(settings, dim=emb.dim, session=session)
+    count_throttles(raw_embedder, raw_index)
+    index = TimedVectorIndex(raw_index)
     producer = make_producer(settings)
     closers.append(lambda: producer.flush(10))
     catalog = build_catalog(settings)
@@ -172,6 +228,8 @@ async def _serve(settings: Settings, pipeline: EmbeddingPipeline, *, idle: float
                  max_seconds: float | None, stop: threading.Event) -> WorkerReport:
     start = time.monotonic()
     pipeline.retry.stop.clear()  # a pipeline may serve several runs (tests, the demo)
+    optin = build_catalog(settings).optin
+    quota = QuotaShare(quota_buckets(pipeline), optin.name, optin.partitions)
     with tempfile.TemporaryDirectory(prefix="mosaic-faust-") as datadir:
         app = build_app(settings, datadir)
         handler = BatchHandler(app, pipeline)
@@ -179,7 +237,7 @@ async def _serve(settings: Settings, pipeline: EmbeddingPipeline, *, idle: float
         await app.start()
         try:
             reason = await _wait(app, handler, start=start, idle=idle,
-                                 max_seconds=max_seconds, stop=stop)
+                                 max_seconds=max_seconds, stop=stop, quota=quota)
         finally:
             pipeline.retry.stop.set()  # interrupts a stage waiting out an outage
             await app.stop()
@@ -191,10 +249,11 @@ async def _serve(settings: Settings, pipeline: EmbeddingPipeline, *, idle: float
 
 
 async def _wait(app: Any, handler: BatchHandler, *, start: float, idle: float | None,
-                max_seconds: float | None, stop: threading.Event) -> str:
+                max_seconds: float | None, stop: threading.Event, quota: QuotaShare) -> str:
     assigned = False
     while True:
         await asyncio.sleep(0.1)
+        quota.update(app.consumer.assignment())
         now = time.monotonic()
         if handler.failed.is_set():
             return "fatal"

@@ -6,7 +6,9 @@ applied by ``mosaic db migrate``); every stage calls it, nobody else writes CQL 
 - the ingress (producers/) records ``preparing_profile`` / ``opted_out`` after the broker
   confirmed an opt-in / opt-out, and reads the row for ``GET /user/{id}/status``
   (``UserStateStore``, asynchronous);
-- the embedding agent records ``waiting`` or ``profile_failed`` (with why, in ``detail``);
+- the embedding agent records ``waiting`` or ``profile_failed`` (with why, in ``detail``),
+  and marks a ``preparing_profile`` that waits out a throttled or unreachable embedding API
+  as delayed (``reason_code`` :data:`PROFILE_DELAYED`);
 - post-match records ``matched`` (and the room) or another missed cycle
   (``UserStateWriter``, synchronous);
 - the demo and tools read states with ``read_states``;
@@ -17,13 +19,14 @@ order of the events decides whatever order the writes arrive in, and replays cha
 The write times follow each user's own order, not the stages' clocks (:func:`stage_time`):
 an opt-in or opt-out is written at the ingress' time of the request (whole milliseconds, the
 seekers record's ``version``); the later stages of that opt-in write at the same millisecond
-plus a few microseconds (waiting or profile_failed, then each missed cycle, then matched),
+plus a few microseconds (a delay notice, waiting or profile_failed, then each missed
+cycle, then matched),
 so they follow the opt-in they belong to and never pass the user's next request. No row
 means ``not_opted_in``.
 
-Status shows ``reason_code`` and a fixed ``message`` (:data:`REASON_MESSAGES`) for a
-failure, never the stored ``detail``, which can name other users (an insight's parse
-error); ``detail`` stays in Cassandra and the logs.
+Status shows ``reason_code`` and a fixed ``message`` (:data:`REASON_MESSAGES`,
+:data:`DELAY_MESSAGES`) for a failure or a delay, never the stored ``detail``, which can
+name other users (an insight's parse error); ``detail`` stays in Cassandra and the logs.
 
 A new state is added to ``State`` (the status endpoint answers every member;
 tests/e2e/test_user_state_contract.py walks each one through the ingress and Nakama).
@@ -50,20 +53,30 @@ STATES: tuple[State, ...] = get_args(State)
 NO_INSIGHTS = "no_insights"
 INSIGHTS_UNREADABLE = "insights_unreadable"
 PROFILE_UNAVAILABLE = "profile_unavailable"  # any other failure, and rows without a code
+# preparing_profile, taking longer: the embedding API is throttling us or away. Not a failure.
+PROFILE_DELAYED = "profile_delayed"
 REASON_MESSAGES: dict[str, str] = {
     NO_INSIGHTS: "We could not build your profile yet: there are no analysed chats to "
                  "build it from. Try again after chatting a little more.",
     INSIGHTS_UNREADABLE: "We could not read your chat analysis. Please try again later.",
     PROFILE_UNAVAILABLE: "Your profile could not be prepared. Please try again later.",
 }
+# preparing_profile reason codes (still in line, nothing failed) and their only text.
+DELAY_MESSAGES: dict[str, str] = {
+    PROFILE_DELAYED: "Preparing your profile is taking longer than usual. You keep your "
+                     "place; there is no need to opt in again.",
+}
 
-# Microseconds after the request's millisecond (see the module docstring): waiting or
-# profile_failed at +1, missed cycle n at +1+n (n capped), matched at +999. A user's next
+# Microseconds after the request's millisecond (see the module docstring): a delay notice
+# at +1 (after the ingress' own write, which clears reason_code at +0), waiting or
+# profile_failed at +2, missed cycle n at +2+n (n capped), matched at +999. A user's next
 # request is at least a millisecond later, so no stage of one opt-in passes it.
-_PROFILE_STEP = 1
+_DELAYED_STEP = 1
+_PROFILE_STEP = 2
 MATCHED_STEP = 999
 _MAX_MISSED_STEP = MATCHED_STEP - _PROFILE_STEP - 1
 STAGE_DELAY = timedelta(microseconds=_PROFILE_STEP)
+DELAYED_DELAY = timedelta(microseconds=_DELAYED_STEP)
 
 _SELECT = (
     "SELECT user_id, state, detail, opted_in_at, waiting_since, missed_cycles, cycle_id,"
@@ -81,6 +94,9 @@ _WAITING = ("state = 'waiting', pool = ?, waiting_since = ?, missed_cycles = ?, 
             " reason_code = null, updated_at = ? WHERE user_id = ?")
 _FAILED = ("state = 'profile_failed', detail = ?, reason_code = ?, updated_at = ?"
            " WHERE user_id = ?")
+# Only the code: the state stays what the ingress wrote (preparing_profile), and the
+# agent's later waiting/profile_failed write (+2 µs) replaces the code.
+_DELAYED = "reason_code = ?, updated_at = ? WHERE user_id = ?"
 _MISSED = ("state = 'waiting', missed_cycles = ?, last_cycle_id = ?, unmatched_reason = ?,"
            " updated_at = ? WHERE user_id = ?")
 _MATCHED = ("state = 'matched', cycle_id = ?, last_cycle_id = ?, unmatched_reason = null,"
@@ -107,8 +123,11 @@ class UserState:
 
 
 def reason_message(state: UserState) -> tuple[str | None, str | None]:
-    """(``reason_code``, fixed user-safe ``message``) of a failed profile, else (None, None).
-    An unknown or missing code shows as :data:`PROFILE_UNAVAILABLE`."""
+    """(``reason_code``, fixed user-safe ``message``) of a failed profile (an unknown or
+    missing code shows as :data:`PROFILE_UNAVAILABLE`) or of a delayed one
+    (``preparing_profile`` with :data:`PROFILE_DELAYED`), else (None, None)."""
+    if state.state == "preparing_profile" and state.reason_code in DELAY_MESSAGES:
+        return state.reason_code, DELAY_MESSAGES[state.reason_code]
     if state.state != "profile_failed":
         return None, None
     code = state.reason_code if state.reason_code in REASON_MESSAGES else PROFILE_UNAVAILABLE
@@ -154,6 +173,11 @@ class UserStateWriter(ABC):
     def profile_failed(self, user_id: str, *, reason: str, at: datetime,
                        code: str = PROFILE_UNAVAILABLE) -> None:
         """``reason``: the raw cause (kept, never shown); ``code``: what status shows."""
+
+    @abstractmethod
+    def profile_delayed(self, user_id: str, *, at: datetime) -> None:
+        """Still ``preparing_profile``, but late (:data:`PROFILE_DELAYED`); ``at`` is the
+        request's time + :data:`DELAYED_DELAY`, before that request's profile outcome."""
 
     @abstractmethod
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
@@ -299,6 +323,7 @@ class CassandraUserStateWriter(UserStateWriter):
         prefix = _UPDATE.format(keyspace=keyspace)
         self._waiting = session.prepare(prefix + _WAITING)
         self._failed = session.prepare(prefix + _FAILED)
+        self._delayed = session.prepare(prefix + _DELAYED)
         self._missed = session.prepare(prefix + _MISSED)
         self._matched = session.prepare(prefix + _MATCHED)
         self._room = session.prepare(prefix + _MATCHED_ROOM)
@@ -311,6 +336,9 @@ class CassandraUserStateWriter(UserStateWriter):
     def profile_failed(self, user_id: str, *, reason: str, at: datetime,
                        code: str = PROFILE_UNAVAILABLE) -> None:
         self._session.execute(self._failed, (_micros(at), reason, code, at, user_id))
+
+    def profile_delayed(self, user_id: str, *, at: datetime) -> None:
+        self._session.execute(self._delayed, (_micros(at), PROFILE_DELAYED, at, user_id))
 
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
                      at: datetime, reason: str | None = None, version: int = 0) -> None:

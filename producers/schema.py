@@ -8,7 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mosaic.user_state import REASON_MESSAGES, State, UserState, reason_message
+from mosaic.user_state import (
+    DELAY_MESSAGES,
+    REASON_MESSAGES,
+    State,
+    UserState,
+    reason_message,
+)
 from producers.domain import (
     MAX_TOP_CHATS,
     POOL_PATTERN,
@@ -87,9 +93,11 @@ class StatusBody(BaseModel):
         default=None, description="The matcher's reason code when that cycle did not "
                                   "match the user (they keep their place in line).")
     reason_code: str | None = Field(
-        default=None, description="profile_failed: one of " + ", ".join(REASON_MESSAGES))
+        default=None, description="profile_failed: one of " + ", ".join(REASON_MESSAGES)
+        + "; preparing_profile: " + ", ".join(DELAY_MESSAGES) + " (delayed, not failed)")
     message: str | None = Field(default=None,
-                                description="profile_failed: fixed text for the user.")
+                                description="profile_failed or a delayed "
+                                            "preparing_profile: fixed text for the user.")
 
 
 def status_body(state: UserState) -> dict[str, Any]:

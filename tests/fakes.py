@@ -16,6 +16,7 @@ from consumers.chat import ChatServer, ItemResult, NotifyRequest, RoomRequest
 from consumers.embedding_io import SeekerSink
 from mosaic.user_state import (
     MATCHED_STEP,
+    PROFILE_DELAYED,
     PROFILE_UNAVAILABLE,
     UserStateWriter,
     missed_step,
@@ -42,11 +43,14 @@ class MemoryUserStateWriter(UserStateWriter):
     def waiting(self, user_id: str, *, pool: str, waiting_since: datetime,
                 missed_cycles: int, at: datetime) -> None:
         self._write(user_id, at, state="waiting", pool=pool, waiting_since=waiting_since,
-                    missed_cycles=missed_cycles, detail=None)
+                    missed_cycles=missed_cycles, detail=None, reason_code=None)
 
     def profile_failed(self, user_id: str, *, reason: str, at: datetime,
                        code: str = PROFILE_UNAVAILABLE) -> None:
         self._write(user_id, at, state="profile_failed", detail=reason, reason_code=code)
+
+    def profile_delayed(self, user_id: str, *, at: datetime) -> None:
+        self._write(user_id, at, reason_code=PROFILE_DELAYED)
 
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
                      at: datetime, reason: str | None = None, version: int = 0) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -16,7 +16,16 @@ from consumers.embedding_io import (
     StopRequested,
 )
 from consumers.embedding_traits import PrefetchingTraitsService
+from consumers.embedding_worker import QuotaShare
 from mosaic.errors import ExternalServiceError, ValidationError
+from mosaic.ratelimit import TokenBucket
+from mosaic.user_state import (
+    DELAY_MESSAGES,
+    DELAYED_DELAY,
+    PROFILE_DELAYED,
+    UserState,
+    reason_message,
+)
 from profiles.insights import ChatInsights, InMemoryInsightStore, ParticipantInsight
 from profiles.pipeline import ProfileIndexer
 from profiles.traits import InMemoryTraitsCache
@@ -212,7 +221,38 @@ def test_stop_during_an_outage_raises_instead_of_finishing() -> None:
     threading.Timer(0.05, h.stop.set).start()
     with pytest.raises(StopRequested):
         h.run(opt_in("alice"))
-    assert not h.seekers.events and "alice" not in h.states.rows
+    assert not h.seekers.events
+    # Only the delay notice was written; the state stays the ingress' preparing_profile.
+    assert h.states.rows["alice"] == {"reason_code": "profile_delayed",
+                                      "_reason_code_at": T0 + DELAYED_DELAY}
+
+
+def test_a_throttled_embedder_marks_the_batch_delayed_then_waiting() -> None:
+    h = Harness("alice", "bob")
+    seen: list[dict[str, Any]] = []
+    throttled = ExternalServiceError("429 RESOURCE_EXHAUSTED", throttled=True,
+                                     retry_after_seconds=0.01)
+    inner = h.embedder._embed
+
+    def embed(texts: list[str]) -> Any:
+        if len(seen) < 2:
+            seen.append(dict(h.states.rows.get("alice", {})))
+            raise throttled
+        return inner(texts)
+
+    h.embedder._embed = embed  # type: ignore[method-assign]
+    assert h.run(opt_in("alice"), opt_in("bob", 1)) == [("OptInRequested", "indexed")] * 2
+    assert seen[0] == {}  # the first attempt: nothing said yet
+    during = seen[1]  # the retry: delayed, not failed, and no other state written
+    assert during["reason_code"] == PROFILE_DELAYED and "state" not in during
+    code, message = reason_message(UserState("alice", "preparing_profile",
+                                             reason_code=during["reason_code"]))
+    assert code == PROFILE_DELAYED and message == DELAY_MESSAGES[PROFILE_DELAYED]
+    assert DELAYED_DELAY < STATE_DELAY  # the notice is written before the outcome's time
+    for user in ("alice", "bob"):  # the outcome, written later in time, replaces the notice
+        assert h.states.rows[user]["state"] == "waiting"
+        assert h.states.rows[user]["reason_code"] is None
+    assert len(h.embedder.calls) == 1
 
 
 def test_bug_is_raised_not_retried_or_dead_lettered() -> None:
@@ -267,3 +307,35 @@ def test_traits_of_a_batch_are_prefetched_in_parallel_and_used_once() -> None:
     assert [o for _, o in outcomes].count("indexed") == 3
     assert len(seen) == 4  # each user's insights read once, by the prefetch pool
     assert all(name != threading.current_thread().name for name in seen)
+
+
+def test_a_stage_retry_waits_the_services_retry_after() -> None:
+    h = Harness()
+    waits: list[float] = []
+    h.stop.wait = lambda timeout=None: waits.append(timeout or 0.0) or False  # type: ignore[method-assign]
+    calls = iter([ExternalServiceError("429", throttled=True, retry_after_seconds=4.0)])
+
+    def call() -> str:
+        error = next(calls, None)
+        if error is not None:
+            raise error
+        return "done"
+
+    assert h.retry.run("index", call) == "done"
+    assert waits == [4.0]  # not the 1 ms backoff
+
+
+def test_each_worker_takes_its_partitions_share_of_the_quota() -> None:
+    class TP(NamedTuple):
+        topic: str
+        partition: int
+
+    buckets = [TokenBucket.per_minute(600) for _ in range(3)]
+    shares = [QuotaShare([b], "t.optin", 6) for b in buckets]
+    assert all(b.rate == pytest.approx(10 / 6) for b in buckets)  # before an assignment
+    for i, share in enumerate(shares):
+        share.update([TP("t.optin", 2 * i), TP("t.optin", 2 * i + 1), TP("t.other", 0)])
+    assert [b.rate for b in buckets] == pytest.approx([10 / 3] * 3)
+    assert sum(b.rate for b in buckets) == pytest.approx(10.0)  # the quota, not 3x it
+    shares[0].update([TP("t.optin", p) for p in range(6)])  # the others left the group
+    assert buckets[0].rate == pytest.approx(10.0) and buckets[0].capacity == 10
