@@ -42,7 +42,7 @@ def _promtool(prometheus: Prometheus, *args: str, cwd: Path | None = None
 def test_rules_pass_promtool_check(prometheus: Prometheus) -> None:
     result = _promtool(prometheus, "check", "rules", str(RULES_FILE))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
 
 
 def test_rules_unit_tests_pass(prometheus: Prometheus) -> None:
