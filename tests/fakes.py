@@ -22,6 +22,7 @@ from mosaic.user_state import (
     missed_step,
     stage_time,
 )
+from producers.errors import Unavailable
 from profiles.embedders import Embedder, Vectors, hashed_embedding
 from profiles.index import Condition, Match, MetaValue, Vector, VectorIndex, VectorRecord, unit
 from streams.deadletter import RawRecord
@@ -280,3 +281,22 @@ class MemoryChat(ChatServer):
                 self.notifications.append((n.user, n.partner, n.group_id))
             out.append(ItemResult(ok=True, sent=sent))
         return out
+
+
+class MemorySharedNonces:
+    """``producers.nonces.SharedNonces`` in memory: what other instances claimed is in
+    ``claimed``; ``down`` makes every claim fail like an unreachable store."""
+
+    def __init__(self) -> None:
+        self.claimed: set[tuple[int, str]] = set()
+        self.calls = 0
+        self.down = False
+
+    async def claim(self, timestamp: int, nonce: str) -> bool:
+        self.calls += 1
+        if self.down:
+            raise Unavailable("nonce store unavailable: fake", retry_after_seconds=5)
+        if (timestamp, nonce) in self.claimed:
+            return False
+        self.claimed.add((timestamp, nonce))
+        return True
