@@ -6,6 +6,7 @@ variant at its first failure. Every run is the real test
 checked in Nakama's own tables (one closed two-member group, one notification per user).
 
     python bench/broker_faults.py --runs 20 [--faults restart kill9 pause] [--log DIR]
+                                     [--port 39092]
 
 Prints, per variant, the runs in a row that passed, the time per run and the watchdog's
 ERROR lines (a stall it found and recovered from); exits 1 if any variant failed.
@@ -27,11 +28,13 @@ TEST = ("tests/integration/test_postmatch_faults.py::"
         "test_a_broker_fault_mid_cycle_still_completes_exactly_once")
 
 
-def run_variant(fault: str, runs: int, log_dir: Path) -> tuple[list[tuple[str, float]], str]:
+def run_variant(fault: str, runs: int, log_dir: Path, port: int
+                ) -> tuple[list[tuple[str, float]], str]:
     """Run ``runs`` cases of ``fault`` (stop at the first failure): (outcome, seconds) per
     case and the pytest output."""
     junit = log_dir / f"{fault}.xml"
-    env = {**os.environ, "MOSAIC_BROKER_FAULT_RUNS": str(runs)}
+    env = {**os.environ, "MOSAIC_BROKER_FAULT_RUNS": str(runs),
+           "MOSAIC_FAULT_BROKER_PORT": str(port)}
     cmd = [sys.executable, "-m", "pytest", TEST, "-k", f"{fault}-", "-x", "-q",
            "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "log_level=INFO",
            "--timeout", "900"]
@@ -54,12 +57,15 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["restart", "kill9", "pause"], help="variants (default all)")
     parser.add_argument("--log", type=Path, default=Path("/tmp/mosaic-broker-faults"),
                         help="where each variant's pytest output and junit go")
+    parser.add_argument("--port", type=int, default=39092,
+                        help="the private broker's port (and + 1); another port lets two "
+                             "loops run side by side (default 39092)")
     args = parser.parse_args(argv)
     args.log.mkdir(parents=True, exist_ok=True)
     ok = True
     for fault in args.faults:
         started = time.monotonic()
-        cases, out = run_variant(fault, args.runs, args.log)
+        cases, out = run_variant(fault, args.runs, args.log, args.port)
         passed = 0
         for outcome, _ in cases:
             if outcome != "passed":

@@ -46,7 +46,7 @@ from tests.support import migrated, own_topics
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 USERS = 1000
-BROKER_PORT = 39092
+BROKER_PORT = int(os.environ.get("MOSAIC_FAULT_BROKER_PORT", "39092"))  # and + 1
 PAUSE_SECONDS = 60.0
 MOSAIC = str(Path(sys.executable).parent / "mosaic")
 
