@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from consumers.postmatch_app import PostMatch, build_postmatch, cycle_pairs
+from consumers.postmatch_app import PostMatch, cycle_pairs
 from mosaic.nakama_client import NakamaClient
 from schemas import load_current, load_history
-from streams.events import DeadLettered, Event, PairMatched, derive_event_id, pair_key
+from streams.events import DeadLettered, Event
 from streams.kafka import make_consumer, make_producer, produce_and_wait, read_to_end
 from streams.serde import AvroSerde, SchemaRegistry, decode, fingerprint
 from tests.integration.test_embedding_agent import (  # noqa: F401 - fixtures used here
@@ -27,7 +25,7 @@ from tests.integration.test_embedding_agent import (  # noqa: F401 - fixtures us
     opt_in,
     standin,
 )
-from tests.support import migrated, own_topics
+from tests.integration.test_postmatch_replays import _pair, app  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -73,63 +71,47 @@ def test_the_embedding_agent_dead_letters_a_newer_writers_record(env: Env  # noq
     assert env.seekers().keys() == {late}
 
 
-@pytest.fixture
-def postmatch(settings: Any, kafka_stack: object, cassandra_stack: object,
-              nakama_stack: object) -> Iterator[PostMatch]:
-    token = uuid.uuid4().hex[:10]
-    own = migrated(settings.model_copy(update={
-        "kafka": settings.kafka.model_copy(update={"topic_prefix": f"t{token}."}),
-        "cassandra": settings.cassandra.model_copy(update={"keyspace": f"t_{token}"}),
-    }))
-    with own_topics(own):
-        built = build_postmatch(own)
-        yield built
-        built.close()
-
-
-def _pair(cycle: str, a: str, b: str) -> PairMatched:
-    return PairMatched(event_id=derive_event_id("t", cycle, pair_key(a, b)),
-                       occurred_at=datetime.now(UTC), cycle_id=cycle, pair_key=pair_key(a, b),
-                       user_a=a, user_b=b, score=0.9, similarity=0.8)
-
-
-def _publish(app: PostMatch, writer: AvroSerde, event: Event) -> bytes:
-    value = writer.encode(event)
-    producer = make_producer(app.settings)
-    producer.produce(app.catalog.pairs.name, key=event.key().encode(), value=value)
+def _publish(into: PostMatch, writer: AvroSerde, event: Event) -> bytes:
+    value, key = writer.encode(event), event.key()
+    assert isinstance(key, str)
+    producer = make_producer(into.settings)
+    producer.produce(into.catalog.pairs.name, key=key.encode(), value=value)
     assert producer.flush(30) == 0
     return value
 
 
-def test_post_match_agents_dead_letter_a_newer_writers_pair(postmatch: PostMatch) -> None:
+def test_post_match_agents_dead_letter_a_newer_writers_pair(app: PostMatch  # noqa: F811
+                                                            ) -> None:
     writer, unknown = newer_writer("PairMatched")
     cycle = f"default:{uuid.uuid4().hex[:8]}"
-    newer = _publish(postmatch, writer, _pair(cycle, "a-" + cycle, "b-" + cycle))
-    nakama = NakamaClient(postmatch.settings.nakama)
+    newer = _publish(app, writer, _pair(cycle, "a-" + cycle, "b-" + cycle))
+    nakama = NakamaClient(app.settings.nakama)
     c, d = (nakama.login(str(uuid.uuid4())).custom_id for _ in range(2))
     nakama.close()
-    produce_and_wait(make_producer(postmatch.settings), postmatch.catalog.pairs,
+    produce_and_wait(make_producer(app.settings), app.catalog.pairs,
                      _pair(cycle, c, d))  # behind it: handled
 
     for agent in ("rooms", "index-state"):
-        stats = postmatch.runner(agent).run(idle_seconds=4, max_seconds=60)
-        assert (stats.dead_lettered, stats.handled) == (1, 1), (agent, stats)
-    letters = _letters(postmatch.settings, postmatch.catalog.deadletter)
+        # Idle counts from the start: long enough for the group to join on a busy machine.
+        stats = app.runner(agent).run(idle_seconds=10, max_seconds=60)
+        assert (stats.dead_lettered, stats.handled) == (1, 1), (
+            f"{agent} on {app.catalog.pairs.name}: {stats}")
+    letters = _letters(app.settings, app.catalog.deadletter)
     assert len(letters) == 2 and all(unknown in x.reason and x.source_value == newer
                                      for x in letters), letters
 
 
-def test_the_reconciler_says_which_pair_it_cannot_read(postmatch: PostMatch,
+def test_the_reconciler_says_which_pair_it_cannot_read(app: PostMatch,  # noqa: F811
                                                        caplog: pytest.LogCaptureFixture
                                                        ) -> None:
     writer, unknown = newer_writer("PairMatched")
     cycle = f"default:{uuid.uuid4().hex[:8]}"
-    _publish(postmatch, writer, _pair(cycle, "a-" + cycle, "b-" + cycle))
+    _publish(app, writer, _pair(cycle, "a-" + cycle, "b-" + cycle))
     readable = _pair(cycle, "c-" + cycle, "d-" + cycle)
-    produce_and_wait(make_producer(postmatch.settings), postmatch.catalog.pairs, readable)
+    produce_and_wait(make_producer(app.settings), app.catalog.pairs, readable)
 
     with caplog.at_level(logging.WARNING, logger="consumers.postmatch_app"):
-        assert [p.pair_key for p in cycle_pairs(postmatch, cycle)] == [readable.pair_key]
+        assert [p.pair_key for p in cycle_pairs(app, cycle)] == [readable.pair_key]
 
     said = [r.getMessage() for r in caplog.records if unknown in r.getMessage()]
-    assert said and postmatch.catalog.pairs.name in said[0], caplog.text
+    assert said and app.catalog.pairs.name in said[0], caplog.text
