@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -154,6 +154,19 @@ class MemoryDeadLetters:
             error_type=type(error).__name__, source_topic=record.topic,
             source_partition=record.partition, source_offset=record.offset,
             source_key=record.key, source_value=record.value, attempts=attempts)
+
+
+class MemoryErasures:
+    """``mosaic.erasures.CassandraErasures`` in memory (the embedding agent's check)."""
+
+    def __init__(self) -> None:
+        self.erased: dict[str, datetime] = {}
+
+    def record(self, user_id: str, at: datetime) -> None:
+        self.erased[user_id] = at
+
+    def erased_at(self, user_ids: Iterable[str]) -> dict[str, datetime]:
+        return {u: self.erased[u] for u in set(user_ids) if u in self.erased}
 
 
 class MemoryBlockStore(BlockStore):
