@@ -131,6 +131,9 @@ def bench_size(base: Settings, n: int, dim: int, seed_: int, keep: bool) -> dict
         publish_tick(settings, "default", T0)
         print(f"   seeded in {seeded:.1f} s; running the tick", flush=True)
         first = run_service(settings, timeout_s=3600)
+        print(f"   first run: start-up {first.startup_s:.1f} s, total {first.total_s:.1f} s, "
+              f"peak RSS {first.maxrss_bytes / 2**30:.2f} GiB, {json.dumps(first.report)}",
+              flush=True)
         print("   restarting", flush=True)
         second = run_service(settings, timeout_s=1800)
     finally:
