@@ -43,14 +43,15 @@ def register(subparsers: Any) -> None:
 
 
 def _erase(args: argparse.Namespace) -> int:
-    for report in erase_user(Settings(), args.user_id):
-        print(json.dumps(report), flush=True)
+    erase_user(Settings(), args.user_id, emit=lambda r: print(json.dumps(r), flush=True))
     return 0
 
 
 def erase_user(settings: Settings, user_id: str, *, session: Any = None,
-               s3: Any = None) -> list[Report]:
-    """Erase ``user_id`` everywhere; one report per store, in the order done."""
+               s3: Any = None, emit: Callable[[Report], None] = lambda _: None
+               ) -> list[Report]:
+    """Erase ``user_id`` everywhere; one report per store, in the order done, each also
+    given to ``emit`` once done (a failure half-way shows how far it got)."""
     from mosaic.cassandra import connect
     from mosaic.s3 import s3_client
     from profiles.insights import check_user_id
@@ -59,8 +60,11 @@ def erase_user(settings: Settings, user_id: str, *, session: Any = None,
     own = session is None
     session = session if session is not None else connect(settings.cassandra)
     try:
-        steps = _steps(settings, user_id, session, s3 or s3_client(settings.s3))
-        return [step() for step in steps]
+        reports = []
+        for step in _steps(settings, user_id, session, s3 or s3_client(settings.s3)):
+            reports.append(step())
+            emit(reports[-1])
+        return reports
     finally:
         if own:
             session.cluster.shutdown()
