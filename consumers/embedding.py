@@ -265,7 +265,7 @@ class EmbeddingPipeline:
         requests = [_request(e) for e in events]
         traits = self.indexer.traits
         if isinstance(traits, PrefetchingTraitsService):
-            traits.prefetch([(r.user_id, r.force_refresh) for r in requests])
+            traits.prefetch([(r.user_id, r.top_n, r.force_refresh) for r in requests])
         try:
             return self.indexer.index_users(requests)
         except ValidationError:
@@ -334,7 +334,10 @@ def _check(event: Event, record: RawRecord) -> None:
 def _request(event: OptInRequested) -> IndexRequest:
     metadata = {"status": "waiting", "pool": event.pool,
                 "opted_in_at": event.opted_in_at.timestamp(), "missed_cycles": 0}
-    return IndexRequest(event.user_id, metadata, force_refresh=event.force_refresh)
+    # top_chats: how many of the user's newest usable chats feed the trait text (the
+    # traits cache entry records it; another value rebuilds the text).
+    return IndexRequest(event.user_id, metadata, force_refresh=event.force_refresh,
+                        top_n=event.top_chats)
 
 
 def _removed(event: OptInRequested | OptOutRequested, reason: str, now: datetime

@@ -32,24 +32,25 @@ class PrefetchingTraitsService(TraitsService):
         self._memo: dict[Key, UserTraits | ValidationError] = {}
         self._lock = threading.Lock()
 
-    def prefetch(self, requests: Sequence[tuple[str, bool]]) -> None:
-        """Compute traits for ``(user_id, force_refresh)`` pairs in parallel. Failures
+    def prefetch(self, requests: Sequence[Key]) -> None:
+        """Compute traits for ``(user_id, top_n, force_refresh)`` in parallel. Failures
         other than ValidationError are not kept: the later call repeats and raises them."""
         if len(requests) < 2:
             return
         with ThreadPoolExecutor(min(self.workers, len(requests))) as pool:
             list(pool.map(lambda r: self._fetch_one(*r), requests))
 
-    def _fetch_one(self, user_id: str, force_refresh: bool) -> None:
+    def _fetch_one(self, user_id: str, top_n: int | None, force_refresh: bool) -> None:
         try:
-            result: UserTraits | ValidationError = self._compute(user_id, None, force_refresh)
+            result: UserTraits | ValidationError = self._compute(user_id, top_n,
+                                                                  force_refresh)
         except ValidationError as exc:
             result = exc
         except Exception as exc:  # noqa: BLE001 - the sequential call will raise it
             log.debug("prefetching traits of %s failed: %s", user_id, exc)
             return
         with self._lock:
-            self._memo[(user_id, None, force_refresh)] = result
+            self._memo[(user_id, top_n, force_refresh)] = result
 
     def forget(self) -> None:
         with self._lock:

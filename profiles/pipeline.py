@@ -34,6 +34,7 @@ class IndexRequest:
     user_id: str
     metadata: Mapping[str, Any]  # e.g. status, pool, opted_in_at, missed_cycles
     force_refresh: bool = False
+    top_n: int | None = None  # how many of the user's newest chats; None: the service's
 
 
 Outcome = IndexedProfile | ValidationError
@@ -83,7 +84,8 @@ class ProfileIndexer:
         for req in requests:
             try:
                 ready[req.user_id] = _Prepared(
-                    req, self.traits.user_traits(req.user_id, force_refresh=req.force_refresh),
+                    req, self.traits.user_traits(req.user_id, top_n=req.top_n,
+                                                 force_refresh=req.force_refresh),
                     check_metadata(req.metadata))
                 outcomes.pop(req.user_id, None)
             except ValidationError as exc:

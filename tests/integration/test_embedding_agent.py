@@ -386,3 +386,31 @@ def test_embedder_outage_is_retried_without_committing_past_it(
     assert sum(o for o in env.committed() if o > 0) == 1
     assert isinstance(env.seekers()[alice], SeekerUpdated)
 
+
+
+def test_top_chats_of_the_opt_in_decides_the_trait_text(env: Env) -> None:
+    """Two users with the same three analysed chats: one asks for 1 chat, one for 3. On
+    the real S3 and through the agent, their trait texts (and so vectors) differ, and
+    each traits cache entry records its own count."""
+    one, three = env.user("one-chat"), env.user("three-chats")
+    store = S3InsightStore(env.s3, env.settings.s3.insights_bucket)
+    for i in range(3):
+        insight = ParticipantInsight((f"trait{i}",), (f"interest{i}",), ("honesty",),
+                                     "short messages")
+        at = T0 + timedelta(days=i)
+        store.put_chat_insights(ChatInsights(f"{one}-{i}".replace(".", "_"), at,
+                                             (one, three), {one: insight, three: insight}),
+                                at)
+    env.produce(opt_in(one, 1, top_chats=1), opt_in(three, 2, top_chats=3))
+    report = env.run()
+    assert report.outcomes == {"indexed": 2}, report
+    seekers = env.seekers()
+    first, second = seekers[one], seekers[three]
+    assert isinstance(first, SeekerUpdated) and isinstance(second, SeekerUpdated)
+    assert first.traits_hash != second.traits_hash and first.vector != second.vector
+    cache = S3TraitsCache(env.s3, env.settings.s3.traits_cache_bucket)
+    cached_one, cached_three = cache.get(one), cache.get(three)
+    assert cached_one is not None and cached_three is not None
+    assert (cached_one.top_n, cached_three.top_n) == (1, 3)
+    assert "trait2" in cached_one.text and "trait0" not in cached_one.text
+    assert all(f"trait{i}" in cached_three.text for i in range(3))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -339,3 +340,29 @@ def test_each_worker_takes_its_partitions_share_of_the_quota() -> None:
     assert sum(b.rate for b in buckets) == pytest.approx(10.0)  # the quota, not 3x it
     shares[0].update([TP("t.optin", p) for p in range(6)])  # the others left the group
     assert buckets[0].rate == pytest.approx(10.0) and buckets[0].capacity == 10
+
+
+def test_top_chats_of_each_opt_in_decides_how_many_chats_feed_the_traits() -> None:
+    h = Harness()
+    for i in range(3):  # three chats of alice and bob, the same insights for both
+        insight = ParticipantInsight((f"trait{i}",), (f"interest{i}",))
+        h.store.put_chat_insights(ChatInsights(f"chat-{i:04d}", T0 + timedelta(days=i),
+                                               ("alice", "bob"),
+                                               {"alice": insight, "bob": insight}),
+                                  T0 + timedelta(days=i))
+
+    def asking(user: str, top: int, n: int = 0) -> OptInRequested:
+        return replace(opt_in(user, n), top_chats=top,
+                       event_id=derive_event_id("in", user, str(n), str(top)))
+
+    h.run(asking("alice", 1), asking("bob", 3))
+    texts = {call_text for call in h.embedder.calls for call_text in call}
+    alice, bob = (h.cache.get(u) for u in ("alice", "bob"))
+    assert alice is not None and bob is not None
+    assert (alice.top_n, bob.top_n) == (1, 3) and len(texts) == 2
+    assert "trait2" in alice.text and "trait0" not in alice.text  # the newest chat only
+    assert all(f"trait{i}" in bob.text for i in range(3))
+    h.run(asking("alice", 3, 1))  # asks for more: a new text, embedded again
+    again = h.cache.get("alice")
+    assert again is not None and again.text == bob.text and again.top_n == 3
+    assert len(h.embedder.calls) == 2
