@@ -2,7 +2,8 @@
 
 Each stand-in binds 127.0.0.1 on an ephemeral port, serves every request on its own
 thread (so injected latency overlaps like a real service), counts and records requests,
-and can be told to fail the next N requests with a status code.
+and can be told to fail the next N requests (or the next N whose body contains a text)
+with a status code and a ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -45,12 +46,15 @@ class Recorded:
 class _Fault:
     status: int
     retry_after: float | None = None
+    match: str = ""  # only requests whose body contains this text
+    remaining: int = 1
 
 
 @dataclass
 class _State:
     requests: list[Recorded] = field(default_factory=list)
     faults: deque[_Fault] = field(default_factory=deque)
+    matching: list[_Fault] = field(default_factory=list)
 
 
 class StandinServer(ABC):
@@ -105,6 +109,21 @@ class StandinServer(ABC):
         with self._lock:
             self._state.faults.extend(_Fault(status, retry_after) for _ in range(count))
 
+    def fail_matching(self, text: str, count: int, status: int = 429, *,
+                      retry_after: float | None = None) -> None:
+        """The next ``count`` requests whose body contains ``text`` (e.g. one user's
+        profile text) get ``status``, wherever they fall in the traffic."""
+        with self._lock:
+            self._state.matching.append(_Fault(status, retry_after, text, count))
+
+    def _matching_fault(self, raw_body: bytes) -> _Fault | None:  # under the lock
+        body = raw_body.decode("utf-8", "replace")
+        for fault in self._state.matching:
+            if fault.remaining > 0 and fault.match in body:
+                fault.remaining -= 1
+                return fault
+        return None
+
     @property
     def requests(self) -> list[Recorded]:
         with self._lock:
@@ -119,6 +138,7 @@ class StandinServer(ABC):
         with self._lock:
             self._state.requests.clear()
             self._state.faults.clear()
+            self._state.matching.clear()
 
     # -- to implement -----------------------------------------------------------------
     @abstractmethod
@@ -143,7 +163,8 @@ class StandinServer(ABC):
         parts = urlsplit(raw_path)
         query = parse_qs(parts.query, keep_blank_values=True)
         with self._lock:
-            fault = self._state.faults.popleft() if self._state.faults else None
+            fault = self._matching_fault(raw_body) or (
+                self._state.faults.popleft() if self._state.faults else None)
         extra: dict[str, str] = {}
         try:
             body = self.parse_body(headers, raw_body)
