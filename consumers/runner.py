@@ -154,10 +154,10 @@ class BatchRunner:
                     break
                 if idle_seconds is not None and now - last_record > idle_seconds:
                     break
+                if self.watchdog.due():  # between batches: a rebuild never splits one
+                    self._watch()
                 messages = self._consumer.consume(self._max_batch, 0.2)
                 batch = [m for m in messages if not self._skip(m)]
-                if self.watchdog.due():
-                    self._watch()
                 if not batch:
                     continue
                 last_record = time.monotonic()
