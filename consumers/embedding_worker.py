@@ -140,10 +140,13 @@ class QuotaShare:
 
 
 def quota_buckets(pipeline: EmbeddingPipeline) -> list[TokenBucket]:
-    """The rate limiters of the pipeline's outside APIs that spend a project quota."""
-    embedder = pipeline.indexer.embedder
-    inner = embedder.inner if isinstance(embedder, TimedEmbedder) else embedder
-    return [inner.limiter] if isinstance(inner, VertexEmbedder) else []
+    """The rate limiters of the pipeline's outside APIs that spend a project quota
+    (Vertex requests per minute, Pinecone requests per second)."""
+    embedder, index = pipeline.indexer.embedder, pipeline.indexer.index
+    embedder = embedder.inner if isinstance(embedder, TimedEmbedder) else embedder
+    index = index.inner if isinstance(index, TimedVectorIndex) else index
+    buckets = [embedder.limiter] if isinstance(embedder, VertexEmbedder) else []
+    return buckets + ([index.limiter] if isinstance(index, PineconeVectorIndex) else [])
 
 
 def count_throttles(embedder: Embedder, index: VectorIndex) -> None:

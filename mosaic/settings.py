@@ -330,6 +330,9 @@ class VectorIndexSettings(BaseModel):
     pinecone_api_key: SecretStr = SecretStr("")  # Pinecone API key (backend pinecone).
     pinecone_host: str | None = None  # Pinecone index host; required with backend pinecone.
     pinecone_namespace: str = "seekers"  # Pinecone namespace of the vectors (backend pinecone).
+    # Client-side limit of Pinecone data-plane requests per second; embedding workers split it
+    # by partitions (Pinecone's serverless limits: 100 updates/s per namespace, 100 fetches/s).
+    pinecone_requests_per_second: float = Field(default=100.0, gt=0)
     # Table of the vectors (backend cassandra); created if missing, sized to the embedder.
     cassandra_table: str = "profile_vectors"
     max_attempts: int = 5  # Attempts of a vector index call on transient errors.

@@ -2,20 +2,25 @@
 
 The SDK's REST transport already retries 408/429/5xx up to 3 times per request
 (decorrelated jitter, honours Retry-After); this adapter adds an outer Retrier for what
-survives that, and maps SDK errors to ExternalServiceError. Writes go out in batches
-of at most 100 vectors, reads of ids in batches of 100 (URL length).
+survives that (it honours Retry-After too), spends one token of a client-side limiter
+per request, and maps SDK errors to ExternalServiceError (with ``throttled`` and
+``retry_after_seconds``). Writes go out in batches of at most 100 vectors, reads of ids
+in batches of 100 (URL length); metadata updates of many ids share those reads and run
+a few at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
 
 from mosaic.errors import ExternalServiceError
-from mosaic.retry import Retrier
+from mosaic.ratelimit import TokenBucket
+from mosaic.retry import Retrier, is_throttled, retry_after_seconds
 from mosaic.retry import is_pinecone_transient as is_transient
 from profiles.index import (
     Condition,
@@ -30,6 +35,10 @@ from profiles.index import (
 
 T = TypeVar("T")
 BATCH = 100
+# Default client-side limit (requests/s): Pinecone's documented serverless data-plane
+# limits are 100 updates/s per namespace and 100 fetches/s per index.
+DEFAULT_REQUESTS_PER_SECOND = 100.0
+UPDATE_CONCURRENCY = 8  # metadata updates in flight at once (each is one HTTP request)
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
@@ -39,21 +48,26 @@ def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
 
 class PineconeVectorIndex(VectorIndex):
     def __init__(self, index: Any, *, dim: int, namespace: str,
-                 retrier: Retrier | None = None) -> None:
+                 retrier: Retrier | None = None, limiter: TokenBucket | None = None) -> None:
         self._index = index
         self.dim = dim
         self.namespace = namespace
         self.retrier = retrier or Retrier(5)
+        # One token per HTTP request (retries too): Pinecone's serverless limits are per
+        # second (100 updates per namespace, 100 fetches per index: docs "Rate limits").
+        self.limiter = limiter or TokenBucket(DEFAULT_REQUESTS_PER_SECOND,
+                                              DEFAULT_REQUESTS_PER_SECOND)
 
     @classmethod
     def connect(cls, *, api_key: str, host: str, dim: int, namespace: str,
                 retrier: Retrier | None = None, timeout_seconds: float = 30.0,
-                ) -> PineconeVectorIndex:
+                limiter: TokenBucket | None = None) -> PineconeVectorIndex:
         """``host`` is the index's data-plane URL (an IP, localhost or a dotted name)."""
         from pinecone import Pinecone
 
         client = Pinecone(api_key=api_key, timeout=timeout_seconds)
-        return cls(client.Index(host=host), dim=dim, namespace=namespace, retrier=retrier)
+        return cls(client.Index(host=host), dim=dim, namespace=namespace, retrier=retrier,
+                   limiter=limiter)
 
     @classmethod
     def from_settings(cls, vs: Any, *, dim: int,
@@ -64,16 +78,25 @@ class PineconeVectorIndex(VectorIndex):
             raise ConfigError("MOSAIC_VECTOR_INDEX__PINECONE_HOST is required for Pinecone")
         return cls.connect(api_key=vs.pinecone_api_key.get_secret_value(),
                            host=vs.pinecone_host, dim=dim, namespace=vs.pinecone_namespace,
-                           retrier=retrier or Retrier(vs.max_attempts))
+                           retrier=retrier or Retrier(vs.max_attempts),
+                           limiter=TokenBucket(vs.pinecone_requests_per_second,
+                                               vs.pinecone_requests_per_second))
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         from pinecone.errors.exceptions import PineconeError
 
+        def limited() -> T:
+            self.limiter.acquire()
+            return fn()
+
         try:
-            return self.retrier.call(fn, retryable=is_transient, what=f"Pinecone {what}")
+            return self.retrier.call(limited, retryable=is_transient,
+                                     what=f"Pinecone {what}")
         except PineconeError as exc:
             raise ExternalServiceError(f"Pinecone {what} failed: {exc}",
-                                       retryable=is_transient(exc)) from exc
+                                       retryable=is_transient(exc),
+                                       throttled=is_throttled(exc),
+                                       retry_after_seconds=retry_after_seconds(exc)) from exc
 
     def _upsert(self, records: list[VectorRecord]) -> None:
         for chunk in _chunks(records, BATCH):
@@ -103,13 +126,28 @@ class PineconeVectorIndex(VectorIndex):
                 for m in response.matches]
 
     def _update_metadata(self, record_id: str, fields: dict[str, MetaValue]) -> bool:
-        # Pinecone's update-by-id answers the same whether or not the id exists; look
-        # first so a missing user is reported (a racing delete is harmless either way).
-        if not self._fetch([record_id]):
-            return False
-        self._call("update", lambda: self._index.update(
-            id=record_id, set_metadata=fields, namespace=self.namespace))
-        return True
+        return self._update_metadata_many([record_id], fields)[0]
+
+    def _update_metadata_many(self, record_ids: list[str], fields: dict[str, MetaValue]
+                              ) -> list[bool]:
+        """Pinecone's update-by-id answers the same whether or not the id exists: look
+        first (one fetch per 100 ids, not one per id) so a missing user is reported (a
+        racing delete is harmless either way), then update the present ones, by id (the
+        API has no multi-id update), UPDATE_CONCURRENCY at a time under the limiter."""
+        present = set(self._fetch(list(dict.fromkeys(record_ids))))
+
+        def update(record_id: str) -> None:
+            self._call("update", lambda: self._index.update(
+                id=record_id, set_metadata=fields, namespace=self.namespace))
+
+        todo = sorted(present)
+        if len(todo) == 1:
+            update(todo[0])
+        elif todo:
+            with ThreadPoolExecutor(min(UPDATE_CONCURRENCY, len(todo)),
+                                    thread_name_prefix="pinecone-update") as pool:
+                list(pool.map(update, todo))
+        return [i in present for i in record_ids]
 
     def _delete(self, ids: list[str]) -> None:
         for chunk in _chunks(ids, 1000):

@@ -133,3 +133,32 @@ def test_vertex_response_shape_and_injected_faults(vertex: VertexStandin) -> Non
     assert throttled.status_code == 429 and throttled.headers["retry-after"] == "2"
     assert throttled.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
     assert httpx.post(f"{vertex.url}/v1/whatever", json={}).status_code == 404
+
+
+def test_pinecone_metadata_updates_after_a_match_are_batched_and_limited() -> None:
+    """The post-match update of 200 matched users (150 present): 2 fetches of 100 ids,
+    not one per user, then one update per present user, never faster than the
+    client-side limit (checked on the stand-in's arrival times)."""
+    import numpy as np
+
+    from mosaic.ratelimit import TokenBucket
+    from profiles.index import VectorRecord
+    from profiles.pinecone_index import PineconeVectorIndex
+
+    rate = 100.0
+    with PineconeStandin(dimension=3, api_key="k") as standin:
+        index = PineconeVectorIndex.connect(api_key="k", host=standin.url, dim=3,
+                                            namespace="ns",
+                                            limiter=TokenBucket(rate, capacity=10))
+        index.upsert([VectorRecord(f"u{i:03d}", np.array([1, i, 0], dtype=np.float32),
+                                   {"status": "waiting"}) for i in range(150)])
+        standin.reset_requests()
+        ids = [f"u{i:03d}" for i in range(200)]
+        found = index.update_metadata_many(ids, {"status": "matched"})
+        assert found == [i < 150 for i in range(200)]
+        paths = [r.path for r in standin.requests]
+        assert paths.count("/vectors/fetch") == 2 and paths.count("/vectors/update") == 150
+        times = sorted(r.at for r in standin.requests)
+        busiest = max(sum(1 for t in times if start <= t < start + 0.5) for start in times)
+        assert busiest <= rate * 0.5 + 10 + 1, busiest  # the rate, the burst, 1 of slack
+        assert index.fetch(["u007"])["u007"].metadata["status"] == "matched"
