@@ -132,15 +132,19 @@ def run_postmatch(app: PostMatch, agents: Iterable[str] = AGENTS, *,
                   stop: Callable[[], bool] = lambda: False,
                   idle_seconds: float | None = None, max_seconds: float | None = None,
                   reconcile_every: float | None = None,
-                  max_batch: int = 500) -> dict[str, RunStats]:
+                  max_batch: int = 500, exit_when_stuck: bool = False
+                  ) -> dict[str, RunStats]:
     """Run the chosen agents (and the reconciler every ``reconcile_every`` seconds) until
-    ``stop()``, idleness or ``max_seconds``; re-raises the first agent's death."""
+    ``stop()``, idleness or ``max_seconds``; re-raises the first agent's death. With
+    ``exit_when_stuck`` (the CLI) an agent loop blocked in a call past twice the watchdog
+    limit ends the process (exit 70) for its supervisor to restart."""
     halt = threading.Event()
 
     def stopped() -> bool:
         return halt.is_set() or stop()
 
     def agent_loop(runner: BatchRunner) -> Callable[[], object]:
+        runner.exit_when_stuck = exit_when_stuck
         return lambda: runner.run(stop=stopped, idle_seconds=idle_seconds,
                                   max_seconds=max_seconds)
 

@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         stats = run_postmatch(app, args.agents or AGENT_CHOICES, stop=stop.is_set,
                               idle_seconds=args.idle_seconds, max_seconds=args.max_seconds,
                               reconcile_every=args.reconcile_every or None,
-                              max_batch=args.max_batch)
+                              max_batch=args.max_batch, exit_when_stuck=True)
     finally:
         if ops is not None:
             ops.close()

@@ -23,10 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -49,6 +53,8 @@ from streams.serde import AvroSerde, default_serde
 from streams.topics import Topic, build_catalog
 
 log = logging.getLogger(__name__)
+
+STUCK_EXIT_CODE = 70  # EX_SOFTWARE: a loop blocked in a call past twice the watchdog limit
 
 RECORDS = Counter("mosaic_agent_records", "Records processed by agent and outcome.",
                   ["agent", "outcome"])
@@ -140,6 +146,8 @@ class BatchRunner:
             consumer_group=self._group, wait=False)
         self.stats = RunStats()
         self.watchdog = watchdog or Watchdog(name, settings.kafka.consumer_watchdog_seconds)
+        self._beat = time.monotonic()
+        self.exit_when_stuck = False  # `mosaic postmatch`: a loop stuck in a call exits
 
     def run(self, *, stop: Callable[[], bool] = lambda: False,
             idle_seconds: float | None = None, max_seconds: float | None = None) -> RunStats:
@@ -147,9 +155,12 @@ class BatchRunner:
         A stop lets the current batch finish and commit (or, during an outage, leaves it
         uncommitted for the next run), then closes the consumer."""
         started = last_record = time.monotonic()
+        done = threading.Event()
+        threading.Thread(target=self._monitor, args=(done, threading.current_thread()),
+                         daemon=True, name=f"watch-{self.name}").start()
         try:
             while not stop():
-                now = time.monotonic()
+                now = self._beat = time.monotonic()
                 if max_seconds is not None and now - started > max_seconds:
                     break
                 if idle_seconds is not None and now - last_record > idle_seconds:
@@ -167,9 +178,32 @@ class BatchRunner:
                 self.watchdog.progressed()
                 IN_FLIGHT.labels(self.name).set(0)
         finally:
+            done.set()
             self._settle_commits(5.0)
             self._consumer.close()
         return self.stats
+
+    def _monitor(self, done: threading.Event, worker: threading.Thread) -> None:
+        """The loop's own thread cannot see itself blocked in a call (a synchronous commit
+        once blocked forever): this one logs an ERROR with where it is stuck, and with
+        ``exit_when_stuck`` ends the process after twice the limit (the supervisor
+        restarts it; a blocked thread cannot be stopped any other way)."""
+        reported = 0.0
+        while not done.wait(self.watchdog.every):
+            beat = self._beat
+            stuck = time.monotonic() - beat
+            if stuck <= self.watchdog.limit:
+                continue
+            if beat != reported:
+                reported = beat
+                STALLS.labels(self.name).inc()
+                log.error("%s: its loop has not come back for %.0f s; stuck in %s",
+                          self.name, stuck, _where(worker))
+            if self.exit_when_stuck and stuck > 2 * self.watchdog.limit:
+                log.critical("%s: stuck for %.0f s; exiting so the process restarts",
+                             self.name, stuck)
+                logging.shutdown()
+                os._exit(STUCK_EXIT_CODE)
 
     def _settle_commits(self, timeout_seconds: float) -> None:
         """Serve the last commit's outcome before closing (bounded: it may never come).
@@ -214,6 +248,7 @@ class BatchRunner:
                 if not is_transient(exc):
                     raise
                 attempt += 1
+                self._beat = time.monotonic()
                 self.stats.stalls += 1
                 RETRIES.labels(self.name, "batch").inc()
                 RECORDS.labels(self.name, "stalled").inc(len(messages))
@@ -229,6 +264,7 @@ class BatchRunner:
         outcomes: list[tuple[RawRecord, str]] = []
         pending = items
         for attempt in range(1, self._retry.max_item_attempts + 1):
+            self._beat = time.monotonic()
             if not pending:
                 break
             failures = self._handler.handle(pending)
@@ -369,6 +405,14 @@ class BatchRunner:
         self._consumer = self._connect()
         self._commit_pending_since = None
         self.watchdog.rebuilt()
+
+
+def _where(thread: threading.Thread) -> str:
+    frame = sys._current_frames().get(thread.ident or 0)
+    if frame is None:
+        return "(unknown)"
+    return " <- ".join(f"{f.name} ({Path(f.filename).name}:{f.lineno})"
+                       for f in reversed(traceback.extract_stack(frame)[-3:]))
 
 
 def _close_quietly(consumer: Consumer, name: str) -> None:

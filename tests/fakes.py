@@ -313,3 +313,30 @@ class MemorySharedNonces:
             return False
         self.claimed.add((timestamp, nonce))
         return True
+
+
+class BlockingConsumer:
+    """A consumer whose ``consume`` blocks until ``release`` is set (a call that never
+    comes back, as librdkafka's synchronous commit did after a broker restart)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def consume(self, _n: int, _timeout: float) -> list[Any]:
+        self.release.wait(60)
+        return []
+
+    def assignment(self) -> list[Any]:
+        return []
+
+    def position(self, partitions: list[Any]) -> list[Any]:
+        return partitions
+
+    def list_topics(self, timeout: float = -1) -> None:
+        return None
+
+    def poll(self, _timeout: float) -> None:
+        return None
+
+    def close(self) -> None:
+        self.release.set()

@@ -3,6 +3,10 @@ and the delivery-error classification by code."""
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+
 import pytest
 from confluent_kafka import KafkaError
 
@@ -104,3 +108,31 @@ def test_lag_counts_records_beyond_each_position() -> None:
 def test_delivery_errors_are_classified_by_code(code: int, retryable: bool) -> None:
     # librdkafka's delivery reports never say retriable(): the code decides.
     assert delivery_retryable(KafkaError(code)) is retryable
+
+
+def test_a_loop_blocked_in_a_call_is_reported_with_where(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from consumers.runner import BatchRunner
+    from mosaic.settings import Settings
+    from streams.kafka import BatchPublisher
+    from tests.fakes import BlockingConsumer
+
+    consumer = BlockingConsumer()
+    runner = BatchRunner(Settings(), "rooms", [], handler=None,  # type: ignore[arg-type]
+                         publisher=BatchPublisher(None),  # type: ignore[arg-type]
+                         consumer=consumer,  # type: ignore[arg-type]
+                         watchdog=Watchdog("rooms", 1.0))
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, kwargs={"stop": stop.is_set}, daemon=True)
+    with caplog.at_level(logging.ERROR, logger="consumers.runner"):
+        thread.start()
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        consumer.release.set()
+        thread.join(10)
+    (record,) = [r for r in caplog.records if "has not come back" in r.getMessage()]
+    message = record.getMessage()
+    assert message.startswith("rooms: its loop has not come back for ")
+    assert "consume (fakes.py:" in message
