@@ -32,7 +32,8 @@ from stack.base import Service
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"user_state", "cycle_audit", "cycle_status", "blocks", "schema_migrations"}
+TABLES = {"user_state", "cycle_audit", "cycle_status", "blocks", "schema_migrations", "erasures",
+          "ingress_nonces"}
 
 
 @pytest.fixture
@@ -185,7 +186,7 @@ def test_audit_tables_expire_and_the_others_do_not(admin: Any) -> None:
     migrate(admin, keyspace)
     ttl = _tables(admin, keyspace)
     assert ttl["cycle_audit"] == ttl["cycle_status"] == AUDIT_TTL_SECONDS == 180 * 86400
-    assert ttl["user_state"] == ttl["blocks"] == ttl["schema_migrations"] == 0
+    assert ttl["user_state"] == ttl["blocks"] == ttl["schema_migrations"] == ttl["erasures"] == 0
     session = connect(Settings().cassandra, keyspace=keyspace)
     try:
         session.execute("INSERT INTO cycle_status (cycle_id, pairs) VALUES ('c1', 2)")
