@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "producers.commands",
     "consumers.commands",
     "consumers.postmatch_commands",
+    "profiles.commands",
     "app.demo",
     "app.web",
     "app.ops.commands",

@@ -330,6 +330,15 @@ class VectorIndexSettings(BaseModel):
     pinecone_api_key: SecretStr = SecretStr("")  # Pinecone API key (backend pinecone).
     pinecone_host: str | None = None  # Pinecone index host; required with backend pinecone.
     pinecone_namespace: str = "seekers"  # Pinecone namespace of the vectors (backend pinecone).
+    # `mosaic index create`: the serverless index's name (its dimension is the embedder's; the
+    # host it reports goes to pinecone_host).
+    pinecone_index_name: str = "mosaic-seekers"
+    pinecone_cloud: str = "aws"  # Cloud of the serverless index `mosaic index create` makes.
+    pinecone_region: str = "us-east-1"  # Region of that serverless index.
+    # Similarity of the Pinecone index; the adapter reads scores as cosines, so only cosine.
+    pinecone_metric: Literal["cosine"] = "cosine"
+    # Pinecone control-plane URL (`mosaic index`); none: Pinecone's own API. For stand-ins.
+    pinecone_control_url: str | None = None
     # Client-side limit of Pinecone data-plane requests per second; embedding workers split it
     # by partitions (Pinecone's serverless limits: 100 updates/s per namespace, 100 fetches/s).
     pinecone_requests_per_second: float = Field(default=100.0, gt=0)

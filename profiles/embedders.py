@@ -229,6 +229,12 @@ def _is_sdk_error(exc: Exception) -> bool:
     return isinstance(exc, errors.APIError)
 
 
+def embedder_dim(emb: Any) -> int:
+    """The vector size the settings' embedder produces (``settings.embedding``), without
+    building it (the local model loads lazily, Vertex needs credentials)."""
+    return LocalE5Embedder.dim if emb.backend == "local" else int(emb.output_dimensionality)
+
+
 def build_embedder(settings: Any, **vertex_kwargs: Any) -> Embedder:
     """The embedder the settings choose (``settings.embedding.backend``)."""
     emb = settings.embedding

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
@@ -165,3 +166,65 @@ class PineconeVectorIndex(VectorIndex):
         stats = self._call("describe_index_stats", self._index.describe_index_stats)
         summary = stats.namespaces.get(self.namespace)
         return int(summary.vector_count) if summary is not None else 0
+
+
+# -- control plane: `mosaic index create` / `mosaic index status` ------------------------
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    name: str
+    host: str | None
+    dimension: int | None
+    metric: str | None
+    ready: bool
+    state: str
+    action: str = "found"  # created | found | missing
+
+
+def _control(vs: Any) -> Any:
+    from pinecone import Pinecone
+
+    return Pinecone(api_key=vs.pinecone_api_key.get_secret_value(),
+                    host=vs.pinecone_control_url)
+
+
+def _info(model: Any, action: str) -> IndexInfo:
+    dense = [f for f in model.schema.fields.values() if hasattr(f, "dimension")]
+    field = dense[0] if dense else None
+    return IndexInfo(model.name, model.host, getattr(field, "dimension", None),
+                     getattr(field, "metric", None), bool(model.status.ready),
+                     str(model.status.state), action)
+
+
+def index_status(vs: Any) -> IndexInfo:
+    """The configured index as Pinecone describes it (``action`` missing when absent)."""
+    from pinecone.errors.exceptions import NotFoundError
+
+    try:
+        return _info(_control(vs).describe_index(vs.pinecone_index_name), "found")
+    except NotFoundError:
+        return IndexInfo(vs.pinecone_index_name, None, None, None, False, "Missing",
+                         "missing")
+
+
+def create_index(vs: Any, *, dim: int, timeout_seconds: int = 300) -> IndexInfo:
+    """Create the serverless index from settings (name, ``dim``, metric, cloud, region)
+    and wait until it is ready; an existing one of the same shape is left as it is, one
+    of another dimension or metric is a ConfigError (it would mix vector spaces)."""
+    from pinecone import ServerlessSpec
+
+    found = index_status(vs)
+    if found.action == "found":
+        if (found.dimension, found.metric) != (dim, vs.pinecone_metric):
+            from mosaic.errors import ConfigError
+
+            raise ConfigError(f"Pinecone index {found.name} has dimension {found.dimension} "
+                              f"and metric {found.metric}; the settings need {dim} and "
+                              f"{vs.pinecone_metric}: choose another pinecone_index_name")
+        return found
+    model = _control(vs).create_index(
+        name=vs.pinecone_index_name, dimension=dim, metric=vs.pinecone_metric,
+        spec=ServerlessSpec(cloud=vs.pinecone_cloud, region=vs.pinecone_region),
+        timeout=timeout_seconds)
+    return _info(model, "created")

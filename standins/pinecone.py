@@ -3,13 +3,16 @@
 Routes and JSON shapes follow what the ``pinecone`` 10.x SDK sends and decodes (its
 ``Index`` methods and ``models.vectors.responses``): camelCase keys, ``Api-Key`` header,
 ``{"code", "message", "details"}`` error bodies. Differences from the real service:
-reads are immediately consistent, there is one index per server, and ``usage`` is a
-token figure. Filters support $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or.
+reads are immediately consistent, there is one index per server (its control plane,
+``/indexes``, creates and describes that one serverless index: same dimension, cosine,
+ready at once, ``host`` = this server), and ``usage`` is a token figure.
+Filters support $eq $ne $gt $gte $lt $lte $in $nin $exists $and $or.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -101,6 +104,8 @@ class PineconeStandin(StandinServer):
         self.api_key = api_key
         self._data: dict[str, dict[str, tuple[np.ndarray, dict[str, Any]]]] = {}
         self._data_lock = threading.Lock()
+        self.index_name: str | None = None  # set by a create request (control plane)
+        self._spec: dict[str, Any] = {}
         self._routes: dict[tuple[str, str], Callable[[Any, dict[str, list[str]]], Any]] = {
             ("POST", "/vectors/upsert"): self._upsert,
             ("POST", "/query"): self._query,
@@ -118,6 +123,9 @@ class PineconeStandin(StandinServer):
                headers: dict[str, str], body: Any) -> Reply:
         if headers.get("api-key") != self.api_key:
             return 401, self.error(401, "Invalid API Key")
+        if path == "/indexes" or path.startswith("/indexes/"):
+            with self._data_lock:
+                return self._control(method, path, body)
         route = self._routes.get((method, path))
         if route is None:
             return 404, self.error(404, f"Not found: {method} {path}")
@@ -139,6 +147,47 @@ class PineconeStandin(StandinServer):
         if not np.all(np.isfinite(array)) or not np.any(array):
             raise BadRequest("Dense vectors must contain at least one non-zero value")
         return array
+
+    # -- control plane: the one serverless index this server serves --------------------
+    def _control(self, method: str, path: str, body: Any) -> Reply:
+        name = path.removeprefix("/indexes").strip("/")
+        if method == "GET" and not name:
+            return 200, {"indexes": [self._model()] if self.index_name else []}
+        if method == "GET":
+            if name != self.index_name:
+                return 404, self.error(404, f"Resource {name} not found")
+            return 200, self._model()
+        if method == "POST" and not name:
+            return self._create(body)
+        return 404, self.error(404, f"Not found: {method} {path}")
+
+    def _create(self, body: Any) -> Reply:
+        """The 2026-07 create request the SDK sends: name, a dense vector field in
+        ``schema.fields`` (dimension, metric) and a managed (serverless) deployment."""
+        name = body.get("name") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,44}", name):
+            return 400, self.error(400, "name must be 1-45 lowercase alphanumerics or '-'")
+        fields = (body.get("schema") or {}).get("fields") or {}
+        dense = [f for f in fields.values()
+                 if isinstance(f, dict) and f.get("type") == "dense_vector"]
+        deployment = body.get("deployment") or {}
+        if len(dense) != 1 or deployment.get("deployment_type") != "managed":
+            return 400, self.error(400, "one dense_vector field and a managed deployment "
+                                        "(serverless: cloud, region) are required")
+        if dense[0].get("dimension") != self.dimension:
+            return 400, self.error(400, f"this stand-in serves dimension {self.dimension}")
+        if dense[0].get("metric", "cosine") != "cosine":
+            return 400, self.error(400, "this stand-in serves the cosine metric only")
+        if self.index_name is not None:
+            return 409, self.error(409, f"Resource {self.index_name} already exists")
+        self.index_name = name
+        self._spec = {"schema": body["schema"], "deployment": deployment,
+                      "deletion_protection": body.get("deletion_protection") or "disabled"}
+        return 201, self._model()
+
+    def _model(self) -> dict[str, Any]:
+        return {"name": self.index_name, "host": self.url, **self._spec,
+                "status": {"ready": True, "state": "Ready"}, "tags": None}
 
     # -- routes -----------------------------------------------------------------------
     def _upsert(self, body: Any, _q: dict[str, list[str]]) -> Any:
