@@ -20,7 +20,16 @@ import pytest
 from mosaic.cassandra import connect
 from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings
-from mosaic.user_state import NO_INSIGHTS, REASON_MESSAGES, STATES, State, UserState
+from mosaic.user_state import (
+    DELAY_MESSAGES,
+    DELAYED_DELAY,
+    NO_INSIGHTS,
+    PROFILE_DELAYED,
+    REASON_MESSAGES,
+    STATES,
+    State,
+    UserState,
+)
 from mosaic.user_state import CassandraUserStateStore as Store
 from mosaic.user_state import CassandraUserStateWriter as Writer
 from producers.bootstrap import RunningServer
@@ -104,3 +113,20 @@ def test_status_answers_every_state(state: State, tables: Tables, signed: Signed
     if state == "profile_failed":
         assert body["reason_code"] == through_nakama["reason_code"] == NO_INSIGHTS
         assert body["message"] == through_nakama["message"] == REASON_MESSAGES[NO_INSIGHTS]
+
+
+def test_a_delayed_profile_reads_delayed_not_failed(tables: Tables, signed: SignedClient,
+                                                    nakama: NakamaClient) -> None:
+    """The embedding agent's notice while it waits out a throttled embedder: still
+    preparing_profile, with the fixed delay message, through the ingress and Nakama."""
+    user = str(uuid.uuid4())
+    session = nakama.login(user)
+    _record(tables, UserState(user, "preparing_profile", opted_in_at=T0, pool="eu:en",
+                              updated_at=T0))
+    tables.writer.profile_delayed(user, at=T0 + DELAYED_DELAY)
+    direct = signed.request("GET", f"/user/{user}/status")
+    assert direct.status_code == 200, direct.text
+    for answer in (direct.json(), nakama.rpc(session, "rpc_get_user_match_status")):
+        assert answer["state"] == "preparing_profile"
+        assert answer["reason_code"] == PROFILE_DELAYED
+        assert answer["message"] == DELAY_MESSAGES[PROFILE_DELAYED]
