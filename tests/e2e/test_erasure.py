@@ -22,6 +22,7 @@ from app.ops.erase import erase_user
 from consumers.audit import ERASED, CassandraAuditStore, PairRef
 from consumers.chat import NakamaChat, NotifyRequest, RoomRequest
 from mosaic.erasures import CassandraErasures
+from mosaic.errors import ExternalServiceError
 from mosaic.nakama_client import NakamaClient, Session
 from mosaic.settings import EmbeddingSettings, Settings
 from producers.bootstrap import build_production_app, serve_in_thread
@@ -132,6 +133,9 @@ def test_an_erased_user_leaves_nothing_and_a_replay_does_not_bring_them_back(
         "account": "1", "notification_sent": "1", "room_done": "1", "partner_note": "1"}
     (old_opt_in,) = [m for m in env.read(env.catalog.optin)
                      if isinstance(decode(m.value()), OptInRequested)]
+    with pytest.raises(ExternalServiceError, match="403"):  # a user cannot erase anyone
+        nakama.rpc(sessions[bob], "mosaic_erase_user", {"user": alice})
+    assert _nakama_rows(sql, sessions[alice].user_id, group_id)["account"] == "1"
 
     reports = {r["store"]: r for r in erase_user(env.settings, alice, session=env.session,
                                                   s3=env.s3)}
