@@ -32,6 +32,7 @@ from mosaic.settings import (
 )
 from profiles.cassandra_index import CassandraVectorIndex
 from profiles.insights import ChatInsights, ParticipantInsight, S3InsightStore
+from profiles.pinecone_index import PineconeVectorIndex
 from profiles.traits import S3TraitsCache
 from stack.base import Service
 from standins.vertex import VertexStandin
@@ -414,3 +415,32 @@ def test_top_chats_of_the_opt_in_decides_the_trait_text(env: Env) -> None:
     assert (cached_one.top_n, cached_three.top_n) == (1, 3)
     assert "trait2" in cached_one.text and "trait0" not in cached_one.text
     assert all(f"trait{i}" in cached_three.text for i in range(3))
+
+
+def test_the_agent_runs_against_pinecone(env: Env) -> None:
+    """The same agent with the vector index on Pinecone (the stand-in, through the
+    ``pinecone`` SDK): opt-ins are upserted with their metadata, an opt-out deletes, and
+    the seekers records carry the vectors Pinecone stored."""
+    from standins.pinecone import PineconeStandin
+
+    with PineconeStandin(dimension=DIM, api_key="agent-key") as pinecone:
+        settings = env.settings.model_copy(update={"vector_index": VectorIndexSettings(
+            backend="pinecone", pinecone_api_key=SecretStr("agent-key"),
+            pinecone_host=pinecone.url, pinecone_namespace="seekers")})
+        alice, bob = env.user("alice"), env.user("bob")
+        env.seed(alice, "curious", "warm")
+        env.seed(bob, "calm", "patient")
+        env.produce(opt_in(alice, 1), opt_in(bob, 2), opt_out(bob, 3))
+        report = run_embedding_worker(settings, stop_after_idle_seconds=3, max_seconds=90,
+                                      session=env.session, s3_client=env.s3)
+        assert report.fatal is None, report
+        index = PineconeVectorIndex.connect(api_key="agent-key", host=pinecone.url, dim=DIM,
+                                            namespace="seekers")
+        assert index.list_ids() == [alice]
+        stored = index.fetch([alice])[alice]
+        assert stored.metadata["status"] == "waiting" and stored.metadata["pool"] == "eu"
+        event = env.seekers()[alice]
+        assert isinstance(event, SeekerUpdated)
+        assert np.allclose(event.vector, stored.vector, atol=1e-6)
+        assert isinstance(env.seekers()[bob], SeekerRemoved)
+        assert {r.path for r in pinecone.requests} >= {"/vectors/upsert", "/vectors/fetch"}
