@@ -37,11 +37,15 @@ def run_variant(fault: str, runs: int, log_dir: Path, port: int
            "MOSAIC_FAULT_BROKER_PORT": str(port)}
     cmd = [sys.executable, "-m", "pytest", TEST, "-k", f"{fault}-", "-x", "-q",
            "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "log_level=INFO",
+           f"--log-file={log_dir / (fault + '.warnings.log')}", "--log-file-level=WARNING",
            "--timeout", "900"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=runs * 900 + 300, check=False)
     out = proc.stdout + proc.stderr
     (log_dir / f"{fault}.log").write_text(out)
+    warnings = log_dir / f"{fault}.warnings.log"  # every run's warnings, passed ones too
+    if warnings.exists():
+        out += warnings.read_text()
     cases: list[tuple[str, float]] = []
     if junit.exists():
         for case in ET.parse(junit).getroot().iter("testcase"):
@@ -77,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{mean:.0f} s per run (min {min(times, default=0):.0f}, "
               f"max {max(times, default=0):.0f}); {time.monotonic() - started:.0f} s "
               f"in all; log {args.log / (fault + '.log')}")
-        for line in sorted(set(re.findall(r"[\w-]+: no progress for .*", out)))[:10]:
+        found = re.findall(r"[\w-]+: (?:no progress|its loop has not come back|no offset "
+                           r"commit confirmed) .*", out)
+        for line in sorted(set(found))[:10]:
             print(f"         watchdog: {line}")
         ok = ok and passed == args.runs
     return 0 if ok else 1

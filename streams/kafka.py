@@ -196,13 +196,23 @@ def group_id(settings: Settings, name: str) -> str:
     return f"{settings.kafka.topic_prefix}agent.{name}"
 
 
-def log_client_errors(client: str) -> Any:
+def log_client_errors(client: str, every_seconds: float = 30.0) -> Any:
     """An ``error_cb`` that says what the client sees (brokers down, a fatal error) instead
-    of librdkafka retrying in silence."""
+    of librdkafka retrying in silence; a repeated error (a reconnect every 100 ms while a
+    broker is down) once per ``every_seconds`` with how many times it recurred."""
+    last: dict[int, tuple[float, int]] = {}  # code -> (when logged, repeats since)
 
     def error_cb(error: KafkaError) -> None:
+        now = time.monotonic()
+        logged_at, repeats = last.get(error.code(), (-every_seconds, 0))
+        if not error.fatal() and now - logged_at < every_seconds:
+            last[error.code()] = (logged_at, repeats + 1)
+            return
+        last[error.code()] = (now, 0)
         level = logging.ERROR if error.fatal() else logging.WARNING
-        log.log(level, "%s: kafka client error %s: %s", client, error.name(), error.str())
+        again = f" ({repeats} more since the last report)" if repeats else ""
+        log.log(level, "%s: kafka client error %s: %s%s", client, error.name(), error.str(),
+                again)
 
     return error_cb
 

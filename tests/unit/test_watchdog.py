@@ -136,3 +136,15 @@ def test_a_loop_blocked_in_a_call_is_reported_with_where(
     message = record.getMessage()
     assert message.startswith("rooms: its loop has not come back for ")
     assert "consume (fakes.py:" in message
+
+
+def test_client_errors_are_logged_with_repeats_folded(caplog: pytest.LogCaptureFixture) -> None:
+    from streams.kafka import log_client_errors
+
+    error_cb = log_client_errors("g", every_seconds=3600)
+    with caplog.at_level(logging.WARNING, logger="streams.kafka"):
+        for _ in range(5):
+            error_cb(KafkaError(KafkaError._TRANSPORT))  # a reconnect every 100 ms
+        error_cb(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    assert [r.getMessage().split(":")[1].strip() for r in caplog.records] == [
+        "kafka client error _TRANSPORT", "kafka client error _ALL_BROKERS_DOWN"]
