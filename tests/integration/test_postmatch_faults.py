@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from app.ops.lag import consumer_lag
@@ -149,12 +150,24 @@ class Cycle:
         assert shapes == [str(len(self.pairs))] * 2  # no stray groups, all closed pairs
         client = NakamaClient(self.app.settings.nakama)
         for a, b in random.Random(7).sample(self.pairs, 5):
-            session = client.login(a)
+            session = _login(client, a)
             seen = [n for n in client.notifications(session) if n.get("code") == 101]
             content = json.loads(seen[0]["content"])
             assert len(seen) == 1 and content["partner_user_id"] == self.users[b]
             assert b not in json.dumps(content)
             assert [g["id"] for g in client.groups(session)] == [group_of[a]]
+
+
+def _login(client: NakamaClient, user: str) -> Any:
+    """Log in, riding out a restart of the shared Nakama by someone else (60 s at most)."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return client.login(user)
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def _agent_stacks() -> str:
