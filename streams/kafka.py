@@ -469,8 +469,8 @@ def _abort(producer: Producer, timeout_seconds: float) -> None:
 # librdkafka 2.16 can block in send_offsets_to_transaction far past its timeout after a
 # broker restart: its group-coordinator request is never timed out (confluentinc/
 # librdkafka#5456, #5511; measured on a private broker: still blocked after 60 s with a
-# 10 s timeout, on every restart). The call therefore runs aside and is given up after
-# its timeout plus this grace; the producer is then unusable (``fatal``): its owner
+# 10 s timeout, in each of the 4 restarts tried). The call therefore runs aside and is
+# given up after its timeout plus this grace; the producer is then unusable (``fatal``): its owner
 # rebuilds it, and the new producer's init_transactions settles the open transaction.
 STUCK_GRACE_SECONDS = 10.0
 
