@@ -9,9 +9,11 @@ batch's text was embedded by the failed attempt (kept until it is indexed).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,24 +46,41 @@ MAX_PENDING_VECTORS = 4096
 
 class ProfileIndexer:
     def __init__(self, traits: TraitsService, embedder: Embedder, index: VectorIndex, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, embed_concurrency: int = 4) -> None:
         if index.dim != embedder.dim:
             raise ValueError(f"index dim {index.dim} != embedder dim {embedder.dim}")
         self.traits, self.embedder, self.index, self.clock = traits, embedder, index, clock
         # Vectors embedded but not yet indexed, by (model, text): a retry after a failed
         # embed request or a failed upsert embeds only what is missing.
         self._pending: OrderedDict[tuple[str, str], Vector] = OrderedDict()
+        self._lock = threading.Lock()
+        # Embed requests of one batch in flight at once (Vertex: 100 ms each; one at a time
+        # a worker could not reach the quota).
+        self.embed_concurrency = max(1, embed_concurrency)
 
     def _vectors(self, texts: Sequence[str]) -> list[Vector]:
         """One vector per text; texts already in ``_pending`` are not embedded again, the
-        others go out one embedder batch at a time, each kept as soon as it is back."""
+        others go out one embedder batch (one request) each, ``embed_concurrency`` at a
+        time (the embedder's limiter spaces them), each kept as soon as it is back, so a
+        failed request loses only its own texts."""
         model = self.embedder.model
         missing = list(dict.fromkeys(t for t in texts if (model, t) not in self._pending))
         step = max(1, self.embedder.batch_size)
-        for i in range(0, len(missing), step):
-            chunk = missing[i:i + step]
-            for text, vector in zip(chunk, self.embedder.embed(chunk), strict=True):
-                self._pending[(model, text)] = vector
+        chunks = [missing[i:i + step] for i in range(0, len(missing), step)]
+
+        def embed(chunk: list[str]) -> None:
+            vectors = self.embedder.embed(chunk)
+            with self._lock:
+                for text, vector in zip(chunk, vectors, strict=True):
+                    self._pending[(model, text)] = vector
+
+        if len(chunks) == 1 or self.embed_concurrency == 1:
+            for chunk in chunks:
+                embed(chunk)
+        elif chunks:
+            with ThreadPoolExecutor(min(self.embed_concurrency, len(chunks))) as pool:
+                for future in [pool.submit(embed, c) for c in chunks]:
+                    future.result()  # the first failure, once every request has ended
         while len(self._pending) > MAX_PENDING_VECTORS:  # batches abandoned mid-way
             self._pending.popitem(last=False)
         return [self._pending[(model, t)] for t in texts]
