@@ -36,13 +36,13 @@ It sits in ``mosaic/`` (the bottom layer) because both producers/ and consumers/
 
 from __future__ import annotations
 
-import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
 
+from mosaic.cassandra import execute_async
 from mosaic.migrations import require
 
 State = Literal["not_opted_in", "preparing_profile", "waiting", "profile_failed", "matched",
@@ -261,17 +261,7 @@ class CassandraUserStateStore:
         self._record = session.prepare(_UPDATE.format(keyspace=keyspace) + _RECORD)
 
     async def _execute(self, statement: Any, params: tuple[Any, ...]) -> Any:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-
-        def done(rows: Any) -> None:
-            loop.call_soon_threadsafe(_settle, future, rows, None)
-
-        def failed(exc: BaseException) -> None:
-            loop.call_soon_threadsafe(_settle, future, None, exc)
-
-        self._session.execute_async(statement, params or None).add_callbacks(done, failed)
-        return await future
+        return await execute_async(self._session, statement, params)
 
     async def get(self, user_id: str) -> UserState | None:
         rows = await self._execute(self._select, (user_id,))
@@ -303,15 +293,6 @@ class CassandraUserStateStore:
 
     def close(self) -> None:
         self._session.cluster.shutdown()
-
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 class CassandraUserStateWriter(UserStateWriter):
