@@ -129,6 +129,17 @@ class StandinServer(ABC):
         with self._lock:
             return list(self._state.requests)
 
+    def most_requests_in(self, window_seconds: float, *, status: int | None = None) -> int:
+        """The most requests (of ``status``, or all) that arrived within any
+        ``window_seconds``: what a quota over that window would have counted."""
+        times = sorted(r.at for r in self.requests if status is None or r.status == status)
+        best, start = 0, 0
+        for end, at in enumerate(times):
+            while times[start] <= at - window_seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
     @property
     def request_count(self) -> int:
         with self._lock:

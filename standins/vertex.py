@@ -105,14 +105,7 @@ class VertexStandin(StandinServer):
 
     def max_accepted_in_window(self, window_seconds: float | None = None) -> int:
         """The most successful requests in any ``window_seconds`` (default: the quota's)."""
-        window = window_seconds or self.quota_window_seconds
-        times = sorted(r.at for r in self.requests if r.status == 200)
-        best, start = 0, 0
-        for end, at in enumerate(times):
-            while times[start] <= at - window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return self.most_requests_in(window_seconds or self.quota_window_seconds, status=200)
 
     def _check(self, model: str, body: Any) -> str:
         if not isinstance(body, dict):

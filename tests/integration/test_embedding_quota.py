@@ -178,7 +178,7 @@ def test_two_workers_share_the_quota_and_a_429_burst_embeds_nothing_twice(
     # The quota holds across both processes: in any window at most the rate's worth plus
     # both bursts (one request of slack: the server stamps arrival, not the client's take).
     allowed = QUOTA_PER_MINUTE / 60 * WINDOW_SECONDS + 2 + 1
-    busiest = _busiest(vertex, WINDOW_SECONDS)
+    busiest = vertex.most_requests_in(WINDOW_SECONDS)
     assert busiest <= allowed, f"{busiest} requests in {WINDOW_SECONDS} s, quota {allowed}"
     # One SeekerUpdated per user. A record may be written twice with the same event id (a
     # worker that went idle and left hands its last uncommitted batch to the other one:
@@ -201,16 +201,6 @@ def _decode(value: bytes | None) -> Any:
     from streams.serde import decode
 
     return None if value is None else decode(value)
-
-
-def _busiest(vertex: VertexStandin, window: float) -> int:
-    times = sorted(r.at for r in vertex.requests)
-    best, start = 0, 0
-    for end, at in enumerate(times):
-        while times[start] <= at - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def _watch(env: Env, workers: list[tuple[subprocess.Popen[bytes], int, Path]],
