@@ -221,8 +221,9 @@ def problems(settings: BaseModel) -> list[str]:
         found.append("embedding.vertex_base_url points at a local Vertex AI stand-in")
     if embedding.vertex_static_token.get_secret_value():
         found.append("embedding.vertex_static_token is set (stand-ins and proxies only)")
-    if _is_local_url(s.vector_index.pinecone_host):  # type: ignore[attr-defined]
-        found.append("vector_index.pinecone_host points at a local Pinecone stand-in")
+    for name in ("pinecone_host", "pinecone_control_url"):
+        if _is_local_url(getattr(s.vector_index, name)):  # type: ignore[attr-defined]
+            found.append(f"vector_index.{name} points at a local Pinecone stand-in")
     return found + _transport_problems(s) + _nakama_problems(s) + _ingress_problems(s)
 
 

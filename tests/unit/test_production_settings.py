@@ -135,6 +135,7 @@ def test_previous_keys_never_reuse_the_current_id_and_stay_few(section: str,
     ("embedding.vertex_base_url", "http://127.0.0.1:9999", "Vertex AI stand-in"),
     ("embedding.vertex_static_token", "x" * 40, "stand-ins"),
     ("vector_index.pinecone_host", "http://127.0.0.1:7777", "Pinecone stand-in"),
+    ("vector_index.pinecone_control_url", "http://127.0.0.1:7777", "Pinecone stand-in"),
 ])
 def test_local_stand_ins_are_refused(dotted: str, value: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
