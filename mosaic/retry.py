@@ -16,6 +16,10 @@ caller (jitter; base, cap; attempts):
 - ``producers/projection.py`` ``RETRY_BACKOFF``, user_state writes (none; 0.2 s, 5 s;
   forever, async)
 
+``Retrier`` and ``StageRetry`` never retry sooner than the service's own ``Retry-After``
+(:func:`retry_after_seconds`, on an SDK error or on our ``ExternalServiceError``), and
+``Retrier`` counts "too many requests" answers (:func:`is_throttled`) for a metric.
+
 Why not tenacity (installed through google-genai): only :class:`Retrier` has the shape
 tenacity serves (retry one call N times). The other loops retry a set of items, re-queue
 work in an asyncio task, wait on a stop event, or let a policy choose between retry and
