@@ -401,7 +401,8 @@ class MatcherService:
                 left |= self._log.pool.changed_since(members, self._draft.offsets)
                 plan = self._revise(phases, left, withdrawn)
                 try:
-                    own = self._publish_once(plan, message, members, left, withdrawn)
+                    own = self._publish_once(plan, message, members, left, withdrawn,
+                                             phases=phases)
                 except _PoolChanged as exc:
                     log.info("cycle %s revision %d aborted: %s", plan.tick.cycle_id,
                              revision + 1, exc)
@@ -422,7 +423,8 @@ class MatcherService:
         return plan
 
     def _publish_once(self, plan: CyclePlan, message: Message, members: dict[str, Seeker],
-                      left: set[str], withdrawn: set[str]) -> dict[str, dict[int, int]]:
+                      left: set[str], withdrawn: set[str], *, phases: Phases
+                      ) -> dict[str, dict[int, int]]:
         """One transaction; raises :class:`_PoolChanged` (aborted) when users of the plan
         changed while it was open. Returns the end offset of our records per topic."""
         assert self._log is not None and self._producer is not None
@@ -437,7 +439,7 @@ class MatcherService:
                 partition = record.partition() or 0
                 ends[partition] = max(ends.get(partition, 0), (record.offset() or 0) + 1)
 
-        with self._transaction():
+        with phases.measure("transaction"), self._transaction():  # within "publish"
             for record in records:
                 produce_encoded(self._producer, record, on_delivery=delivered,
                                 timeout_seconds=self._timeout)
