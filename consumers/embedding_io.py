@@ -103,7 +103,6 @@ class KafkaSeekerSink(SeekerSink):
                 f"{len(failures)} of {len(events)} records to {self._topic.name} failed, "
                 f"{pending} unconfirmed: {failures[:1]}", retryable=not fatal, fatal=fatal)
 
-
     def tombstone(self, user_ids: Sequence[str]) -> int:
         """A null value per user (``mosaic users erase``): compaction then drops every
         earlier record of the key, and the tombstone itself after ``delete.retention.ms``.
