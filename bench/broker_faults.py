@@ -6,7 +6,7 @@ variant at its first failure. Every run is the real test
 checked in Nakama's own tables (one closed two-member group, one notification per user).
 
     python bench/broker_faults.py --runs 20 [--faults restart kill9 pause] [--log DIR]
-                                     [--port 39092]
+                                     [--port P]
 
 Prints, per variant, the runs in a row that passed, the time per run and the watchdog's
 ERROR lines (a stall it found and recovered from); exits 1 if any variant failed.
@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["restart", "kill9", "pause"], help="variants (default all)")
     parser.add_argument("--log", type=Path, default=Path("/tmp/mosaic-broker-faults"),
                         help="where each variant's pytest output and junit go")
-    parser.add_argument("--port", type=int, default=39092,
-                        help="the private broker's port (and + 1); another port lets two "
-                             "loops run side by side (default 39092)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="the private broker's port (and + 1); default: a free pair "
+                             "picked at random per run")
     args = parser.parse_args(argv)
     args.log.mkdir(parents=True, exist_ok=True)
     ok = True

@@ -1,5 +1,5 @@
-"""Long-running consumers through broker faults, on a PRIVATE broker (port 39192, data dir
-under /tmp, deleted at the end) so the shared stack's broker is never touched:
+"""Long-running consumers through broker faults, on a PRIVATE broker (a free port pair, data
+dir under /tmp, deleted at the end) so the shared stack's broker is never touched:
 
 - a post-match agent whose broker goes away for longer than its watchdog's limit logs an
   ERROR naming the agent, the partitions and how long, within the limit plus 10 s, and
@@ -59,7 +59,6 @@ from tests.support import CLUSTERED_POOL, T0, migrated, migrated_session, own_to
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
-PORT = 39192
 WATCHDOG_SECONDS = 8.0
 TOKEN = "broker-fault-token"
 DIM = 64
@@ -67,7 +66,7 @@ DIM = 64
 
 @pytest.fixture(scope="module")
 def broker(settings: Settings, kafka_stack: Service) -> Iterator[PrivateBroker]:
-    with private_broker(settings, PORT) as own:
+    with private_broker(settings) as own:
         yield own
 
 

@@ -47,7 +47,8 @@ from tests.support import migrated, own_topics
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 USERS = 1000
-BROKER_PORT = int(os.environ.get("MOSAIC_FAULT_BROKER_PORT", "39092"))  # and + 1
+# The private broker's port (and + 1); unset: a free pair picked at random.
+BROKER_PORT = int(os.environ.get("MOSAIC_FAULT_BROKER_PORT", "0")) or None
 PAUSE_SECONDS = 60.0
 MOSAIC = str(Path(sys.executable).parent / "mosaic")
 
@@ -206,7 +207,7 @@ def cycle(fault_settings: Settings) -> Iterator[Cycle]:
 
 @pytest.fixture(scope="module")
 def broker(fault_settings: Settings) -> Iterator[PrivateBroker]:
-    """The broker-fault cases' own Kafka (port 39092): restarting, killing or pausing it
+    """The broker-fault cases' own Kafka (a free port pair): restarting, killing or pausing it
     never disturbs the shared stack's broker; Nakama and Cassandra stay the shared ones."""
     with private_broker(fault_settings, BROKER_PORT) as own, own_topics(own.settings):
         yield own
