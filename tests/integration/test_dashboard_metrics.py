@@ -58,7 +58,8 @@ def _metric_names(expr: str) -> set[str]:
     without_labels = re.sub(r"\{[^}]*\}", "", without_strings)
     without_ranges = re.sub(r"\[[^\]]*\]", "", without_labels)
     without_grouping = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", without_ranges)
-    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", without_grouping))
+    # A word followed by "(" is a function (rate, vector, ...), never a metric.
+    words = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*\b(?!\s*\()", without_grouping))
     return {w for w in words if w not in PROMQL_WORDS and not w.isdigit()}
 
 
@@ -76,6 +77,8 @@ def _rule_exprs() -> list[str]:
 def test_parser_finds_metric_names() -> None:
     assert _metric_names('sum by (le, phase) (rate(a_b_bucket{x="y z"}[1h])) > 2 * c') == {
         "a_b_bucket", "c"}
+    assert _metric_names("(max(d_seconds) or vector(0)) < absent_over_time (e[5m])") == {
+        "d_seconds", "e"}
 
 
 @pytest.mark.parametrize("source", ["dashboard", "rules"])
