@@ -23,8 +23,13 @@ PG_LIB = Path("/usr/lib/postgresql")
 LOOPBACK = "127.0.0.1"
 
 # Runs as the superuser through psql, with -v role/db (quoted by psql itself); the password
-# comes from the environment (\getenv, psql 15+), never from the command line.
+# comes from the environment (\getenv, psql 15+), never from the command line. A failing
+# statement is not written to the server log (it would carry the password: seen when two
+# `stack up` raced on the role, "tuple concurrently updated"), and an advisory lock makes
+# concurrent runs take turns.
 _ENSURE_SQL = """\
+SET log_min_error_statement = 'panic';
+SELECT pg_advisory_lock(hashtext('mosaic-stack-ensure-role')) AS locked \\gset
 \\getenv password MOSAIC_POSTGRES_PASSWORD
 SELECT format('CREATE ROLE %I LOGIN', :'role')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \\gexec

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,3 +106,33 @@ def test_postgres_is_healthy_and_reused(settings: Settings, nakama_stack: Servic
     assert postgres.status().healthy
     assert "reused" in postgres.up()
     assert postgres.pid() == pid_before
+
+
+@pytest.mark.stack_scripts
+def test_concurrent_role_setup_takes_turns_and_never_logs_the_password(
+        settings: Settings, nakama_stack: Service) -> None:
+    """Two `stack up` racing on the application role made PostgreSQL fail one ALTER ROLE
+    ("tuple concurrently updated") and write the statement, password included, to its
+    log. The setup now takes an advisory lock and keeps failing statements out of it."""
+    postgres = Postgres(settings)
+    log_file = settings.stack.data_dir / "logs" / "postgres.log"
+    start = log_file.stat().st_size if log_file.exists() else 0
+    errors: list[BaseException] = []
+
+    def ensure() -> None:
+        try:
+            postgres.after_start()
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ensure) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    with log_file.open(errors="replace") as log:
+        log.seek(start)
+        added = log.read()
+    assert settings.postgres.password.get_secret_value() not in added
+    assert "tuple concurrently updated" not in added
