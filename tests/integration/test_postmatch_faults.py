@@ -238,10 +238,19 @@ def test_kill_9_at_random_points_still_gives_exactly_one_room_and_notification(
     cycle.commit()
     kills = 0
     for _ in range(4):
+        before = _progress(cycle)
         proc = _postmatch(cycle.app.settings)
-        time.sleep(rng.uniform(2.5, 6.0))
-        if proc.poll() is not None:
-            pytest.fail(f"post-match exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        # Kill mid-work: once this run has visibly done something (a fixed delay let a
+        # fast run finish every pair before the first kill), after a random moment more.
+        deadline = time.monotonic() + 60
+        while _progress(cycle) == before:
+            if proc.poll() is not None:
+                pytest.fail("post-match exited early:\n"
+                            f"{proc.stdout.read() if proc.stdout else ''}")
+            assert time.monotonic() < deadline, f"post-match run {kills + 1}: no progress " \
+                f"in 60 s (audit rows, complete pairs: {before})"
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
         kills += 1
@@ -254,6 +263,12 @@ def test_kill_9_at_random_points_still_gives_exactly_one_room_and_notification(
         proc.wait(60)
     assert kills == 4 and done_before_last_run < len(cycle.pairs)
     cycle.verify()
+
+
+def _progress(cycle: Cycle) -> tuple[int, int]:
+    """Audit rows written and pairs complete so far."""
+    rows = cycle.app.audit.rows(cycle.id)
+    return len(rows), sum(r.complete for r in rows)
 
 
 def _in_process(cycle: Cycle, reconcile_every: float | None = None
