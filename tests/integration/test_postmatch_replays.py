@@ -90,6 +90,8 @@ def users(settings: Settings, nakama_stack: object) -> Iterator[Users]:
 
 
 def _pair(cycle: str, a: str, b: str) -> PairMatched:
+    """The pair's event, users in key order whatever order they come in (random ids)."""
+    a, b = sorted((a, b))
     return PairMatched(event_id=derive_event_id("test", cycle, pair_key(a, b)),
                        occurred_at=datetime.now(UTC), cycle_id=cycle, pair_key=pair_key(a, b),
                        user_a=a, user_b=b, score=0.9, similarity=0.8)
