@@ -29,13 +29,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def rpc(settings: Settings, nakama_stack: Service) -> Iterator[Rpc]:
-    client = Rpc(settings)
-    yield client
-    client.close()
-
-
-@pytest.fixture
 def players(settings: Settings, nakama_stack: Service) -> Iterator[list[Player]]:
     made = [Player(settings) for _ in range(3)]
     yield made

@@ -7,13 +7,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
 
 from mosaic.settings import Settings
-from stack.base import Service
 from tests.integration.test_nakama_rooms import (
     Rpc,
     Sql,
@@ -38,18 +36,6 @@ def unkeyed_name(cycle: str, key: str) -> str:
 def keyed_name(secret: str, cycle: str, key: str) -> str:
     mac = hmac.new(secret.encode(), f"{cycle}\n{key}".encode(), hashlib.sha256)
     return "mm-" + mac.hexdigest()[:40]
-
-
-@pytest.fixture
-def rpc(settings: Settings, nakama_stack: Service) -> Iterator[Rpc]:
-    client = Rpc(settings)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def sql(settings: Settings, nakama_stack: Service) -> Sql:
-    return Sql(settings)
 
 
 def _rename(sql: Sql, group_id: str, name: str) -> None:

@@ -211,18 +211,6 @@ def assert_rooms_private(sql: Sql, cycle: str, pairs: list[tuple[User, User]]) -
 
 
 @pytest.fixture
-def rpc(settings: Settings, nakama_stack: Service) -> Iterator[Rpc]:
-    client = Rpc(settings)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def sql(settings: Settings, nakama_stack: Service) -> Sql:
-    return Sql(settings)
-
-
-@pytest.fixture
 def cycle(unique: str) -> str:
     # Same shape as real cycle ids: "<pool>:<timestamp>".
     return f"test-{unique}:20261129T050000Z"
