@@ -5,7 +5,6 @@ run on it). Started by the caller, stopped and deleted by :meth:`PrivateBroker.c
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
 import time
@@ -19,6 +18,7 @@ import pytest
 from mosaic.settings import Settings
 from stack.base import pid_alive, port_open
 from stack.kafka import Kafka
+from tests.support import free_ports
 
 FAULTS = ("restart", "kill9", "pause")
 
@@ -83,23 +83,11 @@ class PrivateBroker:
             os.killpg(pgid, signal.SIGCONT)
 
 
-def free_port_pair() -> int:
-    """A port P with P and P + 1 free now (a random pick, so that two test sessions on
-    one machine, e.g. CI beside a developer, do not take each other's broker port while
-    one of them is restarting its broker)."""
-    rng = random.SystemRandom()
-    for _ in range(50):
-        port = rng.randrange(40000, 60000, 2)
-        if not any(port_open("127.0.0.1", p) for p in (port, port + 1)):
-            return port
-    raise AssertionError("no two free consecutive ports in 40000-60000 after 50 tries")
-
-
 @contextmanager
 def private_broker(settings: Settings, port: int | None = None) -> Iterator[PrivateBroker]:
     """A started private broker on ``port`` (default: a free pair); skips the test when a
     given port is taken."""
-    port = port or free_port_pair()
+    port = port or free_ports((0, 1), step=2)
     if any(port_open("127.0.0.1", p) for p in (port, port + 1)):
         pytest.skip(f"the private broker's ports {port}/{port + 1} are in use")
     broker = PrivateBroker(settings, port)

@@ -110,17 +110,50 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, *, timeout: float
     pytest.fail(f"{failure}:\n" + "".join(seen[-40:]))
 
 
-def _free_nakama_base() -> int:
-    """A port p with p, p - 1 (gRPC), p + 10 and p + 7 (console, its gRPC) all free."""
+# Linux hands out local ports for outgoing connections from 32768-60999
+# (/proc/sys/net/ipv4/ip_local_port_range); a listener picked there can lose its port to
+# a client socket between the check and the bind (CI saw Nakama's console fail that way).
+_LISTEN_RANGE = (20000, 32700)
+
+
+def free_ports(offsets: tuple[int, ...], step: int = 1) -> int:
+    """A random base port b, below the ephemeral range, with b + o free for every offset o
+    (random, so that two test sessions on one machine do not pick the same ports)."""
     import random
 
     from stack.base import port_open
 
+    rng = random.SystemRandom()
+    low, high = _LISTEN_RANGE[0] - min(offsets), _LISTEN_RANGE[1] - max(offsets)
     for _ in range(50):
-        base = random.randrange(20000, 40000)
-        if not any(port_open("127.0.0.1", p) for p in (base, base - 1, base + 10, base + 7)):
+        base = rng.randrange(low, high, step)
+        if not any(port_open("127.0.0.1", base + o) for o in offsets):
             return base
-    raise AssertionError("no free port range for a second Nakama")
+    raise AssertionError(f"no free ports at offsets {offsets} in {_LISTEN_RANGE} after 50 tries")
+
+
+def _start_nakama(node: Any, log_path: Any) -> subprocess.Popen[bytes] | None:
+    """Start ``node`` and wait until it answers; None when it lost one of its ports to
+    another process between the port check and the bind (the caller picks others)."""
+    from stack.base import wait_until
+
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([str(node.binary), "--config", str(node.config_file)],
+                                stdout=log, stderr=subprocess.STDOUT)
+
+    def up() -> bool:
+        if proc.poll() is None:
+            return bool(node.healthy())
+        text = log_path.read_text()
+        if "address already in use" in text:
+            return True
+        raise AssertionError(f"second Nakama exited: {text[-2000:]}")
+    try:
+        wait_until(up, what=f"second Nakama at {node.where()}", timeout=90)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc if proc.poll() is None else None
 
 
 @contextmanager
@@ -130,28 +163,25 @@ def second_nakama(settings: Settings, data_dir: Any, **sections: Any) -> Iterato
     settings once it answers, and stops it afterwards."""
     import json
 
-    from stack.base import wait_until
     from stack.nakama import Nakama, write_private
 
-    base = _free_nakama_base()
-    nakama = sections.pop("nakama", settings.nakama).model_copy(update={
-        "url": f"http://127.0.0.1:{base}", "grpc_port": base - 1, "console_port": base + 10})
-    own = settings.model_copy(update={
-        **sections, "nakama": nakama,
-        "stack": settings.stack.model_copy(update={"data_dir": data_dir})})
-    node = Nakama(own)
-    write_private(node.config_file, json.dumps(node.config()))
-    log_path = data_dir / "nakama.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([str(node.binary), "--config", str(node.config_file)],
-                                stdout=log, stderr=subprocess.STDOUT)
+    for attempt in range(3):
+        # base - 1 is the gRPC port, base + 7 and base + 10 the console's gRPC and HTTP.
+        base = free_ports((-1, 0, 7, 10))
+        nakama = sections.get("nakama", settings.nakama).model_copy(update={
+            "url": f"http://127.0.0.1:{base}", "grpc_port": base - 1, "console_port": base + 10})
+        own = settings.model_copy(update={
+            **sections, "nakama": nakama,
+            "stack": settings.stack.model_copy(update={"data_dir": data_dir})})
+        node = Nakama(own)
+        write_private(node.config_file, json.dumps(node.config()))
+        proc = _start_nakama(node, data_dir / f"nakama-{attempt}.log")
+        if proc is None:
+            continue
         try:
-            def up() -> bool:
-                assert proc.poll() is None, \
-                    f"second Nakama exited: {log_path.read_text()[-2000:]}"
-                return node.healthy()
-            wait_until(up, what=f"second Nakama on :{base}", timeout=90)
             yield own
+            return
         finally:
             proc.terminate()
             proc.wait(30)
+    raise AssertionError("second Nakama lost its ports to other processes 3 times")

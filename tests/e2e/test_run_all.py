@@ -26,7 +26,7 @@ from mosaic.nakama_client import LocalIssuer, NakamaClient
 from mosaic.ops.ports import OPS_PORTS
 from mosaic.settings import Settings
 from stack.base import Service, port_open
-from tests.support import own_topics, with_topic_prefix
+from tests.support import free_ports, own_topics, with_topic_prefix
 
 pytestmark = pytest.mark.e2e
 
@@ -60,15 +60,6 @@ def stack(settings: Settings, kafka_stack: Service, cassandra_stack: Service,
     return settings
 
 
-def _free_port_base() -> int:
-    """Ops ports of our own (the defaults may be held by processes other tests run)."""
-    for _ in range(50):
-        base = random.randrange(20000, 29000, 10)
-        if not any(port_open("127.0.0.1", base + i) for i in range(len(OPS_PORTS))):
-            return base
-    pytest.fail("no free range of ops ports")
-
-
 def _ports(base: int) -> dict[str, int]:
     return {name: port - OPS_PORTS["run"] + base for name, port in OPS_PORTS.items()}
 
@@ -97,7 +88,7 @@ def run(stack: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str, subpro
            "MOSAIC_MATCHER__TRANSACTIONAL_ID": f"run{tag}-matcher",
            "MOSAIC_MATCHER__POOLS": json.dumps([pool])}
     log = tmp_path / "run.log"
-    base = _free_port_base()
+    base = free_ports(tuple(range(len(OPS_PORTS))), step=10)
     with own_topics(settings):
         with log.open("wb") as sink:
             proc = subprocess.Popen(
