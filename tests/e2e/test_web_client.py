@@ -9,7 +9,8 @@ and kept from reconnecting until post-match has notified; the matcher and post-m
 Each page must show exactly one match notification: from the socket, or (the blocked one)
 from the catch-up read after reconnecting. The first pair chats both ways; after a reload
 no second notification shows and the history holds both messages. The fifth user can
-neither see, nor join, nor read the first pair's room. Screenshots go to docs/web/.
+neither see, nor join, nor read the first pair's room. Screenshots go to
+build/web-screenshots/ (docs/web.md).
 
 Its own topics (prefix), embedding consumer group and matcher transactional id, with the
 production ingress on the port Nakama's RPCs call, so nothing else on the stack is in the

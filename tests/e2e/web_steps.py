@@ -4,6 +4,7 @@ tick and the matcher, the post-match agents), each wait failing with its cause."
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,10 @@ from app.demo_data import Persona
 from mosaic.settings import Settings
 from tests.pages import PageLog, watch
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "web"
+# Screenshots go to build/web-screenshots (ignored by git), so a test run leaves the tree
+# clean; MOSAIC_WEB_SCREENSHOTS=docs/web refreshes the ones docs/web.md shows.
+_ROOT = Path(__file__).resolve().parents[2]
+SHOTS = _ROOT / os.environ.get("MOSAIC_WEB_SCREENSHOTS", "build/web-screenshots")
 VIEWPORT = {"width": 720, "height": 640}
 PAGE_MS = 20_000  # a page's own step (sign-in, a button, a socket event)
 POLL_MS = 30_000  # what the page learns by its status poll (every 5 s)
