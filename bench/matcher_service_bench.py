@@ -20,7 +20,8 @@ Topics are deleted at the end (``--keep`` keeps them). ``--blocks N`` first time
 constraints' block lookup alone for N pool members (one per 100 with a block), one IN query
 at a time against ``READ_CONCURRENCY`` in flight, side by side. ``--fold N`` times the
 start-up's decoding alone: N encoded records folded into the pool with the flat reader
-and with fastavro, side by side.
+and with fastavro, side by side. ``--encode N`` times the publish phase's encoding alone:
+the events of a cycle of N seekers encoded with fastavro and with the flat writer.
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ from matcher.synthetic import clustered_vectors
 from mosaic.settings import Settings
 from producers.ticker import publish_tick
 from streams.admin import apply
-from streams.events import SeekerUpdated, derive_event_id
+from streams.events import (
+    Event,
+    PairMatched,
+    SeekerRemoved,
+    SeekerUnmatched,
+    SeekerUpdated,
+    derive_event_id,
+    pair_key,
+)
 from streams.kafka import encode_event, make_admin, make_producer, produce_encoded
 from streams.topics import TopicCatalog, build_catalog
 
@@ -211,6 +220,60 @@ def bench_fold(n: int, dim: int, seed_: int) -> None:
           f"{timings['fastavro'] / timings['flat reader']:.1f}x")
 
 
+def cycle_events(n: int, dim: int, seed_: int) -> list[Event]:
+    """The events a cycle of ``n`` seekers publishes per user, as the harness builds them:
+    a PairMatched per pair and a SeekerRemoved per matched user, and for 1 % leftovers a
+    SeekerUnmatched and the carry-over SeekerUpdated (with its vector)."""
+    cycle, vectors = "default:20261201T120000Z", clustered_vectors(max(1, n // 100), dim, seed_)
+    users = [f"b{i:07d}" for i in range(n)]
+    left, paired = users[: len(vectors)], users[len(vectors):]
+    out: list[Event] = []
+    for a, b in zip(paired[::2], paired[1::2], strict=False):
+        key = pair_key(a, b)
+        out.append(PairMatched(event_id=derive_event_id("PairMatched", cycle, key),
+                               occurred_at=T0, cycle_id=cycle, pair_key=key, user_a=a,
+                               user_b=b, score=0.8123, similarity=0.7456, version_a=1,
+                               version_b=1))
+    out += [SeekerUnmatched(event_id=derive_event_id("SeekerUnmatched", cycle, u),
+                            occurred_at=T0, cycle_id=cycle, user_id=u, reason="odd_one_out",
+                            missed_cycles=1, version=1) for u in left]
+    out += [SeekerRemoved(event_id=derive_event_id("SeekerRemoved", cycle, u), occurred_at=T0,
+                          user_id=u, reason=f"matched:{cycle}", cycle_id=cycle, version=1)
+            for u in paired]
+    out += [SeekerUpdated(event_id=derive_event_id("SeekerUpdated", cycle, u), occurred_at=T0,
+                          user_id=u, opted_in_at=T0 - timedelta(days=1),
+                          vector=tuple(v.tolist()), model="bench", traits_hash="h",
+                          missed_cycles=1, version=1, cycle_id=cycle)
+            for u, v in zip(left, vectors, strict=True)]
+    return out
+
+
+def bench_encode(n: int, dim: int, seed_: int) -> None:
+    """Encoding a cycle's events alone, as the publish phase does (``encode_event``):
+    fastavro against the flat writer, side by side, on the same events."""
+    from streams.serde import AvroSerde
+
+    catalog = build_catalog(Settings())
+    started = time.perf_counter()
+    events = cycle_events(n, dim, seed_)
+    print(f"== encode: {len(events):,} events of a {n:,}-seeker cycle built in "
+          f"{time.perf_counter() - started:.2f} s", flush=True)
+    timings, outputs = {}, {}
+    for way, serde in (("fastavro", AvroSerde(flat_writers=False)),
+                       ("flat writer", AvroSerde())):
+        started = time.perf_counter()
+        outputs[way] = [encode_event(catalog.for_event(e), e, serde=serde).value
+                        for e in events]
+        timings[way] = time.perf_counter() - started
+        print(f"== encode: {way}: {timings[way]:.2f} s "
+              f"({len(events) / timings[way]:,.0f} events/s)", flush=True)
+    same = outputs["fastavro"] == outputs["flat writer"]
+    print(f"== encode: fastavro / flat writer = "
+          f"{timings['fastavro'] / timings['flat writer']:.1f}x, same bytes: {same}")
+    if not same:
+        raise SystemExit("the flat writer wrote other bytes than fastavro")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000",
@@ -222,8 +285,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="first time the block lookup for this many users (%(default)s)")
     parser.add_argument("--fold", type=int, default=0,
                         help="first time decoding this many seeker records (%(default)s)")
+    parser.add_argument("--encode", type=int, default=0,
+                        help="first time encoding a cycle of this many seekers (%(default)s)")
     args = parser.parse_args(argv)
     base = Settings()
+    if args.encode:
+        bench_encode(args.encode, args.dim, args.seed)
     if args.fold:
         bench_fold(args.fold, args.dim, args.seed)
     if args.blocks:

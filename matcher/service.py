@@ -347,14 +347,16 @@ class MatcherService:
             log.info("cycle %s already completed: tick @%s skipped", tick.cycle_id,
                      message.offset())
             return self._report(CycleReport(tick.cycle_id, tick.pool, "duplicate"))
-        plan = self._plan(tick, phases)
-        plan = self._publish(plan, message, phases)
+        self._plan(tick, phases)
+        plan = self._publish(message, phases)
         stats = self._draft.outcome.stats if self._draft is not None else None
         return self._report(_completed(plan, phases, self._waits, stats))
 
     # -- a cycle ----------------------------------------------------------------------
 
-    def _plan(self, tick: CycleTick, phases: Phases) -> CyclePlan:
+    def _plan(self, tick: CycleTick, phases: Phases) -> None:
+        """Snapshot, constraints and the core's decision (the draft the publish phase
+        turns into events: they are built once, after the last look at the pool)."""
         assert self._log is not None
         with phases.measure("snapshot"):
             cycle = build_snapshot(self._log.pool.waiting(tick.pool), tick.occurred_at)
@@ -369,7 +371,6 @@ class MatcherService:
         with phases.measure("match"):
             outcome = self._run_core(cycle, constraints)
         self._draft = _Draft(tick, cycle, outcome, offsets)
-        return self._revise(phases, set(), set())
 
     def _revise(self, phases: Phases, left: set[str], withdrawn: set[str]) -> CyclePlan:
         draft = self._draft
@@ -385,7 +386,7 @@ class MatcherService:
         _log_recall(result.stats)
         return CycleOutcome(result.pairs, result.unmatched, stats=result.stats)
 
-    def _publish(self, plan: CyclePlan, message: Message, phases: Phases) -> CyclePlan:
+    def _publish(self, message: Message, phases: Phases) -> CyclePlan:
         """Publish the cycle in one transaction. Users who changed after the snapshot
         (opted out, blocked, re-embedded) are taken out first; a change that lands while
         the transaction is open (seen uncommitted, right before the commit) aborts it
@@ -431,7 +432,8 @@ class MatcherService:
         assert self._ticks is not None
         start = dict(self._log.seekers_end)
         own: dict[str, dict[int, int]] = {}
-        records = [encode_event(self._catalog.for_event(e), e) for e in plan.events()]
+        with phases.measure("encode"):  # within "publish", before the transaction
+            records = [encode_event(self._catalog.for_event(e), e) for e in plan.events()]
 
         def delivered(error: object, record: Message | None) -> None:
             if error is None and record is not None:
