@@ -24,6 +24,12 @@ def register(subparsers: Any) -> None:
     run.add_argument("--ops-port-base", type=int, default=9100,
                      help="the supervisor's /metrics and /health port; the children's "
                           "follow it in the order of mosaic/ops/ports.py (9101...)")
+    run.add_argument("--embedding-processes", type=int, default=1, metavar="E",
+                     help="embedding agent processes (one consumer group); the 2nd... serve "
+                          "/metrics on the ports after the table's last")
+    run.add_argument("--postmatch-processes", type=int, default=1, metavar="K",
+                     help="post-match processes (rooms, notifier, index-state; the same "
+                          "consumer groups); ports after the embedding replicas'")
     run.set_defaults(func=_run)
 
     wrap = subparsers.add_parser(
@@ -61,7 +67,9 @@ def _run(args: argparse.Namespace) -> int:
     shift = args.ops_port_base - OPS_PORTS["run"]
     ports = {name: port + shift for name, port in OPS_PORTS.items()}
     return run_supervised(Settings(), args.services, grace_seconds=args.grace_seconds,
-                          ports=ports, supervisor_port=ports["run"])
+                          ports=ports, supervisor_port=ports["run"],
+                          replicas={"embedding": args.embedding_processes,
+                                    "postmatch": args.postmatch_processes})
 
 
 def _with_ops(args: argparse.Namespace) -> int:

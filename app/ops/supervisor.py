@@ -54,28 +54,55 @@ class ServiceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
 
 
+REPLICATED = ("embedding", "postmatch")  # consumer-group members: more processes scale out
+
+
 def service_specs(settings: Settings, ports: Mapping[str, int] | None = None,
-                  *, reconcile_every: float = 30.0) -> dict[str, ServiceSpec]:
-    """Every service ``mosaic run all`` starts, in start order."""
+                  *, reconcile_every: float = 30.0,
+                  replicas: Mapping[str, int] | None = None) -> dict[str, ServiceSpec]:
+    """Every service ``mosaic run all`` starts, in start order. ``replicas`` runs more
+    processes of a service in :data:`REPLICATED` (same consumer groups): the first keeps
+    the plain name and port, the others are ``NAME-2``, ``NAME-3``... on the ports after
+    the highest of the table (the embedding replicas first)."""
     port = {"ingress": settings.ingress.port, **OPS_PORTS, **(ports or {})}
+    counts = {name: 1 for name in REPLICATED} | dict(replicas or {})
+    if any(counts[n] < 1 for n in REPLICATED) or set(counts) - set(REPLICATED):
+        from mosaic.errors import ConfigError
 
-    def ops_env(name: str) -> dict[str, str]:
-        return {"MOSAIC_METRICS_PORT": str(port[name])}
+        raise ConfigError(f"replicas: 1 or more processes of {', '.join(REPLICATED)}; "
+                          f"got {dict(replicas or {})}")
+    extra = iter(range(max(p for n, p in port.items() if n != "ingress") + 1, 1 << 16))
+    specs: list[ServiceSpec] = []
+    for name in ("ingress", "embedding", "matcher", "ticker", "postmatch", "reconciler"):
+        for i in range(counts.get(name, 1)):
+            here = port[name] if i == 0 else next(extra)
+            specs.append(_spec(name if i == 0 else f"{name}-{i + 1}", name, here,
+                               reconcile_every))
+    return {s.name: s for s in specs}
 
-    return {s.name: s for s in (
-        ServiceSpec("ingress", ("ingress", "serve", "--port", str(port["ingress"])),
-                    port["ingress"]),
-        ServiceSpec("embedding", ("agents", "embedding"), port["embedding"],
-                    ops_env("embedding")),
-        ServiceSpec("matcher", ("matcher", "run"), port["matcher"], ops_env("matcher")),
-        ServiceSpec("ticker", ("ticker", "run"), port["ticker"], ops_env("ticker")),
-        ServiceSpec("postmatch", ("postmatch", "--port", str(port["postmatch"]),
-                                  "--reconcile-every", "0"), port["postmatch"]),
-        # The reconciler serves no /metrics of its own: ``with-ops`` wraps it.
-        ServiceSpec("reconciler", ("with-ops", "reconciler", "--", "reconciler", "--every",
-                                   str(reconcile_every)), port["reconciler"],
-                    ops_env("reconciler")),
-    )}
+
+def _spec(name: str, service: str, port: int, reconcile_every: float) -> ServiceSpec:
+    ops_env = {"MOSAIC_METRICS_PORT": str(port)}
+    if service == "ingress":
+        return ServiceSpec(name, ("ingress", "serve", "--port", str(port)), port)
+    if service == "embedding":
+        return ServiceSpec(name, ("agents", "embedding"), port, ops_env)
+    if service == "matcher":
+        return ServiceSpec(name, ("matcher", "run"), port, ops_env)
+    if service == "ticker":
+        return ServiceSpec(name, ("ticker", "run"), port, ops_env)
+    if service == "postmatch":
+        return ServiceSpec(name, ("postmatch", "--port", str(port), "--reconcile-every", "0"),
+                           port)
+    # The reconciler serves no /metrics of its own: ``with-ops`` wraps it.
+    return ServiceSpec(name, ("with-ops", "reconciler", "--", "reconciler", "--every",
+                              str(reconcile_every)), port, ops_env)
+
+
+def service_of(name: str) -> str:
+    """``postmatch-2`` -> ``postmatch``: the service a (replica's) child name runs."""
+    base, _, number = name.rpartition("-")
+    return base if base in REPLICATED and number.isdigit() else name
 
 
 @dataclass
@@ -245,18 +272,22 @@ def run_supervised(settings: Settings, names: Sequence[str], *,
                    ports: Mapping[str, int] | None = None, grace_seconds: float = 20.0,
                    supervisor_port: int | None = None,
                    install_signals: bool = True,
+                   replicas: Mapping[str, int] | None = None,
                    on_ready: Callable[[Supervisor], None] | None = None) -> int:
     """``mosaic run``: supervise ``names`` (``all`` = every service) until a signal."""
     from app.ops.lag import ConsumerLagCollector
     from mosaic.ops_http import OpsServer
 
-    specs = service_specs(settings, ports)
-    chosen = list(specs) if list(names) in ([], ["all"]) else list(names)
-    unknown = [n for n in chosen if n not in specs]
+    specs = service_specs(settings, ports, replicas=replicas)
+    services = {service_of(n) for n in specs}
+    wanted = services if list(names) in ([], ["all"]) else set(names)
+    unknown = sorted(wanted - services)
     if unknown:
         from mosaic.errors import ConfigError
 
-        raise ConfigError(f"unknown service(s) {unknown}; choose from all, {', '.join(specs)}")
+        raise ConfigError(f"unknown service(s) {unknown}; choose from all, "
+                          f"{', '.join(sorted(services))}")
+    chosen = [n for n in specs if service_of(n) in wanted]  # a service's replicas too
     supervisor = Supervisor([specs[n] for n in chosen], grace_seconds=grace_seconds,
                             json_lines=settings.log_format == "json")
     if install_signals:
