@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
@@ -84,16 +84,19 @@ class TopicTail:
     def beginning(self) -> dict[int, int]:
         return {p: low for p, (low, _) in self._watermarks().items()}
 
-    def read(self) -> Batch:
+    def read(self, apply: Callable[[LogRecord], None] | None = None) -> Batch:
+        """The records since the last read; with ``apply``, each record is handed to it
+        as it arrives instead (``records`` stays empty): a start-up that folds the whole
+        topic never holds all of it at once."""
         ends = self.end_offsets()
         positions = self._positions if self._positions is not None else self.beginning()
         pending = {p: positions.get(p, 0) for p in ends if positions.get(p, 0) < ends[p]}
-        records = self._read_range(pending, ends) if pending else []
+        records = self._read_range(pending, ends, apply) if pending else []
         self._positions = {p: max(positions.get(p, 0), end) for p, end in ends.items()}
         return Batch(records, ends)
 
-    def _read_range(self, start: Mapping[int, int], ends: Mapping[int, int]
-                    ) -> list[LogRecord]:
+    def _read_range(self, start: Mapping[int, int], ends: Mapping[int, int],
+                    apply: Callable[[LogRecord], None] | None = None) -> list[LogRecord]:
         """Read ``start`` to ``ends``. The timeout bounds a STALL (no record for that
         long), not the read: a big pool takes as long as its size needs, with progress
         logged every ``_PROGRESS_SECONDS``, instead of a fixed deadline that would turn
@@ -103,18 +106,20 @@ class TopicTail:
         total = sum(ends[p] - o for p, o in start.items())
         began = last_record = last_report = time.monotonic()
         records: list[LogRecord] = []
+        add = records.append if apply is None else apply
+        seen = 0
         try:
             while not self._caught_up(start, ends):
                 now = time.monotonic()
                 if now - last_record > self._timeout:
                     raise KafkaOperationError(
                         f"reading {self.topic} to {dict(ends)}: no record for "
-                        f"{self._timeout:.0f} s after {len(records):,} (an open "
+                        f"{self._timeout:.0f} s after {seen:,} (an open "
                         "transaction of another producer?)", retryable=True)
                 if total > _BATCH and now - last_report >= _PROGRESS_SECONDS:
                     last_report = now
                     log.info("reading %s: %s of %s records in %.0f s", self.topic,
-                             f"{len(records):,}", f"{total:,}", now - began)
+                             f"{seen:,}", f"{total:,}", now - began)
                 # consume() waits its full timeout unless a whole batch is ready: keep it
                 # short, the loop re-checks the positions anyway.
                 messages = consumer.consume(_BATCH, 0.02)
@@ -123,7 +128,8 @@ class TopicTail:
                 for message in messages:
                     self._check(message)
                     if (message.offset() or 0) < ends[message.partition() or 0]:
-                        records.append(to_record(message))
+                        add(to_record(message))
+                        seen += 1
         finally:
             consumer.unassign()
         return records
@@ -188,9 +194,7 @@ class MatcherLog:
         self.refresh_pool()
 
     def refresh_pool(self) -> None:
-        batch = self._seekers.read()
-        self.pool.apply_all(batch.records)
-        self.seekers_end = batch.end_offsets
+        self.seekers_end = self._seekers.read(self.pool.apply).end_offsets
 
     def _pairs_start(self) -> dict[int, int]:
         oldest = self.history.oldest_recent_timestamp_ms()

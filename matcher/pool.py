@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from matcher.core.model import Constraints, FloatArray, PoolSnapshot, RecentPairing
+from matcher.pool_store import VectorRows
 from mosaic.errors import MosaicError, SerializationError
 from streams.events import (
     CycleCompleted,
@@ -45,6 +47,8 @@ MIN_NORM = 1e-9
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _E = TypeVar("_E", CycleCompleted, PairMatched)
+# Fields of SeekerUpdated that most records share a value of.
+_SHARED_VALUES = ("pool", "model", "status", "cycle_id")
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,10 @@ class LogRecord:
 
 @dataclass(frozen=True, eq=False)
 class Seeker:
-    """A waiting user's latest record. The vector is kept as float32 (a quarter of the
-    memory of a tuple of floats) and ``record`` carries everything else."""
+    """A waiting user's latest record. The vector is float32 (a quarter of the memory of
+    a tuple of floats) and ``record`` carries everything else. From :class:`PoolState`
+    the vector is a view into its store, valid until the next record is applied;
+    :func:`build_snapshot` gives the cycle's seekers vectors of their own."""
 
     record: SeekerUpdated  # with vector=()
     vector: FloatArray
@@ -97,6 +103,9 @@ class PoolState:
 
     Version 0 (older writers) applies in offset order, as before versions existed.
 
+    Memory: the vectors live in one columnar store (:class:`VectorRows`); per user
+    only the record without its vector and the record's coordinates are kept.
+
     With ``pools``, only users of those pools are kept (a matcher per pool holds only its
     pool's vectors); a user whose latest record names another pool leaves, and the
     versions of every user are still tracked, so the guards above hold across pools.
@@ -109,19 +118,29 @@ class PoolState:
         # Per writer fingerprint: the flat reader of the current SeekerUpdated schema, or
         # None (an older writer: fastavro resolves it into the current shape).
         self._fast: dict[bytes, Callable[[bytes], dict[str, Any]] | None] = {}
-        self._seekers: dict[str, Seeker] = {}
+        # Per waiting user: (record without its vector, partition, offset, poison).
+        self._entries: dict[str, tuple[SeekerUpdated, int, int, str | None]] = {}
+        self._vectors = VectorRows()
         self._versions: dict[str, int] = {}
         self.bad_records = 0
         self.stale_records = 0  # ignored: older than the user's latest version
 
     def __len__(self) -> int:
-        return len(self._seekers)
+        return len(self._entries)
+
+    def _forget(self, user: str) -> None:
+        if self._entries.pop(user, None) is not None:
+            self._vectors.drop(user)
+
+    def _seeker(self, user: str) -> Seeker:
+        record, partition, offset, poison = self._entries[user]
+        return Seeker(record, self._vectors.vector(user), partition, offset, poison)
 
     def apply(self, record: LogRecord) -> None:
         user = record.key.decode("utf-8", "replace") if record.key is not None else None
         if record.value is None:
             if user is not None:
-                self._seekers.pop(user, None)
+                self._forget(user)
                 self._versions.pop(user, None)
             return
         try:
@@ -149,15 +168,15 @@ class PoolState:
         if event.version and event.version < latest:
             self.stale_records += 1
             return
-        self._seekers.pop(event.user_id, None)
+        self._forget(event.user_id)
         self._versions[event.user_id] = max(latest, event.version)
 
     def _update(self, event: SeekerUpdated, vector: FloatArray, record: LogRecord) -> None:
         user = event.user_id
-        current = self._seekers.get(user)
+        current = self._entries.get(user)
         if event.cycle_id is not None:  # the matcher's carry-over of a waiting record
-            if (current is None or current.poison is not None
-                    or current.record.version != event.version):
+            if (current is None or current[3] is not None
+                    or current[0].version != event.version):
                 self.stale_records += 1
                 return
         elif event.version and event.version <= self._versions.get(user, 0):
@@ -165,17 +184,18 @@ class PoolState:
             return
         self._versions[user] = max(self._versions.get(user, 0), event.version)
         if self._pools is not None and event.pool not in self._pools:
-            self._seekers.pop(user, None)  # now waiting in a pool another matcher serves
+            self._forget(user)  # now waiting in a pool another matcher serves
             return
-        self._seekers[user] = Seeker(event, vector, record.partition, record.offset)
+        self._entries[user] = (event, record.partition, record.offset, None)
+        self._vectors.put(user, vector)
 
     def _poison(self, user: str, record: LogRecord, reason: str) -> None:
-        previous = self._seekers.get(user)
-        base = previous.record if previous is not None else SeekerUpdated(
+        previous = self._entries.get(user)
+        base = previous[0] if previous is not None else SeekerUpdated(
             event_id=derive_event_id("poison", user), occurred_at=_EPOCH, user_id=user,
             opted_in_at=_EPOCH, vector=(), model="", traits_hash="")
-        self._seekers[user] = Seeker(base, np.zeros(0, dtype=np.float32), record.partition,
-                                     record.offset, poison=reason)
+        self._entries[user] = (base, record.partition, record.offset, reason)
+        self._vectors.put(user, np.zeros(0, dtype=np.float32))
 
     def _decode(self, value: bytes) -> tuple[Event, FloatArray | None]:
         """Decode a record; a ``SeekerUpdated`` comes back with ``vector=()`` and its
@@ -205,6 +225,9 @@ class PoolState:
             # per-field checks (a third of the start-up), keep the event's own.
             values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
                                       for k, v in fields.items()}
+            for name in _SHARED_VALUES:  # one string object for the whole pool, not one each
+                if isinstance(values.get(name), str):
+                    values[name] = sys.intern(values[name])
             return SeekerUpdated(**values, vector=()), vector
         except MosaicError as exc:  # e.g. a bad event id: the record is invalid
             raise SerializationError(f"invalid SeekerUpdated: {exc}") from exc
@@ -217,20 +240,24 @@ class PoolState:
         """Users waiting in ``pool``, sorted by user id (a deterministic row order).
         Users whose latest record did not decode are included (``poison`` set), with
         the pool of their last decodable record, so the cycle reports them."""
-        return sorted((s for s in self._seekers.values()
-                       if s.record.pool == pool and s.record.status == STATUS_WAITING),
-                      key=lambda s: s.user_id)
+        users = sorted(u for u, (record, *_) in self._entries.items()
+                       if record.pool == pool and record.status == STATUS_WAITING)
+        return [self._seeker(u) for u in users]
 
     def get(self, user_id: str) -> Seeker | None:
-        return self._seekers.get(user_id)
+        return self._seeker(user_id) if user_id in self._entries else None
+
+    def vector_bytes(self) -> int:
+        """What the pool's vectors take (the store's blocks as allocated)."""
+        return self._vectors.bytes_used()
 
     def changed_since(self, user_ids: Iterable[str], ends: Mapping[int, int]) -> set[str]:
         """Users whose latest record is at or past ``ends`` (a snapshot's end offsets):
         they changed (opted out, paused, re-embedded) after the snapshot was taken."""
         changed = set()
         for user in user_ids:
-            seeker = self._seekers.get(user)
-            if seeker is None or seeker.offset >= ends.get(seeker.partition, 0):
+            entry = self._entries.get(user)
+            if entry is None or entry[2] >= ends.get(entry[1], 0):
                 changed.add(user)
         return changed
 
@@ -309,6 +336,12 @@ def build_snapshot(seekers: Sequence[Seeker], at: datetime) -> CycleInput:
                     ", ".join(s.user_id for s in invalid[:20]))
     vectors = (np.stack([s.vector for s in usable]) if usable
                else np.zeros((0, dim), dtype=np.float32))
+    # The cycle's seekers own their vectors (rows of the snapshot, copies for the few
+    # invalid ones): the pool's store may reuse a row while the cycle publishes.
+    usable = tuple(Seeker(s.record, vectors[i], s.partition, s.offset)
+                   for i, s in enumerate(usable))
+    invalid = tuple(Seeker(s.record, s.vector.copy(), s.partition, s.offset, s.poison)
+                    for s in invalid)
     wait = np.array([max(0.0, (at - s.record.opted_in_at).total_seconds()) for s in usable],
                     dtype=np.float64)
     missed = np.array([s.record.missed_cycles for s in usable], dtype=np.int64)

@@ -1,0 +1,86 @@
+"""The pool's vectors, columnar: one float32 row per user in fixed-size blocks.
+
+A per-user numpy array costs its header (about 100 bytes) and, read by the flat reader,
+keeps the whole record body alive behind it. Here every waiting user's vector is a row
+of a block of ``block_rows`` rows; an id <-> row index finds it and the rows of users
+who left are reused. Blocks are never copied to grow, so there is no growth peak.
+Vectors of another length than the store's (a model rollout, an empty vector) are kept
+aside, one array each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from matcher.core.model import FloatArray
+
+BLOCK_ROWS = 65_536
+
+
+class VectorRows:
+    """One vector per user id; :meth:`vector` is a view, valid until the row is reused
+    (the user leaves and another arrives): copy what must outlive the next change."""
+
+    def __init__(self, block_rows: int = BLOCK_ROWS) -> None:
+        self._block_rows = block_rows
+        self._blocks: list[FloatArray] = []
+        self._dim: int | None = None
+        self._rows: dict[str, int] = {}
+        self._free: list[int] = []
+        self._used = 0  # rows handed out so far (free ones included)
+        self._aside: dict[int, FloatArray] = {}  # row -> a vector of another length
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def put(self, user_id: str, vector: FloatArray) -> None:
+        """Store (a copy of) ``vector`` as ``user_id``'s."""
+        row = self._rows.get(user_id)
+        if row is None:
+            row = self._rows[user_id] = self._free.pop() if self._free else self._new_row()
+        if self._dim is None and len(vector):
+            self._dim = len(vector)
+        if len(vector) == self._dim:
+            self._aside.pop(row, None)
+            block, index = divmod(row, self._block_rows)
+            while block >= len(self._blocks):
+                # np.zeros: pages of a block take memory only once written.
+                self._blocks.append(np.zeros((self._block_rows, self._dim), dtype=np.float32))
+            self._blocks[block][index] = vector
+        else:
+            self._aside[row] = np.array(vector, dtype=np.float32)
+
+    def drop(self, user_id: str) -> None:
+        row = self._rows.pop(user_id, None)
+        if row is not None:
+            self._aside.pop(row, None)
+            self._free.append(row)
+
+    def vector(self, user_id: str) -> FloatArray:
+        """A read-only view of the user's vector (KeyError for an unknown user)."""
+        row = self._rows[user_id]
+        aside = self._aside.get(row)
+        if aside is not None:
+            view = aside.view()
+        else:
+            block, index = divmod(row, self._block_rows)
+            view = self._blocks[block][index]
+        view.flags.writeable = False
+        return view
+
+    def _new_row(self) -> int:
+        row, self._used = self._used, self._used + 1
+        return row
+
+    def bytes_used(self) -> int:
+        """The vectors' bytes (blocks as allocated, plus the vectors kept aside)."""
+        return (sum(b.nbytes for b in self._blocks)
+                + sum(v.nbytes for v in self._aside.values()))
