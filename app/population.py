@@ -110,10 +110,10 @@ def run_population(settings: Settings, options: PopulationOptions,
     logs.mkdir(parents=True, exist_ok=True)
     run = Run(own, tag, f"pop-{tag}", logs / f"{tag}.log")
     personas = make_personas(options.users, options.seed)
-    with _topics(own), VertexStandin(token=_TOKEN, max_instances=250) as vertex:
-        _precompute_traits(own, personas, options.seed, err)
-        with _services(run, options, vertex.url, err):
-            return asyncio.run(_drive(run, [p.user_id for p in personas], options, err))
+    with (_topics(own), VertexStandin(token=_TOKEN, max_instances=250) as vertex,
+          _traits_cache(own, personas, options.seed, err),
+          _services(run, options, vertex.url, err)):
+        return asyncio.run(_drive(run, [p.user_id for p in personas], options, err))
 
 
 async def _drive(run: Run, ids: list[str], options: PopulationOptions,
@@ -129,12 +129,12 @@ async def _drive(run: Run, ids: list[str], options: PopulationOptions,
         opt_in = await _stage(run, "opt-in", lambda p: population.opt_in_all(run.pool, p),
                               users, err)
         await _wait(run, "seekers", lambda: len(seekers.seen), len(ids),
-                    options=options, err=err)
+                    options=options, err=err, users=users)
         seekers.stop()
         tick_at, cycle_id = _tick(run)
         cycles = _Watch(s, s.kafka.topic_prefix + "cycles", CycleCompleted, {cycle_id})
         await _wait(run, "notified", lambda: sum(u.count(cycle_id) > 0 for u in users),
-                    len(ids), options=options, err=err)
+                    len(ids), options=options, err=err, users=users)
         last = max((at for u in users for at, c in u.notes if c == cycle_id), default=tick_at)
         await asyncio.sleep(options.settle_seconds)
         cycles.stop()
@@ -175,9 +175,10 @@ async def _stage(run: Run, stage: str, step: Callable[[Progress], Any],
 
 
 async def _wait(run: Run, stage: str, count: Callable[[], int], total: int, *,
-                options: PopulationOptions, err: IO[str]) -> None:
+                options: PopulationOptions, err: IO[str],
+                users: list[SimUser] | None = None) -> None:
     """Until ``count()`` reaches ``total``; fails when it stops moving for
-    ``stall_seconds`` or the supervisor exits."""
+    ``stall_seconds``, the supervisor exits or one of ``users``' sockets closed."""
     progress = Progress(stage, total, out=err)
     last, moved = -1, time.monotonic()
     while (done := count()) < total:
@@ -189,6 +190,10 @@ async def _wait(run: Run, stage: str, count: Callable[[], int], total: int, *,
                                   f"{options.stall_seconds:.0f}s ({total - done:,} missing)")
         if run.proc is not None and run.proc.poll() is not None:
             raise run.fail(stage, f"the supervisor exited ({run.proc.returncode})")
+        if users and (closed := [u for u in users if u.socket_closed]):
+            raise run.fail(stage, f"{len(closed):,} users' sockets closed (Nakama restarted? "
+                                  f"./dev stack status), e.g. {closed[0].custom_id}: "
+                                  f"{closed[0].socket_closed}")
         await asyncio.sleep(0.2)
     progress(total)
 
@@ -256,20 +261,33 @@ def _topics(settings: Settings) -> Iterator[None]:
             future.result(timeout=30)
 
 
-def _precompute_traits(settings: Settings, personas: list[Any], seed: int,
-                       err: IO[str]) -> None:
-    """Each user's trait text in the S3 traits cache (fresh, the agent's top_n)."""
+@contextmanager
+def _traits_cache(settings: Settings, personas: list[Any], seed: int,
+                  err: IO[str]) -> Iterator[None]:
+    """Each user's trait text in the S3 traits cache (fresh, the agent's top_n), computed
+    by the real TraitsService from insights held in memory; deleted afterwards."""
+    from mosaic.s3 import s3_client
     from profiles.bootstrap import build_traits_service
     from profiles.insights import InMemoryInsightStore
+    from profiles.traits import traits_key
 
-    service = build_traits_service(settings)
+    client = s3_client(settings.s3)
+    service = build_traits_service(settings, s3_client=client)
     service.store = InMemoryInsightStore()
     write_insights(service.store, personas, seed=seed, now=datetime.now(UTC),
                    chats_per_user=1)
     progress = Progress("traits cache", len(personas), out=err)
-    with ThreadPoolExecutor(16) as pool:
-        for i, _ in enumerate(pool.map(lambda p: service.user_traits(p.user_id), personas)):
-            progress(i + 1)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            for i, _ in enumerate(pool.map(lambda p: service.user_traits(p.user_id),
+                                           personas)):
+                progress(i + 1)
+        yield
+    finally:
+        keys = [{"Key": traits_key(p.user_id)} for p in personas]
+        for at in range(0, len(keys), 1000):
+            client.delete_objects(Bucket=settings.s3.traits_cache_bucket,
+                                  Delete={"Objects": keys[at:at + 1000], "Quiet": True})
 
 
 def _env(run: Run, vertex_url: str) -> dict[str, str]:

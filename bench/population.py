@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+from typing import Any
 
 from app.population import PopulationError, PopulationOptions, run_population
 from mosaic.settings import Settings
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     options = PopulationOptions(users=args.users, postmatch_processes=args.postmatch_processes,
                                 embedding_processes=args.embedding_processes,
                                 concurrency=args.concurrency, stall_seconds=args.stall_seconds)
+    signal.signal(signal.SIGTERM, _interrupt)  # clean up as on Ctrl-C
     try:
         summary = run_population(Settings(), options)
     except PopulationError as exc:
@@ -59,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(summary), flush=True)
     return 0 if summary["notified_exactly_once"] == summary["users"] else 1
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
