@@ -13,6 +13,12 @@ serial shape (one record per poll: one RPC, one flush and one commit per pair) o
 
     python bench/postmatch_bench.py                    # 10,000 users, 300 serial pairs
     python bench/postmatch_bench.py --users 2000 --serial-pairs 100
+    python bench/postmatch_bench.py --users 4000 --processes 1,2,3   # scaling
+
+``--processes 1,2,3`` measures scaling instead: per step its
+own cycle of ``--users`` fresh accounts on fresh topics, run by K ``mosaic postmatch``
+processes in one consumer group per agent; pairs/s, the ratio to the first step, and the
+CPU that Nakama, PostgreSQL, Cassandra and the K processes used meanwhile.
 
 Every run uses its own topics (prefix ``bench-pm-<run>.``), keyspace ``bench_pm`` and
 Nakama accounts (inserted in bulk into Nakama's users table: a login each would take
@@ -23,6 +29,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -30,12 +40,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import consumers.postmatch as postmatch
-from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
+from consumers.postmatch_app import AGENTS, PostMatch, build_postmatch, run_postmatch
 from consumers.runner import BatchRunner
 from mosaic.migrations import migrate_keyspace
 from mosaic.settings import Settings
@@ -45,13 +56,16 @@ from streams.admin import apply
 from streams.events import CycleCompleted, PairMatched, derive_event_id, pair_key
 from streams.kafka import (
     BatchPublisher,
+    group_id,
     make_admin,
     make_transactional_producer,
     produce_event,
     transaction,
 )
+from streams.topics import TopicCatalog, build_catalog
 
 log = logging.getLogger("postmatch_bench")
+KEYSPACE = "bench_pm"
 
 # -- where the time goes: wall time per (agent thread, category) --------------------------
 
@@ -128,14 +142,24 @@ _first_start: dict[str, float] = {}
 # -- set-up ------------------------------------------------------------------------------
 
 
-def _accounts(settings: Settings, count: int, prefix: str) -> list[str]:
+def bench_settings(topic_prefix: str) -> Settings:
+    """The stack's settings on the bench's own topics and keyspace."""
+    base = Settings()
+    return base.model_copy(update={
+        "kafka": base.kafka.model_copy(update={"topic_prefix": topic_prefix}),
+        "cassandra": base.cassandra.model_copy(update={"keyspace": KEYSPACE}),
+    })
+
+
+
+def accounts(settings: Settings, count: int, prefix: str) -> list[str]:
     started = time.monotonic()
     users = sorted(bulk_accounts(settings, count, prefix))
     print(f"   {len(users)} Nakama accounts in {time.monotonic() - started:.1f} s")
     return users
 
 
-def _vectors(app: PostMatch, users: list[str], dim: int) -> None:
+def vectors(app: PostMatch, users: list[str], dim: int) -> None:
     rng = np.random.default_rng(7)
     for i in range(0, len(users), 500):
         chunk = users[i:i + 500]
@@ -144,19 +168,22 @@ def _vectors(app: PostMatch, users: list[str], dim: int) -> None:
                           for u, v in zip(chunk, vecs, strict=True)])
 
 
-def _commit_cycle(app: PostMatch, cycle_id: str, users: list[str]) -> float:
-    """Publish the cycle's pairs + summary in one transaction; the commit time."""
+def commit_cycle(app: PostMatch, cycle_id: str, users: list[str],
+                 catalog: TopicCatalog | None = None) -> float:
+    """Publish the cycle's pairs + summary in one transaction (on ``catalog``'s topics,
+    default the app's); the commit time."""
     now = datetime.now(UTC)
+    catalog = catalog or app.catalog
     producer = make_transactional_producer(app.settings, f"bench-{uuid.uuid4().hex[:8]}")
     with transaction(producer):
         for a, b in zip(users[::2], users[1::2], strict=True):
             key = pair_key(a, b)
             ua, ub = sorted((a, b))
-            produce_event(producer, app.catalog.pairs, PairMatched(
+            produce_event(producer, catalog.pairs, PairMatched(
                 event_id=derive_event_id("bench", cycle_id, key), occurred_at=now,
                 cycle_id=cycle_id, pair_key=key, user_a=ua, user_b=ub, score=0.9,
                 similarity=0.8))
-        produce_event(producer, app.catalog.cycles, CycleCompleted(
+        produce_event(producer, catalog.cycles, CycleCompleted(
             event_id=derive_event_id("bench-cycle", cycle_id), occurred_at=now,
             cycle_id=cycle_id, pairs=len(users) // 2, seekers=len(users)))
     return time.monotonic()
@@ -180,7 +207,7 @@ def _run(app: PostMatch, cycle_id: str, users: list[str], *, max_batch: int,
     worker = threading.Thread(target=agents, name="postmatch", daemon=True)
     worker.start()
     time.sleep(8)  # groups join (the broker delays a new group 3 s) before the clock starts
-    t0 = _commit_cycle(app, cycle_id, users)
+    t0 = commit_cycle(app, cycle_id, users)
     complete = 0
     while complete < pairs:
         if errors:
@@ -217,6 +244,162 @@ def _report(title: str, r: dict[str, Any]) -> None:
               f"{spent['kafka']:5.1f}s {python:6.1f}s")
 
 
+# -- scaling: K `mosaic postmatch` processes per step ---------------------------------------
+
+STACK_PIDS = ("nakama", "postgres", "cassandra")
+
+
+def _ticks(pid: int) -> int:
+    """utime + stime of ``pid``, plus cutime + cstime (children it reaped)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15])
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and every live descendant (PostgreSQL: the postmaster and its backends)."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds used so far by ``pids`` and their process trees."""
+    total = 0
+    for pid in {p for root in pids for p in _tree(root)}:
+        try:
+            total += _ticks(pid)
+        except (OSError, ValueError):
+            continue  # a backend that just exited: its time moves to the postmaster
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def stack_pid(settings: Settings, name: str) -> int:
+    """The pid a stack service wrote (stack/base.py: <data dir>/run/<name>.pid)."""
+    return int((settings.stack.data_dir / "run" / f"{name}.pid").read_text().strip())
+
+
+def _start_processes(settings: Settings, k: int) -> list[subprocess.Popen[bytes]]:
+    """K ``mosaic postmatch`` processes on the step's topics; their logs in the stack's
+    log folder, named after the topic prefix."""
+    env = {**os.environ, "MOSAIC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
+           "MOSAIC_CASSANDRA__KEYSPACE": KEYSPACE}
+    mosaic = str(Path(sys.executable).with_name("mosaic"))
+    logs = settings.stack.data_dir / "logs"
+    procs = []
+    for i in range(k):
+        with (logs / f"{settings.kafka.topic_prefix}{i}.log").open("wb") as log_file:
+            procs.append(subprocess.Popen(
+                [mosaic, "postmatch", "--port", "0", "--reconcile-every", "0"],
+                env=env, stdout=log_file, stderr=subprocess.STDOUT))
+    print(f"   logs: {logs}/{settings.kafka.topic_prefix}<0..{k - 1}>.log")
+    return procs
+
+
+def _wait_joined(admin: Any, settings: Settings, k: int,
+                 procs: list[subprocess.Popen[bytes]], timeout: float = 90.0) -> None:
+    """Until each agent's group is stable with K members (or a process died: say which)."""
+    groups = [group_id(settings, a) for a in AGENTS]
+    deadline = time.monotonic() + timeout
+    sizes: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        dead = [p.pid for p in procs if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"mosaic postmatch process(es) {dead} exited before the cycle")
+        futures = admin.describe_consumer_groups(groups, request_timeout=10)
+        sizes = {g: len(f.result().members) if str(f.result().state).endswith("STABLE")
+                 else 0 for g, f in futures.items()}
+        if all(n == k for n in sizes.values()):
+            return
+        time.sleep(1)
+    raise TimeoutError(f"consumer groups not stable with {k} members after {timeout:.0f} s: "
+                       f"{sizes}")
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _scaling_step(app: PostMatch, admin: Any, run: str, k: int, users: int, dim: int,
+                  timeout: float, nakama_pid: int | None) -> dict[str, float]:
+    settings = bench_settings(f"bench-pm-{run}-k{k}.")
+    catalog = build_catalog(settings)
+    apply(catalog, admin)
+    members = accounts(settings, users, f"bench-{run}-k{k}-")
+    vectors(app, members, dim)
+    cycle_id, pairs = f"bench-{run}-k{k}", users // 2
+    procs = _start_processes(settings, k)
+    watched = {n: [stack_pid(app.settings, n)] for n in STACK_PIDS}
+    if nakama_pid:
+        watched["nakama"] = [nakama_pid]
+    try:
+        _wait_joined(admin, settings, k, procs)
+        watched["postmatch"] = [p.pid for p in procs]
+        before = {n: cpu_seconds(pids) for n, pids in watched.items()}
+        t0 = commit_cycle(app, cycle_id, members, catalog)
+        complete = 0
+        while complete < pairs:
+            dead = [p.pid for p in procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"K={k}: mosaic postmatch {dead} died at "
+                                   f"{complete}/{pairs} pairs")
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"K={k}: {complete}/{pairs} pairs complete after "
+                                   f"{timeout:.0f} s")
+            time.sleep(0.25)
+            complete = sum(r.complete for r in app.audit.rows(cycle_id))
+        seconds = time.monotonic() - t0
+        used = {n: cpu_seconds(pids) - before[n] for n, pids in watched.items()}
+    finally:
+        _stop(procs)
+        for future in admin.delete_topics([t.name for t in catalog],
+                                          operation_timeout=30).values():
+            future.result(timeout=30)
+    return {"k": k, "pairs": pairs, "seconds": seconds, "rate": pairs / seconds,
+            **{f"cpu_{n}": used[n] / seconds for n in used}}
+
+
+def scaling(settings: Settings, run: str, steps: list[int], *, users: int,
+            timeout: float, nakama_pid: int | None = None) -> None:
+    """One fresh cycle of ``users`` per step of ``steps`` processes; the table."""
+    from profiles.bootstrap import build_embedder
+
+    app, dim = build_postmatch(settings), build_embedder(settings).dim
+    admin = make_admin(settings)
+    rows = []
+    try:
+        for k in steps:
+            print(f"== {k} process(es): {users} users, topics bench-pm-{run}-k{k}.*")
+            rows.append(_scaling_step(app, admin, run, k, users, dim, timeout, nakama_pid))
+            r = rows[-1]
+            print(f"   {r['pairs']} pairs in {r['seconds']:.1f} s = {r['rate']:.0f} pairs/s")
+    finally:
+        app.close()
+    print(f"\n== scaling ({users} users per step; CPU in cores, 1.0 = one core of "
+          f"{os.cpu_count()}; load average {os.getloadavg()[0]:.1f})")
+    print(f"   {'processes':>9} {'pairs/s':>8} {'ratio':>6} {'nakama':>7} {'postgres':>8} "
+          f"{'cassandra':>9} {'postmatch':>9}")
+    for r in rows:
+        print(f"   {r['k']:>9} {r['rate']:8.0f} {r['rate'] / rows[0]['rate']:6.2f} "
+              f"{r['cpu_nakama']:7.2f} {r['cpu_postgres']:8.2f} {r['cpu_cassandra']:9.2f} "
+              f"{r['cpu_postmatch']:9.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -224,27 +407,34 @@ def main() -> None:
     parser.add_argument("--serial-pairs", type=int, default=300,
                         help="pairs for the serial (one record per poll) comparison")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per run")
+    parser.add_argument("--processes", default="",
+                        help="comma-separated counts of `mosaic postmatch` processes, e.g. "
+                             "1,2,3: measure scaling instead (one fresh cycle per step)")
+    parser.add_argument("--nakama-pid", type=int, default=None,
+                        help="the Nakama whose CPU to count (a second Nakama that "
+                             "MOSAIC_NAKAMA__URL points at; default: the stack's)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("consumers").setLevel(logging.ERROR)
 
     run = uuid.uuid4().hex[:8]
-    base = Settings()
-    settings = base.model_copy(update={
-        "kafka": base.kafka.model_copy(update={"topic_prefix": f"bench-pm-{run}."}),
-        "cassandra": base.cassandra.model_copy(update={"keyspace": "bench_pm"}),
-    })
-    apply_topics = make_admin(settings)
+    settings = bench_settings(f"bench-pm-{run}.")
     migrate_keyspace(settings.cassandra)  # `mosaic db migrate --keyspace bench_pm`
+    if args.processes:
+        steps = [int(k) for k in args.processes.split(",") if k.strip()]
+        scaling(settings, run, steps, users=args.users, timeout=args.timeout,
+                nakama_pid=args.nakama_pid)
+        return
+    apply_topics = make_admin(settings)
     app = build_postmatch(settings)
     from profiles.bootstrap import build_embedder
 
     dim = build_embedder(settings).dim
     apply(app.catalog, apply_topics)
     print(f"== set-up: {args.users} + {2 * args.serial_pairs} users, topics bench-pm-{run}.*")
-    users = _accounts(settings, args.users, f"bench-{run}-b-")
-    serial_users = _accounts(settings, 2 * args.serial_pairs, f"bench-{run}-s-")
-    _vectors(app, users + serial_users, dim)
+    users = accounts(settings, args.users, f"bench-{run}-b-")
+    serial_users = accounts(settings, 2 * args.serial_pairs, f"bench-{run}-s-")
+    vectors(app, users + serial_users, dim)
     _instrument(app)
     try:
         print("== batched agents (500 records per poll)")

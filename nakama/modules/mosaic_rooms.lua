@@ -24,9 +24,13 @@ retry finds the group (one query for the whole batch, members included) and only
 what is missing. A retry also looks under the pair's older names: keyed with a previous
 key (mosaic_room_name_previous_keys, during a rotation) and the unkeyed
 "mm-" .. hex(sha256(cycle_id \n pair_key))[1..40] of rooms created before names were
-keyed; a room found there is the pair's room (never a second one under the new name). user_a creates the group open with max_count=2, user_b joins through
-the runtime (group_user_join: no "added to group" notification, which
-group_users_add would send), then the group is closed. The window while it is open is
+keyed; a room found there is the pair's room (never a second one under the new name).
+New rooms of a batch are written in ONE statement, closed from the start, recorded in
+mosaic_room_done (mosaic_room_batch.lua). The rest (an interrupted creation, a name taken
+meanwhile, or every pair when that statement fails) goes through the runtime: user_a
+creates the group open with max_count=2, user_b joins (group_user_join: no "added to
+group" notification, which group_users_add would send), then the group is closed. The
+window while it is open is
 covered by the before-hooks in mosaic_privacy.lua, which refuse every client request that
 could add a member, open the group, or squat an "mm-" name (runtime calls are not hooked).
 A room is completed once: closing it records its name in mosaic_room_done (a trigger on
@@ -58,6 +62,7 @@ claim and send.
 local nk = require("nakama")
 local privacy = require("mosaic_privacy") -- the client-API hooks that keep rooms private
 local once = require("mosaic_once") -- what a replay must never undo
+local room_batch = require("mosaic_room_batch") -- new rooms in one statement
 
 local NOTIFY_CODE = once.NOTIFY_CODE
 local NOTIFY_SUBJECT = "You have a new match"
@@ -346,6 +351,52 @@ local function create_one(item, users, groups, done, names)
   return room_answer(group.id, created)
 end
 
+-- The pairs whose room is new (no group under any of its names, never completed) go in
+-- one statement (mosaic_room_batch.lua): item index -> group id. A name taken meanwhile is
+-- read again for create_one; if the statement fails, every pair goes through create_one.
+local function create_fresh(items, users, groups, done, names)
+  local rooms, index_of = {}, {}
+  for i, item in ipairs(items) do
+    local a, b, name = users[item.user_a], users[item.user_b], pick_name(names[i], groups, done)
+    if item.user_a ~= item.user_b and a and b and not a.disabled and not b.disabled
+        and groups[name] == nil and done[name] == nil and index_of[name] == nil then
+      index_of[name] = i
+      rooms[#rooms + 1] = { name = name, a = a, b = b }
+    end
+  end
+  local fresh, missed = {}, {}
+  if #rooms == 0 then
+    return fresh
+  end
+  local ok, created = pcall(room_batch.create, rooms)
+  if not ok then
+    nk.logger_warn("mosaic_create_rooms: one-statement insert failed, room by room: " ..
+      error_text(created))
+    return fresh
+  end
+  for name, i in pairs(index_of) do
+    local id = created[name]
+    if id ~= nil then
+      fresh[i] = id
+      local a, b = users[items[i].user_a].id, users[items[i].user_b].id
+      groups[name] = { id = id, creator_id = a, open = false, edge_count = 2, kind = KIND,
+        members = { [a] = 0, [b] = 2 } } -- a duplicate item later in the batch finds it
+      done[name] = id
+    else
+      missed[#missed + 1] = name
+    end
+  end
+  if #missed > 0 then
+    for name, g in pairs(groups_by_name(missed)) do
+      groups[name] = g
+    end
+    for name, id in pairs(done_rooms(missed)) do
+      done[name] = id
+    end
+  end
+  return fresh
+end
+
 local function create_rooms(context, payload)
   server_only(context)
   local items = decode_batch(payload, "rooms", MAX_ROOMS,
@@ -361,9 +412,15 @@ local function create_rooms(context, payload)
     end
   end
   local groups, done = groups_by_name(all_names), done_rooms(all_names)
+  local fresh = create_fresh(items, users, groups, done, names)
   local results = {}
   for i, item in ipairs(items) do
-    local ok, out = pcall(create_one, item, users, groups, done, names[i])
+    local ok, out = true, nil
+    if fresh[i] ~= nil then
+      out = room_answer(fresh[i], true)
+    else
+      ok, out = pcall(create_one, item, users, groups, done, names[i])
+    end
     if ok then
       results[i] = { pair_key = item.pair_key, cycle_id = item.cycle_id, ok = true,
         group_id = out.group_id, channel_id = out.channel_id, created = out.created }
