@@ -5,17 +5,21 @@ Per batch, in this order:
 1. decode; undecodable or invalid records (wrong event type, key != user id, bad ids)
    go to the dead-letter topic with their coordinates;
 2. blocks are recorded in the block store;
-3. per user only the LAST opt-in/opt-out of the batch counts (records of one key share
+3. opt-ins and opt-outs get their versions in log order (consumers/request_order.py; a
+   request ordered before is ``stale`` and skipped); when a version had to move past the
+   request's own time, the ingress' user_state write of it may have lost to an earlier
+   request's, so the request's state is written again at its version;
+4. per user only the LAST opt-in/opt-out of the batch counts (records of one key share
    a partition, so batch order is offset order): an opt-out after an opt-in wins;
-4. opt-outs: delete from the index, erase the cached traits, publish ``SeekerRemoved``;
-5. opt-ins, in one ``index_users`` call (one embed call for the whole batch): publish
+5. opt-outs: delete from the index, erase the cached traits, publish ``SeekerRemoved``;
+6. opt-ins, in one ``index_users`` call (one embed call for the whole batch): publish
    ``SeekerUpdated`` with the vector, then write user_state ``waiting``. No insights /
    malformed insights are outcomes, not dead letters: the user is taken out of the pool
    (index delete + ``SeekerRemoved(embedding_failed)``) and gets ``profile_failed``.
 
 Every stage is idempotent and retried on outages by :class:`StageRetry`, so the caller
 acknowledges the batch only when this returns. Event ids derive from the source event,
-and user_state writes carry the source event's time, so a replay changes nothing.
+and user_state writes carry the request's version, so a replay changes nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Protocol
 
@@ -32,6 +36,7 @@ from consumers.blocks import BlockStore, sorted_pair
 from consumers.embedding_io import DeadLetters, SeekerSink, StageRetry
 from consumers.embedding_metrics import BATCH_SIZE, count_events, timed
 from consumers.embedding_traits import PrefetchingTraitsService
+from consumers.request_order import RequestVersions, order, request_millis
 from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
 from mosaic.user_state import (
     DELAYED_DELAY,
@@ -39,6 +44,7 @@ from mosaic.user_state import (
     NO_INSIGHTS,
     PROFILE_UNAVAILABLE,
     STAGE_DELAY,
+    UserState,
     UserStateWriter,
 )
 from profiles.errors import MalformedInsightError, NoInsightsError
@@ -54,16 +60,16 @@ from streams.events import (
     SeekerRemoved,
     SeekerUpdated,
     derive_event_id,
-    to_millis,
+    from_millis,
 )
 from streams.events.seekers import REMOVED_EMBEDDING_FAILED, REMOVED_OPTED_OUT
 from streams.serde import AvroSerde, default_serde
 
 log = logging.getLogger(__name__)
 
-# user_state writes use the source event's time (ms on the wire) plus STAGE_DELAY as the
-# Cassandra write time: replays change nothing, they follow the ingress's own projection of
-# the same request, and stay before the user's next request (mosaic/user_state.py).
+# user_state writes use the request's version (ms) plus STAGE_DELAY as the Cassandra write
+# time: replays change nothing, they follow the ingress's own projection of the same
+# request, and stay before the user's next request (mosaic/user_state.py).
 STATE_DELAY = STAGE_DELAY
 PROFILE_ERRORS = (NoInsightsError, MalformedInsightError)
 # What status may show for each (user_state.REASON_MESSAGES); the raw error is kept in detail.
@@ -89,6 +95,24 @@ class Erasures(Protocol):
     def erased_at(self, user_ids: Iterable[str]) -> dict[str, datetime]: ...
 
 
+@dataclass(frozen=True)
+class Request:
+    """An opt-in or opt-out with the version the log order gave it."""
+
+    record: RawRecord
+    event: OptInRequested | OptOutRequested
+    version: int
+
+    def at(self, delay: timedelta = timedelta(0)) -> datetime:
+        """The user_state write time of this request's stage ``delay`` after it."""
+        return from_millis(self.version) + delay
+
+    @property
+    def moved(self) -> bool:
+        """Ordered after a request whose host's clock was ahead of this one's."""
+        return self.version != request_millis(self.event)
+
+
 @dataclass
 class BatchReport:
     """(event type, outcome) per record, in batch order of decision."""
@@ -108,9 +132,11 @@ class EmbeddingPipeline:
                  serde: AvroSerde | None = None,
                  clock: Callable[[], datetime] = _utc_now,
                  test_pause_after_publish_seconds: float = 0.0,
-                 erasures: Erasures | None = None) -> None:
+                 erasures: Erasures | None = None, versions: RequestVersions,
+                 stale_request_seconds: float = 120.0) -> None:
         self.indexer, self.blocks, self.states = indexer, blocks, states
-        self.erasures = erasures
+        self.erasures, self.versions = erasures, versions
+        self._stale_ms = round(stale_request_seconds * 1000)
         self.seekers, self.dead_letters, self.retry = seekers, dead_letters, retry
         self._serde = serde or default_serde()
         self._clock = clock
@@ -122,17 +148,16 @@ class EmbeddingPipeline:
         decoded = [d for d in (self._decode(r, report) for r in records) if d is not None]
         decoded = self._not_erased(decoded, report)
         self._blocks([(r, e) for r, e in decoded if isinstance(e, BlockRequested)], report)
-        latest: dict[str, tuple[RawRecord, OptInRequested | OptOutRequested]] = {}
-        for record, event in decoded:
-            if isinstance(event, OptInRequested | OptOutRequested):
-                replaced = latest.pop(event.user_id, None)
-                if replaced is not None:
-                    report.add(replaced[1].schema_name, "superseded")
-                latest[event.user_id] = (record, event)
+        latest: dict[str, Request] = {}
+        for request in self._order(decoded, report):
+            replaced = latest.pop(request.event.user_id, None)
+            if replaced is not None:
+                report.add(replaced.event.schema_name, "superseded")
+            latest[request.event.user_id] = request
         now = self._clock()
-        self._opt_outs([e for _, e in latest.values() if isinstance(e, OptOutRequested)],
+        self._opt_outs([r for r in latest.values() if isinstance(r.event, OptOutRequested)],
                        now, report)
-        self._opt_ins([(r, e) for r, e in latest.values() if isinstance(e, OptInRequested)],
+        self._opt_ins([r for r in latest.values() if isinstance(r.event, OptInRequested)],
                       now, report)
         count_events(report.outcomes)
         return report
@@ -177,6 +202,41 @@ class EmbeddingPipeline:
                 kept.append((record, event))
         return kept
 
+    # -- the order of each user's requests ------------------------------------------------
+
+    def _order(self, decoded: list[tuple[RawRecord, Event]], report: BatchReport
+               ) -> list[Request]:
+        """The opt-ins and opt-outs with their versions, in log order, without the stale
+        ones; each user's last request stored before anything is published, so a batch
+        retried after a crash gets the same versions."""
+        items = [(r, e) for r, e in decoded if isinstance(e, OptInRequested | OptOutRequested)]
+        if not items:
+            return []
+        users = {e.user_id for _, e in items}
+        last = self.retry.run("versions", lambda: self.versions.last(users))
+        versions, changed = order(items, last, self._stale_ms)
+        if changed:
+            self.retry.run("versions", lambda: self.versions.record(changed))
+        ordered = []
+        for (record, event), version in zip(items, versions, strict=True):
+            if version is None:
+                report.add(event.schema_name, "stale")
+            else:
+                ordered.append(Request(record, event, version))
+        return ordered
+
+    def _restate(self, moved: list[Request]) -> None:
+        """The requests' own states again, at their versions (see the module doc, 3)."""
+        for request in moved:
+            event = request.event
+            if isinstance(event, OptInRequested):
+                state = UserState(event.user_id, "preparing_profile", pool=event.pool,
+                                  opted_in_at=event.opted_in_at, updated_at=request.at())
+            else:
+                state = UserState(event.user_id, "opted_out", pool=event.pool,
+                                  updated_at=request.at())
+            self.retry.run("state", partial(self.states.requested, state))
+
     # -- blocks ----------------------------------------------------------------------------
 
     def _blocks(self, items: list[tuple[RawRecord, BlockRequested]], report: BatchReport
@@ -188,17 +248,17 @@ class EmbeddingPipeline:
 
     # -- opt-outs --------------------------------------------------------------------------
 
-    def _opt_outs(self, items: list[OptOutRequested], now: datetime, report: BatchReport
-                  ) -> None:
+    def _opt_outs(self, items: list[Request], now: datetime, report: BatchReport) -> None:
         if not items:
             return
-        ids = [e.user_id for e in items]
+        ids = [r.event.user_id for r in items]
         self.retry.run("index", lambda: self.indexer.index.delete(ids))
         self.retry.run("traits", lambda: self._erase_traits(ids))
-        removals = [_removed(e, REMOVED_OPTED_OUT, now) for e in items]
+        removals = [_removed(r, REMOVED_OPTED_OUT, now) for r in items]
         self.retry.run("publish", lambda: self.seekers.publish(removals))
-        for event in items:
-            report.add(event.schema_name, "removed")
+        self._restate([r for r in items if r.moved])
+        for request in items:
+            report.add(request.event.schema_name, "removed")
 
     def _erase_traits(self, user_ids: Sequence[str]) -> None:
         for user_id in user_ids:
@@ -206,27 +266,27 @@ class EmbeddingPipeline:
 
     # -- opt-ins ---------------------------------------------------------------------------
 
-    def _opt_ins(self, items: list[tuple[RawRecord, OptInRequested]], now: datetime,
-                 report: BatchReport) -> None:
+    def _opt_ins(self, items: list[Request], now: datetime, report: BatchReport) -> None:
         if not items:
             return
-        events = [e for _, e in items]
+        self._restate([r for r in items if r.moved])
+        events = [r.event for r in items if isinstance(r.event, OptInRequested)]
         outcomes = self.retry.run("index", lambda: self._index(events),
-                                  on_retry=self._delay_notice(events))
-        done: list[tuple[OptInRequested, IndexedProfile]] = []
-        failed: list[tuple[OptInRequested, ValidationError]] = []
-        for (record, event), outcome in zip(items, outcomes, strict=True):
+                                  on_retry=self._delay_notice(items))
+        done: list[tuple[Request, IndexedProfile]] = []
+        failed: list[tuple[Request, ValidationError]] = []
+        for request, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, IndexedProfile):
-                done.append((event, outcome))
+                done.append((request, outcome))
             elif isinstance(outcome, PROFILE_ERRORS):
-                failed.append((event, outcome))
+                failed.append((request, outcome))
             else:
-                self._dead_letter(record, outcome, event.schema_name, report)
+                self._dead_letter(request.record, outcome, request.event.schema_name, report)
         updates = self.retry.run("index", lambda: self._updates(done, now))
-        removals = [_removed(event, REMOVED_EMBEDDING_FAILED, now) for event, _ in failed]
+        removals = [_removed(r, REMOVED_EMBEDDING_FAILED, now) for r, _ in failed]
         if failed:
             self.retry.run("index", lambda: self.indexer.index.delete(
-                [e.user_id for e, _ in failed]))
+                [r.event.user_id for r, _ in failed]))
         self.retry.run("publish", lambda: self.seekers.publish([*updates, *removals]))
         if self._test_pause > 0 and updates:
             # Test hook (settings.embedding_agent.test_pause_after_publish_seconds): the
@@ -235,12 +295,13 @@ class EmbeddingPipeline:
                         len(updates), self._test_pause)
             time.sleep(self._test_pause)
         self.retry.run("state", lambda: self._record_states(done, failed))
-        for event, profile in done:
-            report.add(event.schema_name, "indexed" if profile.embedded else "unchanged")
-        for event, _ in failed:
-            report.add(event.schema_name, "profile_failed")
+        for request, profile in done:
+            report.add(request.event.schema_name,
+                       "indexed" if profile.embedded else "unchanged")
+        for request, _ in failed:
+            report.add(request.event.schema_name, "profile_failed")
 
-    def _delay_notice(self, events: list[OptInRequested]) -> Callable[[Exception], None]:
+    def _delay_notice(self, items: list[Request]) -> Callable[[Exception], None]:
         """At the first retry of the batch's profiles (a throttled or unreachable embedder,
         index or S3), tell its users they are delayed, not failed. Best effort: the notice
         must not hold up the retry, and the outcome write replaces it."""
@@ -251,13 +312,13 @@ class EmbeddingPipeline:
             if told:
                 return
             told = True
-            log.warning("profiles of %d users delayed: %s", len(events), error)
-            for event in events:
+            log.warning("profiles of %d users delayed: %s", len(items), error)
+            for request in items:
+                user_id = request.event.user_id
                 try:
-                    self.states.profile_delayed(event.user_id,
-                                                at=event.occurred_at + DELAYED_DELAY)
+                    self.states.profile_delayed(user_id, at=request.at(DELAYED_DELAY))
                 except Exception as exc:  # noqa: BLE001 - a notice, not the outcome
-                    log.warning("could not mark %s delayed: %s", event.user_id, exc)
+                    log.warning("could not mark %s delayed: %s", user_id, exc)
 
         return notice
 
@@ -284,13 +345,15 @@ class EmbeddingPipeline:
             return exc
         return outcome
 
-    def _updates(self, done: list[tuple[OptInRequested, IndexedProfile]], now: datetime
+    def _updates(self, done: list[tuple[Request, IndexedProfile]], now: datetime
                  ) -> list[SeekerUpdated]:
         if not done:
             return []
-        stored = self.indexer.index.fetch([e.user_id for e, _ in done])
+        stored = self.indexer.index.fetch([r.event.user_id for r, _ in done])
         updates = []
-        for event, profile in done:
+        for request, profile in done:
+            event = request.event
+            assert isinstance(event, OptInRequested)
             record = stored.get(event.user_id)
             if record is None:  # just written: an eventually consistent index lags
                 raise ExternalServiceError(f"{event.user_id} missing from the index "
@@ -300,21 +363,23 @@ class EmbeddingPipeline:
                 user_id=event.user_id, opted_in_at=event.opted_in_at,
                 vector=tuple(float(x) for x in record.vector.tolist()), model=profile.model,
                 traits_hash=profile.traits.fingerprint, pool=event.pool, missed_cycles=0,
-                version=request_version(event)))
+                version=request.version))
         return updates
 
-    def _record_states(self, done: list[tuple[OptInRequested, IndexedProfile]],
-                       failed: list[tuple[OptInRequested, ValidationError]]) -> None:
+    def _record_states(self, done: list[tuple[Request, IndexedProfile]],
+                       failed: list[tuple[Request, ValidationError]]) -> None:
         with timed("state"):
-            for event, _ in done:
+            for request, _ in done:
+                event = request.event
+                assert isinstance(event, OptInRequested)
                 self.states.waiting(event.user_id, pool=event.pool,
                                     waiting_since=event.opted_in_at, missed_cycles=0,
-                                    at=event.occurred_at + STATE_DELAY)
-            for event, error in failed:
+                                    at=request.at(STATE_DELAY))
+            for request, error in failed:
                 # The raw cause (it can name other users) stays in the log and the row.
-                log.info("profile of %s failed: %s", event.user_id, error)
+                log.info("profile of %s failed: %s", request.event.user_id, error)
                 self.states.profile_failed(
-                    event.user_id, reason=str(error), at=event.occurred_at + STATE_DELAY,
+                    request.event.user_id, reason=str(error), at=request.at(STATE_DELAY),
                     code=PROFILE_CODES.get(type(error), PROFILE_UNAVAILABLE))
 
 
@@ -340,16 +405,8 @@ def _request(event: OptInRequested) -> IndexRequest:
                         top_n=event.top_chats)
 
 
-def _removed(event: OptInRequested | OptOutRequested, reason: str, now: datetime
-             ) -> SeekerRemoved:
+def _removed(request: Request, reason: str, now: datetime) -> SeekerRemoved:
+    event = request.event
     return SeekerRemoved(event_id=derive_event_id("SeekerRemoved", event.event_id),
                          occurred_at=now, user_id=event.user_id, reason=reason,
-                         pool=event.pool, version=request_version(event))
-
-
-def request_version(event: OptInRequested | OptOutRequested) -> int:
-    """The seekers record's version: when the ingress accepted the request (ms). Per user
-    that is the request order (the ingress orders each request after the user's last known
-    state whatever its clock says, docs/ingress.md), and a replay of the request yields
-    the same version, which readers ignore as stale."""
-    return max(1, to_millis(event.occurred_at))
+                         pool=event.pool, version=request.version)

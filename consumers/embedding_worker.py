@@ -38,7 +38,13 @@ from mosaic.cassandra import cassandra_call
 from mosaic.erasures import CassandraErasures
 from mosaic.ratelimit import TokenBucket
 from mosaic.settings import Settings
-from mosaic.user_state import PROFILE_UNAVAILABLE, CassandraUserStateWriter, UserStateWriter
+from mosaic.user_state import (
+    PROFILE_UNAVAILABLE,
+    CassandraRequestVersions,
+    CassandraUserStateWriter,
+    UserState,
+    UserStateWriter,
+)
 from profiles.embedders import Embedder, LocalE5Embedder, VertexEmbedder, build_embedder
 from profiles.index import VectorIndex
 from profiles.insights import S3InsightStore
@@ -100,6 +106,9 @@ class RetryableStates(UserStateWriter):
 
     def profile_delayed(self, user_id: str, *, at: datetime) -> None:
         cassandra_call("user_state", lambda: self.inner.profile_delayed(user_id, at=at))
+
+    def requested(self, state: UserState) -> None:
+        cassandra_call("user_state", lambda: self.inner.requested(state))
 
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
                      at: datetime, reason: str | None = None, version: int = 0) -> None:
@@ -201,7 +210,9 @@ def build_wiring(settings: Settings, *, embedder: Embedder | None = None,
         retry=StageRetry(backoff_seconds=conf.retry_backoff_seconds,
                          max_backoff_seconds=conf.retry_max_backoff_seconds),
         test_pause_after_publish_seconds=conf.test_pause_after_publish_seconds,
-        erasures=CassandraErasures(session))
+        erasures=CassandraErasures(session),
+        versions=CassandraRequestVersions(session, settings.cassandra.keyspace),
+        stale_request_seconds=conf.stale_request_seconds)
     return Wiring(pipeline, closers)
 
 

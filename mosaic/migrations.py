@@ -131,6 +131,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             PRIMARY KEY ((nonce, signed_at))
         ) WITH gc_grace_seconds = 3600""",
     )),
+    Migration(7, "user_state: the last opt-in/opt-out the embedding agent ordered", (
+        # mosaic/user_state.py (CassandraRequestVersions): the seekers versions follow the
+        # log, not the ingress hosts' clocks (consumers/request_order.py).
+        "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS last_request_partition int",
+        "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS last_request_offset bigint",
+        "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS last_request_version bigint",
+        "ALTER TABLE {keyspace}.user_state ADD IF NOT EXISTS last_request_event_id text",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

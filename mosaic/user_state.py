@@ -17,12 +17,14 @@ applied by ``mosaic db migrate``); every stage calls it, nobody else writes CQL 
 Every write carries a write time (``USING TIMESTAMP``; per column the newest wins), so the
 order of the events decides whatever order the writes arrive in, and replays change nothing.
 The write times follow each user's own order, not the stages' clocks (:func:`stage_time`):
-an opt-in or opt-out is written at the ingress' time of the request (whole milliseconds, the
-seekers record's ``version``); the later stages of that opt-in write at the same millisecond
-plus a few microseconds (a delay notice, waiting or profile_failed, then each missed
-cycle, then matched),
+an opt-in or opt-out is written at the ingress' time of the request (whole milliseconds),
+and again at the seekers record's ``version`` by the embedding agent when the log moved
+the version past that time (consumers/request_order.py); the later stages of that
+request write at its version plus a few microseconds (a delay notice, waiting or
+profile_failed, then each missed cycle, then matched),
 so they follow the opt-in they belong to and never pass the user's next request. No row
-means ``not_opted_in``.
+means ``not_opted_in``. The row also keeps the user's last request the embedding agent
+ordered (:class:`CassandraRequestVersions`).
 
 Status shows ``reason_code`` and a fixed ``message`` (:data:`REASON_MESSAGES`,
 :data:`DELAY_MESSAGES`) for a failure or a delay, never the stored ``detail``, which can
@@ -37,12 +39,12 @@ It sits in ``mosaic/`` (the bottom layer) because both producers/ and consumers/
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol, get_args
 
-from mosaic.cassandra import execute_async
+from mosaic.cassandra import cassandra_call, execute_async
 from mosaic.migrations import require
 
 State = Literal["not_opted_in", "preparing_profile", "waiting", "profile_failed", "matched",
@@ -162,6 +164,17 @@ class UserStateStore(Protocol):
 MatchedRow = tuple[str, str, str, datetime, int]  # user_id, cycle_id, room_id, at, version
 
 
+@dataclass(frozen=True)
+class LastRequest:
+    """The last opt-in/opt-out of a user the embedding agent ordered: where it was on the
+    opt-in topic and the version it got (consumers/request_order.py)."""
+
+    partition: int
+    offset: int
+    version: int
+    event_id: str
+
+
 class UserStateWriter(ABC):
     """The later stages' side: each method writes one state as of the event time ``at``."""
 
@@ -178,6 +191,12 @@ class UserStateWriter(ABC):
     def profile_delayed(self, user_id: str, *, at: datetime) -> None:
         """Still ``preparing_profile``, but late (:data:`PROFILE_DELAYED`); ``at`` is the
         request's time + :data:`DELAYED_DELAY`, before that request's profile outcome."""
+
+    @abstractmethod
+    def requested(self, state: UserState) -> None:
+        """What the ingress writes for an opt-in (``preparing_profile``) or an opt-out
+        (``opted_out``), again at ``state.updated_at``: the request's version when the
+        embedding agent ordered it after a request the ingress had not seen."""
 
     @abstractmethod
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
@@ -275,12 +294,8 @@ class CassandraUserStateStore:
         return replace(state, opted_in_at=_utc(row.opted_in_at),
                        waiting_since=_utc(row.waiting_since), updated_at=_utc(row.updated_at))
 
-    def _bind(self, state: UserState) -> tuple[Any, ...]:
-        at = state.updated_at or datetime.now(UTC)
-        return (_micros(at), state.state, state.opted_in_at, state.pool, at, state.user_id)
-
     async def record(self, state: UserState) -> None:
-        await self._execute(self._record, self._bind(state))
+        await self._execute(self._record, _bind(state))
 
     async def record_many(self, states: Sequence[UserState]) -> None:
         from cassandra.query import BatchStatement, BatchType
@@ -288,11 +303,16 @@ class CassandraUserStateStore:
         # Unlogged: no atomicity needed, just one request for many single-row writes.
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)
         for state in states:
-            batch.add(self._record, self._bind(state))
+            batch.add(self._record, _bind(state))
         await self._execute(batch, ())
 
     def close(self) -> None:
         self._session.cluster.shutdown()
+
+
+def _bind(state: UserState) -> tuple[Any, ...]:
+    at = state.updated_at or datetime.now(UTC)
+    return (_micros(at), state.state, state.opted_in_at, state.pool, at, state.user_id)
 
 
 class CassandraUserStateWriter(UserStateWriter):
@@ -308,6 +328,10 @@ class CassandraUserStateWriter(UserStateWriter):
         self._missed = session.prepare(prefix + _MISSED)
         self._matched = session.prepare(prefix + _MATCHED)
         self._room = session.prepare(prefix + _MATCHED_ROOM)
+        self._requested = session.prepare(prefix + _RECORD)
+
+    def requested(self, state: UserState) -> None:
+        self._session.execute(self._requested, _bind(state))
 
     def waiting(self, user_id: str, *, pool: str, waiting_since: datetime,
                 missed_cycles: int, at: datetime) -> None:
@@ -349,3 +373,37 @@ def _matched_row(user_id: str, cycle_id: str, room_id: str, at: datetime, versio
     # opt-in after the tick but before the snapshot is matched, and must read so.
     when = stage_time(version, at, MATCHED_STEP)
     return (_micros(when), cycle_id, cycle_id, room_id, max(at, when), user_id)
+
+
+_LAST_REQUESTS = (
+    "SELECT user_id, last_request_partition, last_request_offset, last_request_version,"
+    " last_request_event_id FROM {keyspace}.user_state WHERE user_id IN ?"
+)
+_LAST_REQUEST = ("last_request_partition = ?, last_request_offset = ?, last_request_version = ?,"
+                 " last_request_event_id = ? WHERE user_id = ?")
+
+
+class CassandraRequestVersions:
+    """Each user's :class:`LastRequest` in their ``user_state`` row (the embedding agent's
+    ``RequestVersions``). Written at the version's time, so a late writer (a worker that
+    lost its partitions) can never move it back; an erasure's delete removes it."""
+
+    def __init__(self, session: Any, keyspace: str) -> None:
+        self._session = session
+        require(session, keyspace)
+        self._select = session.prepare(_LAST_REQUESTS.format(keyspace=keyspace))
+        self._update = session.prepare(_UPDATE.format(keyspace=keyspace) + _LAST_REQUEST)
+
+    def last(self, user_ids: Iterable[str]) -> dict[str, LastRequest]:
+        rows = cassandra_call("user_state", lambda: list(self._session.execute(
+            self._select, (sorted(set(user_ids)),))))
+        return {r.user_id: LastRequest(r.last_request_partition, r.last_request_offset,
+                                       r.last_request_version, r.last_request_event_id)
+                for r in rows if r.last_request_version is not None}
+
+    def record(self, rows: Mapping[str, LastRequest]) -> None:
+        from mosaic.cassandra import write_batched
+
+        write_batched(self._session, self._update, [
+            (last.version * 1000, last.partition, last.offset, last.version, last.event_id,
+             user_id) for user_id, last in rows.items()])

@@ -143,8 +143,9 @@ class IngressService:
     async def _publish(self, command: Command) -> Accepted:
         event_id = event_id_for(command.kind, command.user_id, command.request_id)
         # The request's time (maybe moved past this host's clock by _sequence), not the
-        # publish time: the seekers version derives from it and must match the time the
-        # user_state projection is written at, the one the next request orders itself after.
+        # publish time: the seekers version starts from it (consumers/request_order.py) and
+        # it is the time the user_state projection is written at, the one the next request
+        # orders itself after.
         event = to_event(command, event_id, command.received_at)
         try:
             await self._publisher.publish(self._topic, command.user_id, event)
@@ -228,11 +229,11 @@ def _keeps_place(command: OptIn, current: UserState | None, now: datetime) -> bo
 
 
 def _after(command: OptIn | OptOut, current: UserState | None) -> OptIn | OptOut:
-    """A hybrid logical clock per user: a request's time (its seekers version and its
-    user_state write time) is at least 1 ms after the user's last known state, whichever
-    ingress host wrote it and whatever that host's clock said. Without it, an opt-out
-    through a host whose clock is behind carried a lower version than the opt-in it
-    cancels, and the matcher ignored it."""
+    """A request's time (its user_state write time, and where its seekers version
+    starts) is at least 1 ms after the user's last known state, whichever ingress host
+    wrote it and whatever that host's clock said, so status shows the requests in order.
+    Requests closer together than a state write are ordered by the embedding agent, in
+    log order (consumers/request_order.py)."""
     last = current.updated_at if current is not None else None
     if last is None or command.received_at > last:
         return command

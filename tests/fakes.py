@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +18,8 @@ from mosaic.user_state import (
     MATCHED_STEP,
     PROFILE_DELAYED,
     PROFILE_UNAVAILABLE,
+    LastRequest,
+    UserState,
     UserStateWriter,
     missed_step,
     stage_time,
@@ -52,6 +54,14 @@ class MemoryUserStateWriter(UserStateWriter):
 
     def profile_delayed(self, user_id: str, *, at: datetime) -> None:
         self._write(user_id, at, reason_code=PROFILE_DELAYED)
+
+    def requested(self, state: UserState) -> None:
+        assert state.updated_at is not None
+        # The ingress' write: it starts an episode, so the later stages' columns go.
+        self._write(state.user_id, state.updated_at, state=state.state,
+                    opted_in_at=state.opted_in_at, pool=state.pool, detail=None,
+                    reason_code=None, waiting_since=None, missed_cycles=None, cycle_id=None,
+                    room_id=None, last_cycle_id=None, unmatched_reason=None)
 
     def missed_cycle(self, user_id: str, *, cycle_id: str, missed_cycles: int,
                      at: datetime, reason: str | None = None, version: int = 0) -> None:
@@ -167,6 +177,22 @@ class MemoryErasures:
 
     def erased_at(self, user_ids: Iterable[str]) -> dict[str, datetime]:
         return {u: self.erased[u] for u in set(user_ids) if u in self.erased}
+
+
+class MemoryRequestVersions:
+    """``mosaic.user_state.CassandraRequestVersions`` in memory (the embedding agent's)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, LastRequest] = {}
+
+    def last(self, user_ids: Iterable[str]) -> dict[str, LastRequest]:
+        return {u: self.rows[u] for u in set(user_ids) if u in self.rows}
+
+    def record(self, rows: Mapping[str, LastRequest]) -> None:
+        for user_id, last in rows.items():
+            old = self.rows.get(user_id)
+            if old is None or old.version <= last.version:  # as the write time does
+                self.rows[user_id] = last
 
 
 class MemoryBlockStore(BlockStore):

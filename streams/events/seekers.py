@@ -36,7 +36,8 @@ class SeekerUpdated(Event):
     status: str = STATUS_WAITING
     blocked_user_ids: tuple[str, ...] = ()
     recent_partner_ids: tuple[str, ...] = ()
-    # Per-user order (ms of the request behind the record); 0 = unversioned (offset order).
+    # Per-user order (ms of the request behind the record, moved past the user's previous
+    # request in log order: consumers/request_order.py); 0 = unversioned (offset order).
     version: int = 0
     # Set on the matcher's carry-over copy (missed_cycles + 1): the cycle that wrote it.
     cycle_id: str | None = None

@@ -20,8 +20,9 @@ from typing import Any
 
 import pytest
 
-from consumers.embedding import PROFILE_CODES, STATE_DELAY, request_version
+from consumers.embedding import PROFILE_CODES, STATE_DELAY
 from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
+from consumers.request_order import request_millis
 from mosaic.cassandra import connect
 from mosaic.nakama_client import NakamaClient, Session
 from mosaic.s3 import s3_client
@@ -155,8 +156,8 @@ def test_a_user_who_opted_in_after_the_tick_reads_matched(
     a, b = key.split("|")
     pair = PairMatched(event_id=derive_event_id("PairMatched", cycle, key), occurred_at=tick,
                        cycle_id=cycle, pair_key=key, user_a=a, user_b=b, score=0.9,
-                       similarity=0.9, pool=POOL, version_a=request_version(events[a]),
-                       version_b=request_version(events[b]))
+                       similarity=0.9, pool=POOL, version_a=request_millis(events[a]),
+                       version_b=request_millis(events[b]))
 
     _run(postmatch, pair, agent="rooms")
 
@@ -188,7 +189,7 @@ def test_an_unmatched_user_keeps_their_place_in_line(stack: Stack, postmatch: Po
     missed = SeekerUnmatched(
         event_id=derive_event_id("SeekerUnmatched", cycle, carol.id), occurred_at=tick,
         cycle_id=cycle, user_id=carol.id, reason="below_min_similarity", missed_cycles=1,
-        pool=POOL, version=request_version(event))
+        pool=POOL, version=request_millis(event))
 
     _run(postmatch, missed, agent="index-state")
 

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from consumers.blocks import CassandraBlockStore
 from consumers.embedding_worker import WorkerReport, build_wiring, run_embedding_worker
+from mosaic.migrations import DDL_TIMEOUT_SECONDS
 from mosaic.s3 import s3_client
 from mosaic.settings import (
     CassandraSettings,
@@ -78,7 +79,8 @@ def keyspace(settings: Settings, cassandra_stack: Service) -> Iterator[tuple[str
     name = f"emb_{uuid.uuid4().hex[:10]}"
     session = migrated_session(settings, name)
     yield name, session
-    session.execute(f"DROP KEYSPACE IF EXISTS {name}")
+    # A busy node takes longer than a query's usual timeout to drop a keyspace.
+    session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=DDL_TIMEOUT_SECONDS)
     session.cluster.shutdown()
 
 

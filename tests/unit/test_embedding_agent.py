@@ -39,6 +39,7 @@ from streams.events import (
     SeekerRemoved,
     SeekerUpdated,
     derive_event_id,
+    to_millis,
 )
 from streams.serde import encode
 from tests.fakes import (
@@ -46,6 +47,7 @@ from tests.fakes import (
     InMemoryVectorIndex,
     MemoryBlockStore,
     MemoryDeadLetters,
+    MemoryRequestVersions,
     MemorySeekerSink,
     MemoryUserStateWriter,
 )
@@ -53,6 +55,7 @@ from tests.fakes import (
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
+T0_MS = to_millis(T0)
 TOPIC = "t.optin"
 
 
@@ -71,12 +74,14 @@ class Harness:
         self.states = MemoryUserStateWriter()
         self.seekers = MemorySeekerSink()
         self.letters = MemoryDeadLetters()
+        self.versions = MemoryRequestVersions()
         self.stop = threading.Event()
         self.retry = StageRetry(backoff_seconds=0.001, max_backoff_seconds=0.001,
                                 stop=self.stop)
         self.pipeline = EmbeddingPipeline(self.indexer, self.blocks, self.states,
                                           self.seekers, self.letters, retry=self.retry,
-                                          clock=lambda: T0 + timedelta(hours=1))
+                                          clock=lambda: T0 + timedelta(hours=1),
+                                          versions=self.versions)
         self.offset = 0
 
     def record(self, event: Event | None = None, *, value: bytes | None = None,
@@ -266,12 +271,14 @@ def test_bug_is_raised_not_retried_or_dead_lettered() -> None:
 
 def test_replay_changes_nothing() -> None:
     h = Harness("alice", "bob")
-    batch = [opt_in("alice", 1), opt_in("bob", 2), opt_out("bob", 3), block("alice", "bob")]
+    batch = [h.record(e) for e in (opt_in("alice", 1), opt_in("bob", 2), opt_out("bob", 3),
+                                   block("alice", "bob"))]
     h.run(*batch)
     index_before = {r: h.index.fetch([r])[r].metadata for r in h.index.list_ids()}
     rows_before = {u: dict(r) for u, r in h.states.rows.items()}
     events_before = list(h.seekers.events)
-    h.run(*batch)
+    # The log read again: bob's opt-in was ordered before his opt-out, so it is stale.
+    assert h.run(*batch).count(("OptInRequested", "stale")) == 1
     assert {r: h.index.fetch([r])[r].metadata for r in h.index.list_ids()} == index_before
     assert h.states.rows == rows_before
     assert [e.event_id for e in h.seekers.events] == 2 * [e.event_id for e in events_before]
@@ -366,3 +373,32 @@ def test_top_chats_of_each_opt_in_decides_how_many_chats_feed_the_traits() -> No
     again = h.cache.get("alice")
     assert again is not None and again.text == bob.text and again.top_n == 3
     assert len(h.embedder.calls) == 2
+
+
+def test_an_opt_out_stamped_before_the_opt_in_it_follows_on_the_log_still_wins() -> None:
+    """Issue 22.5: two ingress hosts, the opt-out's 500 ms behind the opt-in's. Versions
+    follow the log, so the opt-out's is higher, and its state is written again at it (the
+    ingress' write at its own time lost to the opt-in's)."""
+    h = Harness("alice")
+    late_clock = opt_out("alice", 0)
+    h.run(opt_in("alice", 1))
+    h.run(replace(late_clock, occurred_at=T0 + timedelta(milliseconds=500)))
+    update, removal = h.seekers.events
+    assert isinstance(update, SeekerUpdated) and isinstance(removal, SeekerRemoved)
+    assert (update.version, removal.version) == (1000 + T0_MS, 1001 + T0_MS)
+    assert h.states.rows["alice"]["state"] == "opted_out"
+    assert h.states.rows["alice"]["_state_at"] == T0 + timedelta(milliseconds=1001)
+
+
+def test_a_request_ordered_after_a_faster_clock_keeps_its_place_in_the_pool() -> None:
+    """An opt-in after an opt-out from a host ahead: waiting at the opt-in's version, and a
+    new episode (the opt-out's columns replaced)."""
+    h = Harness("alice")
+    h.run(opt_out("alice", 5))
+    h.run(opt_in("alice", 4))
+    update = h.seekers.events[-1]
+    assert isinstance(update, SeekerUpdated) and update.version == 5001 + T0_MS
+    row = h.states.rows["alice"]
+    assert row["state"] == "waiting" and row["_state_at"] == T0 + timedelta(
+        seconds=5, milliseconds=1) + STATE_DELAY
+    assert row["opted_in_at"] == T0 + timedelta(seconds=4)
