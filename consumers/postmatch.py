@@ -43,6 +43,7 @@ from streams.events import (
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Event], None]
+INDEX_CHUNK = 200  # users per concurrent vector-index metadata call
 Clock = Callable[[], datetime]
 
 MATCH_TO_NOTIFIED = Histogram(
@@ -232,9 +233,14 @@ class IndexStateHandler(_Base):
         if not pairs:
             return
         now = self._clock()
+        fields = {"status": "matched", "updated_at": now.timestamp()}
+        users = [u for p in pairs for u in (p.user_a, p.user_b)]
+        # In concurrent chunks: one call reads and writes its ids in sequence, and this
+        # agent was the slowest of the three once rooms took one transaction per call.
         # False per user = no such record (opted out since): nothing left to mark.
-        self._index.update_metadata_many([u for p in pairs for u in (p.user_a, p.user_b)],
-                                         {"status": "matched", "updated_at": now.timestamp()})
+        _parallel(self._pool, self._index.update_metadata_many,
+                  [(users[i:i + INDEX_CHUNK], fields)
+                   for i in range(0, len(users), INDEX_CHUNK)])
         for matched_at, group in _by_time(pairs).items():
             self._audit.mark_index_updated([pair_ref(p) for p in group], now,
                                            matched_at=matched_at)
