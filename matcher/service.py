@@ -44,6 +44,7 @@ from streams.kafka import (
     DEFAULT_TIMEOUT_SECONDS,
     KafkaOperationError,
     encode_event,
+    init_transactions,
     make_consumer,
     make_transactional_producer,
     produce_encoded,
@@ -119,7 +120,11 @@ class MatcherService:
                  before_commit: BeforeCommit | None = None, max_attempts: int = 5,
                  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
                  sleep: Callable[[float], None] = time.sleep,
-                 pools: Sequence[str] = ()) -> None:
+                 pools: Sequence[str] = (),
+                 on_commit: Callable[[], None] | None = None) -> None:
+        """``before_commit`` and ``on_commit`` are test hooks: the first runs inside a
+        cycle's transaction before its last look at the pool, the second right before
+        every transaction's commit request."""
         self._settings, self._catalog = settings, build_catalog(settings)
         # Pools served: () = every pool. A matcher per pool keeps only its pool's vectors,
         # takes only its pool's ticks and has its own transactional id, so pools neither
@@ -127,10 +132,12 @@ class MatcherService:
         self._pools = frozenset(pools) or None
         self._blocks, self._match = blocks or NoBlocks(), match
         self._observer, self._before_commit = observer, before_commit
+        self._on_commit = on_commit
         self._max_attempts, self._timeout, self._sleep = max_attempts, timeout_seconds, sleep
         self._params = MatchParams.from_settings(settings.matcher)
         self._params_hash = params_hash(self._params)
         self._producer: Producer | None = None
+        self._initialising: Producer | None = None  # its init_transactions timed out
         self._ticks: Consumer | None = None
         self._reader: Consumer | None = None
         self._late: Consumer | None = None  # read_uncommitted: changes inside our txn
@@ -157,10 +164,10 @@ class MatcherService:
     def start(self) -> None:
         """Fence older instances (aborting their open transaction), then position the
         tick consumer at the committed offset and load the log."""
-        if self._producer is not None:
+        if self._log is not None:
             return
         tid = self.transactional_id
-        self._producer = self._new_producer()
+        self._ensure_producer()
         # The reader fetches only on demand; a short broker wait keeps a catch-up right
         # after our own commit (markers in flight) from idling 500 ms per topic.
         self._reader = make_consumer(self._settings, f"{tid}.log",
@@ -181,11 +188,11 @@ class MatcherService:
                  self._next_tick, len(self._log.pool))
 
     def _new_producer(self) -> Producer:
-        """init_transactions fences older producers of our id and waits until their open
-        transaction is settled (committed or aborted) before returning."""
+        """Our transactional producer, not initialised yet (:meth:`_ensure_producer`)."""
         return make_transactional_producer(
             self._settings, self.transactional_id, timeout_seconds=self._timeout,
-            transaction_timeout_seconds=self._settings.matcher.transaction_timeout_seconds)
+            transaction_timeout_seconds=self._settings.matcher.transaction_timeout_seconds,
+            init=False)
 
     def _close_producer(self) -> None:
         if self._producer is not None:
@@ -238,7 +245,16 @@ class MatcherService:
         # drop them (delete.retention.ms) however long the gap between ticks.
         if time.monotonic() - self._refreshed_at >= IDLE_REFRESH_SECONDS:
             assert self._log is not None
-            self._log.refresh()
+            try:
+                self._log.refresh()
+            except ExternalServiceError as exc:
+                if not exc.retryable:
+                    raise
+                # E.g. a read stalled while the broker was away: try again, don't stop.
+                log.warning("matcher %s: idle read of the log failed, trying again: %s",
+                            self.transactional_id, exc)
+                self._sleep(1.0)
+                return
             self._refreshed_at = time.monotonic()
 
     # -- ticks ------------------------------------------------------------------------
@@ -286,6 +302,7 @@ class MatcherService:
         attempt = 1
         while True:
             try:
+                self._ensure_producer()
                 if tick is None:
                     return self._dead_letter(message, bad)
                 return self._handle_tick(tick, message)
@@ -313,8 +330,9 @@ class MatcherService:
         """After a fatal producer error: a fence while our transaction was younger than
         its timeout is another instance (stop). A transaction older than that was aborted
         by the coordinator (librdkafka says "fenced" for that too), and a commit whose
-        outcome is unknown is settled by a new producer's init_transactions: rebuild it;
-        the retried tick first checks whether the cycle was committed after all."""
+        outcome is unknown is settled by a new producer's init_transactions: the next
+        attempt builds one (:meth:`_ensure_producer`) and first checks whether the cycle
+        was committed after all."""
         started, self._txn_started = self._txn_started, None
         open_for = None if started is None else time.monotonic() - started
         limit = self._settings.matcher.transaction_timeout_seconds
@@ -326,13 +344,28 @@ class MatcherService:
                   "producer and retrying the tick", self.transactional_id, open_for or 0.0,
                   limit, exc)
         self._close_producer()
-        self._producer = self._new_producer()
+        self._initialising = None
+
+    def _ensure_producer(self) -> None:
+        """Build the producer (at start, and after :meth:`_recover_producer` dropped it).
+        Its init_transactions returns once our previous transaction is settled (committed
+        or aborted), so a tick never runs again while its first attempt could still
+        commit. While the broker is away it times out and the tick is retried like any
+        outage, resuming the SAME producer's init: a new one would be fenced by it once
+        the broker answers (seen: the matcher took that for another instance and quit)."""
+        if self._producer is not None:
+            return
+        if self._initialising is None:
+            self._initialising = self._new_producer()
+        init_transactions(self._initialising, self.transactional_id, self._timeout)
+        self._producer, self._initialising = self._initialising, None
 
     @contextmanager
     def _transaction(self) -> Iterator[Producer]:
         assert self._producer is not None
         self._txn_started = time.monotonic()
-        with transaction(self._producer, timeout_seconds=self._timeout) as producer:
+        with transaction(self._producer, timeout_seconds=self._timeout,
+                         before_commit=self._on_commit) as producer:
             yield producer
         self._txn_started = None
 
@@ -400,7 +433,8 @@ class MatcherService:
             for revision in range(MAX_REVISIONS):
                 self._log.refresh_pool()
                 left |= self._log.pool.changed_since(members, self._draft.offsets)
-                plan = self._revise(phases, left, withdrawn)
+                with phases.measure("encode"):  # building the events, then encoding them
+                    plan = self._revise(phases, left, withdrawn)
                 try:
                     own = self._publish_once(plan, message, members, left, withdrawn,
                                              phases=phases)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -266,11 +266,11 @@ def make_transactional_producer(
     overrides: Mapping[str, Any] | None = None,
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     transaction_timeout_seconds: float = 60.0,
+    init: bool = True,
 ) -> Producer:
-    """A producer with ``transactional.id``, already initialised (which fences any older
-    producer with the same id, and waits until that one's open transaction is settled).
-    Use it with :func:`transaction`. The coordinator aborts a transaction open longer
-    than ``transaction_timeout_seconds``."""
+    """A producer with ``transactional.id``, initialised (:func:`init_transactions`) unless
+    ``init`` is false. Use it with :func:`transaction`. The coordinator aborts a
+    transaction open longer than ``transaction_timeout_seconds``."""
     if not transactional_id:
         raise ConfigError("a transactional producer needs a transactional.id")
     txn_ms = int(transaction_timeout_seconds * 1000)
@@ -278,11 +278,21 @@ def make_transactional_producer(
     config = {"transactional.id": transactional_id, "transaction.timeout.ms": txn_ms,
               "delivery.timeout.ms": min(60_000, txn_ms)}
     producer = Producer(producer_config(settings, {**config, **(overrides or {})}))
+    if init:
+        init_transactions(producer, transactional_id, timeout_seconds)
+    return producer
+
+
+def init_transactions(producer: Producer, transactional_id: str,
+                      timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    """Fence every older producer of ``transactional_id`` and wait until their open
+    transaction is settled (committed or aborted). One that times out goes on in the
+    background: call this again on the SAME producer (it resumes). A new producer made
+    instead would be fenced by this one once the broker answers it."""
     try:
         producer.init_transactions(timeout_seconds)
     except KafkaException as exc:
         raise wrap_kafka_error(f"init_transactions({transactional_id})", exc) from exc
-    return producer
 
 
 def make_consumer(
@@ -414,13 +424,15 @@ def produce_and_wait(
 
 
 @contextmanager
-def transaction(producer: Producer, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
-                ) -> Iterator[Producer]:
+def transaction(producer: Producer, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+                before_commit: Callable[[], None] | None = None) -> Iterator[Producer]:
     """Begin a transaction; commit when the block ends, abort if it raises.
 
     A commit that failed retriably is committed again (up to ``COMMIT_ATTEMPTS``); one
     that needs an abort is aborted and raised as a retryable :class:`KafkaOperationError`;
     ``fatal=True`` means rebuild the producer (fenced, or the commit's outcome unknown).
+    ``before_commit`` is a test hook, called right before the commit request (a test
+    pauses the broker there, so the commit itself times out).
     """
     try:
         producer.begin_transaction()
@@ -435,6 +447,8 @@ def transaction(producer: Producer, *, timeout_seconds: float = DEFAULT_TIMEOUT_
     except BaseException:
         _abort(producer, timeout_seconds)
         raise
+    if before_commit is not None:
+        before_commit()
     _commit(producer, timeout_seconds)
 
 

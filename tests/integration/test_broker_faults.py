@@ -47,12 +47,19 @@ from streams.events import (
     CycleCompleted,
     OptInRequested,
     PairMatched,
+    SeekerRemoved,
     SeekerUpdated,
     derive_event_id,
     new_event_id,
     pair_key,
 )
-from streams.kafka import make_consumer, make_producer, produce_event, read_to_end
+from streams.kafka import (
+    KafkaOperationError,
+    make_consumer,
+    make_producer,
+    produce_event,
+    read_to_end,
+)
 from streams.serde import decode
 from tests.brokers import PrivateBroker, private_broker
 from tests.support import CLUSTERED_POOL, T0, migrated, migrated_session, own_topics
@@ -264,15 +271,6 @@ def test_the_matcher_service_turns_ticks_into_cycles_through_a_broker_restart(
             return [e.cycle_id for e in _read(own, catalog.cycles.name)
                     if isinstance(e, CycleCompleted)]
 
-        def seed(users: Mapping[str, tuple[float, ...]]) -> None:
-            producer = make_producer(own)
-            for user, vector in users.items():
-                produce_event(producer, catalog.seekers, SeekerUpdated(
-                    event_id=derive_event_id("seed", unique, user), occurred_at=T0,
-                    user_id=user, opted_in_at=T0 - timedelta(hours=2), vector=vector,
-                    model="test", traits_hash="h"))
-            assert producer.flush(60) == 0
-
         def work() -> None:
             try:
                 with MatcherService(own) as service:
@@ -280,7 +278,7 @@ def test_the_matcher_service_turns_ticks_into_cycles_through_a_broker_restart(
             except BaseException as exc:  # noqa: BLE001 - reported by the test
                 errors.append(exc)
 
-        seed(CLUSTERED_POOL)
+        _seed(own, catalog.seekers, unique, CLUSTERED_POOL)
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         try:
@@ -288,7 +286,8 @@ def test_the_matcher_service_turns_ticks_into_cycles_through_a_broker_restart(
             _wait("the first tick's cycle", lambda: first.cycle_id in cycles(), 120,
                   lambda: errors, thread)
             broker.fault("restart")
-            seed({"u1": CLUSTERED_POOL["u1"], "u8": (1.0, 0.02, 0.02)})
+            _seed(own, catalog.seekers, unique,
+                  {"u1": CLUSTERED_POOL["u1"], "u8": (1.0, 0.02, 0.02)})
             second = publish_tick(own, "default", T0 + timedelta(hours=1))
             _wait("the tick after the restart becomes a cycle",
                   lambda: second.cycle_id in cycles(), 120, lambda: errors, thread)
@@ -298,3 +297,86 @@ def test_the_matcher_service_turns_ticks_into_cycles_through_a_broker_restart(
         done = cycles()
     assert not errors, errors
     assert sorted(done) == sorted([first.cycle_id, second.cycle_id])  # each exactly once
+
+
+# -- a commit that times out (issue 22.4) ------------------------------------------------
+
+
+@pytest.mark.parametrize("pause_seconds", [8.0, 20.0], ids=["commit-retried", "producer-rebuilt"])
+def test_a_cycle_whose_commit_times_out_has_one_result(
+        broker: PrivateBroker, unique: str, pause_seconds: float) -> None:
+    """The broker is stopped (SIGSTOP) right as the cycle's commit request goes out, so
+    the client's commit times out (5 s): 8 s is one failed attempt then a commit again,
+    20 s outlasts every attempt (outcome unknown: the producer is rebuilt and the tick
+    retried). Between the plan and the commit, u1 opts out, so a second run of the cycle
+    would pair differently. The cycle must have exactly one result on the topics."""
+    own = _own(broker, unique, matcher=MatcherSettings(
+        transactional_id=f"mt-{unique}", block_store="none", cycle_seconds=3600,
+        transaction_timeout_seconds=120))
+    stop, paused = threading.Event(), threading.Event()
+    reports: list[CycleReport] = []
+    errors: list[BaseException] = []
+
+    def pause_the_broker() -> None:
+        with broker.paused():
+            paused.set()
+            time.sleep(pause_seconds)
+
+    with own_topics(own) as catalog:
+        def on_commit() -> None:
+            if paused.is_set():
+                return
+            producer = make_producer(own)
+            produce_event(producer, catalog.seekers, SeekerRemoved(
+                event_id=derive_event_id("left", unique), occurred_at=T0, user_id="u1",
+                reason="opted_out"))
+            assert producer.flush(30) == 0
+            threading.Thread(target=pause_the_broker, daemon=True).start()
+            assert paused.wait(10), "the broker was not paused"
+
+        def work() -> None:
+            try:
+                with MatcherService(own, timeout_seconds=5, on_commit=on_commit) as service:
+                    reports.extend(service.run(should_stop=stop.is_set, max_seconds=300))
+            except BaseException as exc:  # noqa: BLE001 - reported by the test
+                errors.append(exc)
+
+        _seed(own, catalog.seekers, unique, CLUSTERED_POOL)
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        try:
+            tick = publish_tick(own, "default", T0 + timedelta(minutes=1))
+            def committed() -> bool:
+                try:
+                    events = _read(own, catalog.cycles.name)
+                except KafkaOperationError:  # the broker is paused
+                    return False
+                return any(isinstance(e, CycleCompleted) and e.cycle_id == tick.cycle_id
+                           for e in events)
+
+            _wait("the cycle whose commit timed out", committed, 180, lambda: errors, thread)
+            assert paused.is_set(), "the commit never reached the hook"
+        finally:
+            stop.set()
+            thread.join(120)
+        cycles = [e for e in _read(own, catalog.cycles.name)
+                  if isinstance(e, CycleCompleted) and e.cycle_id == tick.cycle_id]
+        pairs = [e for e in _read(own, catalog.pairs.name)
+                 if isinstance(e, PairMatched) and e.cycle_id == tick.cycle_id]
+    assert not errors, errors
+    assert len(cycles) == 1, f"{len(cycles)} results for {tick.cycle_id}: {cycles}"
+    users = [u for p in pairs for u in (p.user_a, p.user_b)]
+    assert len(users) == len(set(users)) and len(pairs) == cycles[0].pairs, (
+        f"two pairings of {tick.cycle_id}: {sorted(p.pair_key for p in pairs)}")
+    assert [r.outcome for r in reports].count("completed") <= 1, reports
+
+
+def _seed(settings: Settings, topic: Any, unique: str,
+          users: Mapping[str, tuple[float, ...]]) -> None:
+    """Seekers records for ``users`` (vector per user), unversioned."""
+    producer = make_producer(settings)
+    for user, vector in users.items():
+        produce_event(producer, topic, SeekerUpdated(
+            event_id=derive_event_id("seed", unique, user), occurred_at=T0, user_id=user,
+            opted_in_at=T0 - timedelta(hours=2), vector=vector, model="test", traits_hash="h"))
+    assert producer.flush(60) == 0
