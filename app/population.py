@@ -119,46 +119,60 @@ def run_population(settings: Settings, options: PopulationOptions,
 async def _drive(run: Run, ids: list[str], options: PopulationOptions,
                  err: IO[str]) -> dict[str, Any]:
     s = run.settings
-    cpu = CpuWindow({**{n: _stack_pid(s, n) for n in ("nakama", "postgres", "oidc", "authhook")},
-                     **child_pids(run.log.read_text(errors="replace"))})
+    pids = {**{n: _stack_pid(s, n) for n in ("nakama", "postgres", "oidc", "authhook")},
+            **child_pids(run.log.read_text(errors="replace"))}
+    cpu = {k: CpuWindow(pids) for k in ("run", "sign_in", "opt_in", "cycle")}
     async with Population(s, ids, concurrency=options.concurrency) as population:
-        cpu.start()
-        seekers = _Watch(s, s.kafka.topic_prefix + "seekers", SeekerUpdated, set(ids))
         users = population.users
-        sign_in = await _stage(run, "sign-in", population.sign_in_all, users, err)
-        opt_in = await _stage(run, "opt-in", lambda p: population.opt_in_all(run.pool, p),
-                              users, err)
+        cpu["run"].start()
+        seekers = _Watch(s, s.kafka.topic_prefix + "seekers", SeekerUpdated, set(ids))
+        cpu["sign_in"].start()
+        rates = {"sign_in_per_s": await _stage(run, "sign-in", population.sign_in_all,
+                                               users, err)}
+        cpu["sign_in"].stop()
+        cpu["opt_in"].start()
+        rates["opt_in_per_s"] = await _stage(
+            run, "opt-in", lambda p: population.opt_in_all(run.pool, p), users, err)
+        cpu["opt_in"].stop()
         await _wait(run, "seekers", lambda: len(seekers.seen), len(ids),
                     options=options, err=err, users=users)
         seekers.stop()
+        cpu["cycle"].start()
         tick_at, cycle_id = _tick(run)
         cycles = _Watch(s, s.kafka.topic_prefix + "cycles", CycleCompleted, {cycle_id})
         await _wait(run, "notified", lambda: sum(u.count(cycle_id) > 0 for u in users),
                     len(ids), options=options, err=err, users=users)
-        last = max((at for u in users for at, c in u.notes if c == cycle_id), default=tick_at)
+        cpu["cycle"].stop()
         await asyncio.sleep(options.settle_seconds)
         cycles.stop()
-        cpu_share = cpu.stop()
-        opt_delays = [seekers.seen[u.custom_id] - u.opted_in_at
-                      for u in users if u.custom_id in seekers.seen and u.opted_in_at]
-        completed = cycles.seen.get(cycle_id)
-        rss = peak_rss_mib(child_pids(run.log.read_text(errors="replace")))
-        rss["bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        bad = not_exactly_once(users, cycle_id)
-        return {
-            "users": len(ids), "notified_exactly_once": len(ids) - len(bad),
-            "tick_to_last_notification_s": round(last - tick_at, 3),
-            "postmatch_processes": options.postmatch_processes,
-            "embedding_processes": options.embedding_processes, "embedder": EMBEDDER,
-            "cycle_id": cycle_id, "sign_in_per_s": sign_in, "opt_in_per_s": opt_in,
-            "opt_in_rpc_s": spread([u.opt_in_seconds for u in users]),
-            "optin_to_seeker_s": spread(opt_delays),
-            "tick_to_cycle_completed_s": None if completed is None
-            else round(completed - tick_at, 3),
-            "tick_to_notification_s": spread(notification_delays(users, cycle_id, tick_at)),
-            "peak_rss_mib": rss, "cpu_cores": cpu_share, "cpu_count": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "not_exactly_once": bad}
+        cpu["run"].stop()
+        return {"users": len(ids), **rates,
+                **_figures(run, users, seekers.seen, cycles.seen.get(cycle_id),
+                           tick_at=tick_at, cycle_id=cycle_id),
+                "postmatch_processes": options.postmatch_processes,
+                "embedding_processes": options.embedding_processes, "embedder": EMBEDDER,
+                "cpu_cores": {k: w.result for k, w in cpu.items()},
+                "cpu_count": os.cpu_count(),
+                "load_average": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _figures(run: Run, users: list[SimUser], seekers: dict[str, float],
+             completed: float | None, *, tick_at: float, cycle_id: str) -> dict[str, Any]:
+    last = max((at for u in users for at, c in u.notes if c == cycle_id), default=tick_at)
+    opt_delays = [seekers[u.custom_id] - u.opted_in_at
+                  for u in users if u.custom_id in seekers and u.opted_in_at]
+    rss = peak_rss_mib(child_pids(run.log.read_text(errors="replace")))
+    rss["bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    bad = not_exactly_once(users, cycle_id)
+    return {
+        "notified_exactly_once": len(users) - len(bad),
+        "tick_to_last_notification_s": round(last - tick_at, 3), "cycle_id": cycle_id,
+        "opt_in_rpc_s": spread([u.opt_in_seconds for u in users]),
+        "optin_to_seeker_s": spread(opt_delays),
+        "tick_to_cycle_completed_s": None if completed is None
+        else round(completed - tick_at, 3),
+        "tick_to_notification_s": spread(notification_delays(users, cycle_id, tick_at)),
+        "peak_rss_mib": rss, "not_exactly_once": bad}
 
 
 async def _stage(run: Run, stage: str, step: Callable[[Progress], Any],

@@ -22,8 +22,10 @@ Progress lines go to stderr; the last stdout line is one JSON object:
 ``opt_in_per_s``, ``optin_to_seeker_s`` (opt-in RPC sent to the SeekerUpdated record's
 time on the seekers topic; p50/p99/max), ``tick_to_cycle_completed_s`` (the CycleCompleted
 record's time), ``tick_to_notification_s`` (arrival on the socket; p50/p99/max),
-``peak_rss_mib`` (VmHWM summed per service), ``cpu_cores`` (Nakama's and PostgreSQL's CPU
-over the run, in cores: 1.0 = one core busy; PostgreSQL with its backends),
+``peak_rss_mib`` (VmHWM summed per service), ``cpu_cores`` (CPU of Nakama, PostgreSQL
+with its backends, the OIDC and auth-hook stand-ins and each service, in cores: 1.0 = one
+core busy; over the whole ``run`` and per stage: ``sign_in``, ``opt_in``, ``cycle`` = tick
+to the last notification), ``opt_in_rpc_s`` (the opt-in RPC's round trip),
 ``not_exactly_once`` (every user without exactly one notification: ids, counts, errors).
 A stage that stalls exits 1 naming the stage, how many are missing and the log's tail.
 """
