@@ -271,16 +271,8 @@ def test_the_matcher_service_turns_ticks_into_cycles_through_a_broker_restart(
             return [e.cycle_id for e in _read(own, catalog.cycles.name)
                     if isinstance(e, CycleCompleted)]
 
-        def work() -> None:
-            try:
-                with MatcherService(own) as service:
-                    reports.extend(service.run(should_stop=stop.is_set, max_seconds=400))
-            except BaseException as exc:  # noqa: BLE001 - reported by the test
-                errors.append(exc)
-
         _seed(own, catalog.seekers, unique, CLUSTERED_POOL)
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
+        thread = _run_matcher(lambda: MatcherService(own), stop, reports, errors)
         try:
             first = publish_tick(own, "default", T0 + timedelta(minutes=1))
             _wait("the first tick's cycle", lambda: first.cycle_id in cycles(), 120,
@@ -334,16 +326,10 @@ def test_a_cycle_whose_commit_times_out_has_one_result(
             threading.Thread(target=pause_the_broker, daemon=True).start()
             assert paused.wait(10), "the broker was not paused"
 
-        def work() -> None:
-            try:
-                with MatcherService(own, timeout_seconds=5, on_commit=on_commit) as service:
-                    reports.extend(service.run(should_stop=stop.is_set, max_seconds=300))
-            except BaseException as exc:  # noqa: BLE001 - reported by the test
-                errors.append(exc)
-
         _seed(own, catalog.seekers, unique, CLUSTERED_POOL)
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
+        thread = _run_matcher(
+            lambda: MatcherService(own, timeout_seconds=5, on_commit=on_commit), stop,
+            reports, errors)
         try:
             tick = publish_tick(own, "default", T0 + timedelta(minutes=1))
             def committed() -> bool:
@@ -380,3 +366,19 @@ def _seed(settings: Settings, topic: Any, unique: str,
             event_id=derive_event_id("seed", unique, user), occurred_at=T0, user_id=user,
             opted_in_at=T0 - timedelta(hours=2), vector=vector, model="test", traits_hash="h"))
     assert producer.flush(60) == 0
+
+
+def _run_matcher(service: Callable[[], MatcherService], stop: threading.Event,
+                 reports: list[CycleReport], errors: list[BaseException]) -> threading.Thread:
+    """The matcher service in a thread until ``stop`` (at most 400 s); its reports and
+    its error (if any) land in ``reports`` and ``errors``."""
+    def work() -> None:
+        try:
+            with service() as running:
+                reports.extend(running.run(should_stop=stop.is_set, max_seconds=400))
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
