@@ -42,6 +42,7 @@ from app.population_report import (
     CpuWindow,
     Progress,
     child_pids,
+    mean_request_seconds,
     not_exactly_once,
     notification_delays,
     peak_rss_mib,
@@ -69,7 +70,7 @@ class PopulationOptions:
     users: int
     postmatch_processes: int = 1
     embedding_processes: int = 1
-    concurrency: int = 64  # sign-ins / opt-ins in flight
+    concurrency: int = 32  # sign-ins / opt-ins in flight (32 beat 128 here: docs)
     stall_seconds: float = 90.0  # a stage without progress this long fails
     settle_seconds: float = 3.0  # after the last notification, time for duplicates
     seed: int = 7
@@ -127,13 +128,14 @@ async def _drive(run: Run, ids: list[str], options: PopulationOptions,
         cpu["run"].start()
         seekers = _Watch(s, s.kafka.topic_prefix + "seekers", SeekerUpdated, set(ids))
         cpu["sign_in"].start()
-        rates = {"sign_in_per_s": await _stage(run, "sign-in", population.sign_in_all,
-                                               users, err)}
+        rates: dict[str, Any] = {
+            "sign_in_per_s": await _stage(run, "sign-in", population.sign_in_all, users, err)}
         cpu["sign_in"].stop()
         cpu["opt_in"].start()
         rates["opt_in_per_s"] = await _stage(
             run, "opt-in", lambda p: population.opt_in_all(run.pool, p), users, err)
         cpu["opt_in"].stop()
+        rates["ingress_request_mean_s"] = _ingress_means(s)
         await _wait(run, "seekers", lambda: len(seekers.seen), len(ids),
                     options=options, err=err, users=users)
         seekers.stop()
@@ -397,6 +399,15 @@ def _free_base(count: int) -> int:
         if not any(port_open("127.0.0.1", base + i) for i in range(count)):
             return base
     raise PopulationError(f"no {count} free ports in 20000-32700 after 50 tries")
+
+
+def _ingress_means(settings: Settings) -> dict[str, float]:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{settings.ingress.port}/metrics", timeout=10,
+                         trust_env=False).text
+    except httpx.HTTPError:
+        return {}
+    return mean_request_seconds(text)
 
 
 def _stack_pid(settings: Settings, service: str) -> int | None:

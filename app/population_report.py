@@ -78,6 +78,25 @@ class Progress:
         return self.done / seconds if seconds > 0 else 0.0
 
 
+def mean_request_seconds(metrics_text: str) -> dict[str, float]:
+    """Mean of the ingress' ``mosaic_ingress_request_duration_seconds`` per route (its
+    own time per request, to compare with the RPC's round trip through Nakama)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "mosaic_ingress_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            route = sample.labels.get("route", "")
+            if sample.name.endswith("_sum"):
+                sums[route] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[route] = sample.value
+    return {r: round(sums[r] / n, 4) for r, n in counts.items() if n and r in sums}
+
+
 # -- processes ---------------------------------------------------------------------------
 
 

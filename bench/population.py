@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=200, help="simulated users (even)")
     parser.add_argument("--postmatch-processes", type=int, default=1, help="K")
     parser.add_argument("--embedding-processes", type=int, default=1, help="E")
-    parser.add_argument("--concurrency", type=int, default=64,
+    parser.add_argument("--concurrency", type=int, default=32,
                         help="sign-ins / opt-ins in flight at once")
     parser.add_argument("--stall-seconds", type=float, default=90.0,
                         help="a stage without progress this long fails the run")

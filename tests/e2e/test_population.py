@@ -25,7 +25,7 @@ def test_every_user_gets_exactly_one_notification_on_its_socket(
         nakama_stack: Service, s3_stack: Service) -> None:
     try:
         summary = run_population(settings, PopulationOptions(
-            users=USERS, concurrency=128, stall_seconds=60))
+            users=USERS, stall_seconds=60))
     except PopulationError as exc:  # names the stage, what is missing and the log's tail
         pytest.fail(str(exc))
     bad = summary["not_exactly_once"]

@@ -13,6 +13,7 @@ from app.population_report import (
     CpuWindow,
     Progress,
     child_pids,
+    mean_request_seconds,
     not_exactly_once,
     notification_delays,
     peak_rss_mib,
@@ -85,3 +86,14 @@ def test_progress_lines() -> None:
     progress(1)
     progress(3)
     assert out.getvalue().startswith("sign-in 3/3 (")  # only the last: the first is too soon
+
+
+def test_mean_ingress_request_seconds_per_route() -> None:
+    text = ("# HELP mosaic_ingress_request_duration_seconds Request latency\n"
+            "# TYPE mosaic_ingress_request_duration_seconds histogram\n"
+            'mosaic_ingress_request_duration_seconds_bucket{le="+Inf",route="optin"} 4.0\n'
+            'mosaic_ingress_request_duration_seconds_count{route="optin"} 4.0\n'
+            'mosaic_ingress_request_duration_seconds_sum{route="optin"} 0.2\n'
+            'mosaic_ingress_request_duration_seconds_count{route="status"} 0.0\n'
+            'mosaic_ingress_request_duration_seconds_sum{route="status"} 0.0\n')
+    assert mean_request_seconds(text) == {"optin": 0.05}
