@@ -38,7 +38,7 @@ import signal
 import sys
 from typing import Any
 
-from app.population import PopulationError, PopulationOptions, run_population
+from app.population.run import PopulationError, PopulationOptions, run_population
 from mosaic.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""The population run at 2,000 users (bench/population.py's code, app/population.py):
+"""The population run at 2,000 users (bench/population.py's code, app/population/run.py):
 users sign in with ID tokens from the OIDC stand-in, keep Nakama sockets open, opt in
 through ``rpc_opt_in_match``; ``mosaic run`` (ingress, embedding, matcher, post-match,
 reconciler; own topics, pool, groups, transactional id) makes them seekers, one tick pairs
@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from app.population import PopulationError, PopulationOptions, run_population
+from app.population.run import PopulationError, PopulationOptions, run_population
 from mosaic.settings import Settings
 from stack.base import Service
 

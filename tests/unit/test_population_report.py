@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from app.population_report import (
+from app.population.report import (
     CpuWindow,
     Progress,
     child_pids,
@@ -20,7 +20,7 @@ from app.population_report import (
     percentile,
     spread,
 )
-from app.population_users import SimUser, _claims, _match_notes
+from app.population.users import SimUser, _claims, _match_notes
 
 pytestmark = pytest.mark.unit
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from app.ops.supervisor import service_of
-from app.population_users import SimUser
+from app.population.users import SimUser
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _STARTED = re.compile(r"^run\s+\| started (\S+) \(pid (\d+)\)", re.MULTILINE)

@@ -38,7 +38,7 @@ import httpx
 
 from app.demo_data import make_personas, write_insights
 from app.ops.supervisor import service_specs
-from app.population_report import (
+from app.population.report import (
     CpuWindow,
     Progress,
     child_pids,
@@ -48,7 +48,7 @@ from app.population_report import (
     peak_rss_mib,
     spread,
 )
-from app.population_users import Population, SimUser
+from app.population.users import Population, SimUser
 from mosaic.ops.ports import OPS_PORTS
 from mosaic.settings import Settings
 from standins.vertex import VertexStandin
