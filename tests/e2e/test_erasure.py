@@ -23,6 +23,7 @@ from consumers.audit import ERASED, CassandraAuditStore, PairRef
 from consumers.chat import NakamaChat, NotifyRequest, RoomRequest
 from mosaic.erasures import CassandraErasures
 from mosaic.errors import ExternalServiceError
+from mosaic.migrations import DDL_TIMEOUT_SECONDS
 from mosaic.nakama_client import NakamaClient, Session
 from mosaic.settings import EmbeddingSettings, Settings
 from producers.bootstrap import build_production_app, serve_in_thread
@@ -58,7 +59,8 @@ def env(settings: Settings, kafka_stack: Service, cassandra_stack: Service,
     try:
         yield from make_env(settings, (keyspace, session), unique, embedding, "vectors64")
     finally:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        # A busy node takes longer than a query's usual timeout to drop a keyspace.
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=DDL_TIMEOUT_SECONDS)
         session.cluster.shutdown()
 
 
