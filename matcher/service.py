@@ -58,6 +58,9 @@ from streams.topics import build_catalog
 log = logging.getLogger(__name__)
 
 IDLE_REFRESH_SECONDS = 60.0
+# The broker's transaction.max.timeout.ms default (15 min): a producer asking for more is
+# refused at init_transactions.
+MAX_TRANSACTION_TIMEOUT_SECONDS = 900.0
 # Transactions aborted and redone because users changed while one was open, per attempt.
 MAX_REVISIONS = 5
 # A failed tick is retried after 0.5 s, 1 s, 2 s ... up to 10 s (no jitter: one matcher).
@@ -147,6 +150,13 @@ class MatcherService:
         self._refreshed_at = 0.0
         self._waits: dict[str, float] = {}  # last snapshot: seconds since opt-in (metrics)
         self._txn_started: float | None = None  # monotonic start of the open transaction
+        # Doubled after a transaction the broker timed out (a cycle that outgrew it).
+        self._txn_timeout = self._settings.matcher.transaction_timeout_seconds
+
+    @property
+    def transaction_timeout_seconds(self) -> float:
+        """The transaction timeout of the next producer (the setting, doubled per timeout)."""
+        return self._txn_timeout
 
     @property
     def transactional_id(self) -> str:
@@ -191,8 +201,7 @@ class MatcherService:
         """Our transactional producer, not initialised yet (:meth:`_ensure_producer`)."""
         return make_transactional_producer(
             self._settings, self.transactional_id, timeout_seconds=self._timeout,
-            transaction_timeout_seconds=self._settings.matcher.transaction_timeout_seconds,
-            init=False)
+            transaction_timeout_seconds=self._txn_timeout, init=False)
 
     def _close_producer(self) -> None:
         if self._producer is not None:
@@ -335,14 +344,16 @@ class MatcherService:
         was committed after all."""
         started, self._txn_started = self._txn_started, None
         open_for = None if started is None else time.monotonic() - started
-        limit = self._settings.matcher.transaction_timeout_seconds
+        limit = self._txn_timeout
         if exc.fenced and (open_for is None or open_for < limit):
             raise MatcherFenced(f"matcher {self.transactional_id} was fenced by another "
                                 f"instance: {exc}") from exc
+        if exc.fenced:  # timed out: the same cycle would time out again at this limit
+            self._txn_timeout = min(2 * limit, MAX_TRANSACTION_TIMEOUT_SECONDS)
         log.error("matcher %s: transaction failed after %.1f s (transaction timeout %.0f s, "
                   "MOSAIC_MATCHER__TRANSACTION_TIMEOUT_SECONDS): %s; rebuilding the "
-                  "producer and retrying the tick", self.transactional_id, open_for or 0.0,
-                  limit, exc)
+                  "producer (transaction timeout %.0f s) and retrying the tick",
+                  self.transactional_id, open_for or 0.0, limit, exc, self._txn_timeout)
         self._close_producer()
         self._initialising = None
 

@@ -376,8 +376,10 @@ class MatcherSettings(BaseModel):
     # Kafka transactional id (and consumer group) of the matcher; a new instance fences the old one.
     transactional_id: str = "mosaic-matcher"
     # The broker aborts a cycle transaction open longer than this (transaction.timeout.ms; at
-    # most the broker's transaction.max.timeout.ms). The matcher then retries the tick.
-    transaction_timeout_seconds: float = Field(default=60.0, ge=1.0, le=900.0)
+    # most the broker's transaction.max.timeout.ms). The matcher then retries the tick with
+    # the timeout doubled (up to 900 s). A matcher that restarts aborts its own open
+    # transaction at once; the timeout only ends one whose matcher never comes back.
+    transaction_timeout_seconds: float = Field(default=120.0, ge=1.0, le=900.0)
     # Length of a matching cycle, in seconds: the ticker ticks each pool once per slot.
     cycle_seconds: int = 3600
     # Pools the ticker ticks for (``mosaic ticker run``); the matcher runs whatever ticks.

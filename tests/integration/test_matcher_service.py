@@ -206,30 +206,35 @@ def test_a_transaction_the_broker_timed_out_is_retried_not_reported_as_fencing(
         env: tuple[Settings, TopicCatalog]) -> None:
     """The coordinator aborts a transaction older than transaction.timeout.ms and
     librdkafka reports that as "fenced". The matcher must tell it from a second instance:
-    rebuild its producer, retry the tick, and commit the cycle once."""
+    rebuild its producer, retry the tick, and commit the cycle once. A cycle that needs
+    longer than the timeout every time (here every attempt holds its commit 14 s, past the
+    broker's 10 s abort sweep) must not be retried at the same timeout for ever: each retry
+    doubles it (2, 4, 8, 16 s), so the third or fourth attempt commits."""
     settings, catalog = env
     settings = settings.model_copy(update={"matcher": settings.matcher.model_copy(
         update={"transaction_timeout_seconds": 2.0})})
     seed(settings, catalog, POOL)
     publish_tick(settings, "default", T0)
-    attempts: list[float] = []
+    timeouts: list[float] = []
+    service = MatcherService(settings, before_commit=lambda _: hold_past_the_timeout())
 
-    def outlive_the_timeout(_: object) -> None:
-        attempts.append(time.monotonic())
-        if len(attempts) == 1:  # past the timeout and the broker's 10 s abort sweep
-            time.sleep(14)
+    def hold_past_the_timeout() -> None:
+        timeouts.append(service.transaction_timeout_seconds)
+        assert len(timeouts) <= 4, \
+            f"the matcher retried at transaction timeouts {timeouts}: it never grows"
+        time.sleep(14)
 
-    with MatcherService(settings, before_commit=outlive_the_timeout) as service:
+    with service:
         reports = service.run(stop_when_idle=True)
     assert [r.outcome for r in reports] == ["completed"]
-    assert len(attempts) == 2, "the timed-out transaction was not retried"
+    assert timeouts in ([2.0, 4.0, 8.0], [2.0, 4.0, 8.0, 16.0]), timeouts
     assert len(summaries(settings, catalog)) == 1
     pairs = of_type(committed(settings, catalog.pairs.name), PairMatched)
     assert {e.key() for _, e in pairs} == EXPECTED_PAIRS and len(pairs) == 3
-    # The aborted first attempt is in the log, invisible to read_committed readers.
+    # The aborted attempts are in the log, invisible to read_committed readers.
     everything = of_type(committed(settings, catalog.pairs.name,
                                    isolation="read_uncommitted"), PairMatched)
-    assert len(everything) == 2 * len(pairs)
+    assert len(everything) == len(timeouts) * len(pairs)
 
 
 def test_a_matcher_per_pool_neither_waits_for_nor_fences_another_pool(
