@@ -77,6 +77,10 @@ _TRANSIENT = frozenset({
     # A request in flight to a broker that died (kill -9 of one node of a cluster).
     KafkaError._DESTROY_BROKER, KafkaError.NOT_COORDINATOR,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
+    # Right after a leader change (a broker of a cluster killed) the new leader answers
+    # these until its high watermark and leader epoch have caught up.
+    KafkaError.OFFSET_NOT_AVAILABLE, KafkaError.FENCED_LEADER_EPOCH,
+    KafkaError.UNKNOWN_LEADER_EPOCH,
 })
 _FENCED = frozenset({"_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"})
 # A commit that failed with a retriable error may still have reached the coordinator, so
