@@ -128,6 +128,18 @@ class PoolState:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """For a checkpoint (matcher/checkpoint.py): the folded state, without the codec."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_serde", "_fast")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._serde, self._fast = default_serde(), {}
+
+    @property
+    def pools(self) -> frozenset[str] | None:
+        return self._pools
+
     def _forget(self, user: str) -> None:
         if self._entries.pop(user, None) is not None:
             self._vectors.drop(user)

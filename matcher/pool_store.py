@@ -76,6 +76,22 @@ class VectorRows:
         view.flags.writeable = False
         return view
 
+    def __getstate__(self) -> dict[str, object]:
+        """For a checkpoint (matcher/checkpoint.py): only the rows handed out so far."""
+        state = dict(self.__dict__)
+        state["_blocks"] = [block[:max(0, min(self._block_rows, self._used - i * self._block_rows))]
+                            for i, block in enumerate(self._blocks)]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        blocks: list[FloatArray] = []
+        for saved in self._blocks:  # full-size blocks again, so rows can be added
+            block = np.zeros((self._block_rows, saved.shape[1]), dtype=np.float32)
+            block[:len(saved)] = saved
+            blocks.append(block)
+        self._blocks = blocks
+
     def _new_row(self) -> int:
         row, self._used = self._used, self._used + 1
         return row
