@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from matcher.checkpoint import CheckpointPlace, Loaded, offsets_refusal
 from matcher.pool import CycleHistory, LogRecord, PoolState
 from streams.kafka import (
     DEFAULT_TIMEOUT_SECONDS,
@@ -69,6 +70,15 @@ class TopicTail:
 
     def start_at(self, positions: Mapping[int, int]) -> None:
         self._positions = dict(positions)
+
+    @property
+    def positions(self) -> dict[int, int] | None:
+        """Per partition, the next offset to read (None before the first read)."""
+        return None if self._positions is None else dict(self._positions)
+
+    def watermarks(self) -> dict[int, tuple[int, int]]:
+        """Per partition, (log start, end) as the broker reports them now."""
+        return self._watermarks()
 
     def end_offsets(self) -> dict[int, int]:
         """Per partition, the end librdkafka reports: the high watermark, but under
@@ -161,11 +171,17 @@ class TopicTail:
 
 
 class MatcherLog:
-    """The pool and cycle history, refreshed from the log on demand."""
+    """The pool and cycle history, refreshed from the log on demand. With a
+    :class:`CheckpointPlace`, the pool starts from the checkpoint when it can be used
+    (matcher/checkpoint.py) and reads ``seekers`` from its offsets on."""
 
     def __init__(self, consumer: Consumer, catalog: TopicCatalog, history_cycles: int, *,
                  timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
-                 pools: frozenset[str] | None = None) -> None:
+                 pools: frozenset[str] | None = None,
+                 checkpoint: CheckpointPlace | None = None) -> None:
+        self._pools, self._checkpoint = pools, checkpoint
+        self.resumed: Loaded | None = None  # the checkpoint the pool started from
+        self._saved: dict[int, int] | None = None  # positions of the last checkpoint
         self.pool = PoolState(pools=pools)
         self.history = CycleHistory(history_cycles)
         self._seekers = TopicTail(consumer, catalog.seekers.name,
@@ -194,7 +210,43 @@ class MatcherLog:
         self.refresh_pool()
 
     def refresh_pool(self) -> None:
+        if self._seekers.positions is None and self._checkpoint is not None:
+            self._resume(self._checkpoint)
         self.seekers_end = self._seekers.read(self.pool.apply).end_offsets
+
+    def _resume(self, place: CheckpointPlace) -> None:
+        topic = self._seekers.topic
+        loaded = place.checkpoints.load(topic, place.topic_id, self._pools,
+                                        place.max_age_seconds)
+        if loaded is None:
+            return
+        why = offsets_refusal(loaded.meta.positions, self._seekers.watermarks())
+        if why is not None:
+            log.warning("checkpoint %s not used: %s; reading %s from the beginning",
+                        place.checkpoints.path, why, topic)
+            return
+        self.pool, self.resumed = loaded.pool, loaded
+        self._saved = loaded.meta.positions
+        self._seekers.start_at(loaded.meta.positions)
+        log.info("pool of %s from its checkpoint: %d waiting users, %.0f s old, read in "
+                 "%.1f s; reading the records after it", topic, len(loaded.pool),
+                 time.time() - loaded.meta.written_at, loaded.seconds)
+
+    def save_checkpoint(self) -> bool:
+        """Write a checkpoint of the pool as read so far, unless it has not moved since
+        the last one (or there is no place for it). A failure is logged, not raised: the
+        checkpoint only saves time."""
+        positions = self._seekers.positions
+        if self._checkpoint is None or positions is None or positions == self._saved:
+            return False
+        place = self._checkpoint
+        try:
+            place.checkpoints.save(self.pool, self._seekers.topic, place.topic_id, positions)
+        except OSError as exc:
+            log.warning("checkpoint %s not written: %s", place.checkpoints.path, exc)
+            return False
+        self._saved = positions
+        return True
 
     def _pairs_start(self) -> dict[int, int]:
         oldest = self.history.oldest_recent_timestamp_ms()

@@ -30,11 +30,19 @@ from typing import Protocol
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+from matcher.checkpoint import Loaded, checkpoint_place
 from matcher.core.model import Constraints, MatchParams, MatchResult, MatchStats, PoolSnapshot
 from matcher.harness import CycleOutcome, CyclePlan, Phases, params_hash, plan_cycle
 from matcher.harness_log import MatcherLog, TopicTail
 from matcher.metrics import CycleObserver, CycleReport
-from matcher.pool import CycleInput, Seeker, build_constraints, build_snapshot, late_changes
+from matcher.pool import (
+    CycleInput,
+    PoolState,
+    Seeker,
+    build_constraints,
+    build_snapshot,
+    late_changes,
+)
 from mosaic.errors import ConfigError, ExternalServiceError, MosaicError, SerializationError
 from mosaic.retry import Backoff
 from mosaic.settings import Settings
@@ -148,6 +156,7 @@ class MatcherService:
         self._log: MatcherLog | None = None
         self._next_tick = 0
         self._refreshed_at = 0.0
+        self._checkpoint_due = False  # the pool moved on since the last checkpoint
         self._waits: dict[str, float] = {}  # last snapshot: seconds since opt-in (metrics)
         self._txn_started: float | None = None  # monotonic start of the open transaction
         # Doubled after a transaction the broker timed out (a cycle that outgrew it).
@@ -157,6 +166,18 @@ class MatcherService:
     def transaction_timeout_seconds(self) -> float:
         """The transaction timeout of the next producer (the setting, doubled per timeout)."""
         return self._txn_timeout
+
+    @property
+    def pool(self) -> PoolState:
+        """The pool as read so far (after :meth:`start`)."""
+        assert self._log is not None, "start() first"
+        return self._log.pool
+
+    @property
+    def resumed(self) -> Loaded | None:
+        """The checkpoint this instance's pool started from (None: the whole topic)."""
+        assert self._log is not None, "start() first"
+        return self._log.resumed
 
     @property
     def transactional_id(self) -> str:
@@ -169,6 +190,8 @@ class MatcherService:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
+        if kind is None:  # a clean stop: the next start reads from here on
+            self.save_checkpoint()
         self.close()
 
     def start(self) -> None:
@@ -189,13 +212,33 @@ class MatcherService:
                                               "isolation.level": "read_uncommitted"})
         self._ticks = make_consumer(self._settings, tid)
         self._assign_ticks(self._ticks)
-        self._log = MatcherLog(self._reader, self._catalog,
-                               self._settings.matcher.history_cycles,
-                               timeout_seconds=self._timeout, pools=self._pools)
+        self._log = MatcherLog(
+            self._reader, self._catalog, self._settings.matcher.history_cycles,
+            timeout_seconds=self._timeout, pools=self._pools,
+            checkpoint=checkpoint_place(self._settings, self._catalog, tid, self._timeout))
         self._log.refresh()
         self._refreshed_at = time.monotonic()
-        log.info("matcher %s started at tick offset %d; pool has %d seekers", tid,
-                 self._next_tick, len(self._log.pool))
+        self._checkpoint_due = True  # saved when idle, or at a clean stop
+        resumed = self._log.resumed
+        log.info("matcher %s started at tick offset %d; pool has %d seekers (%s)", tid,
+                 self._next_tick, len(self._log.pool),
+                 "read the whole seekers topic" if resumed is None else
+                 f"from the checkpoint of {len(resumed.pool)} users and the records after it")
+
+    def save_checkpoint(self) -> None:
+        """Catch up with ``seekers`` and checkpoint the pool, if it moved on since the
+        last checkpoint (matcher/checkpoint.py). Done when idle and at a clean stop, never
+        inside a cycle; a failure only costs the next start some time."""
+        if self._log is None or not self._checkpoint_due:
+            return
+        try:
+            self._log.refresh_pool()
+        except ExternalServiceError as exc:
+            log.warning("matcher %s: no checkpoint now, reading seekers failed: %s",
+                        self.transactional_id, exc)
+            return
+        self._log.save_checkpoint()
+        self._checkpoint_due = False
 
     def _new_producer(self) -> Producer:
         """Our transactional producer, not initialised yet (:meth:`_ensure_producer`)."""
@@ -235,6 +278,7 @@ class MatcherService:
             message = self._ticks.poll(0.5)
             if message is None:
                 self._refresh_when_idle()
+                self.save_checkpoint()
                 continue
             error = message.error()
             if error is not None:
@@ -393,6 +437,7 @@ class MatcherService:
             return self._report(CycleReport(tick.cycle_id, tick.pool, "duplicate"))
         self._plan(tick, phases)
         plan = self._publish(message, phases)
+        self._checkpoint_due = True
         stats = self._draft.outcome.stats if self._draft is not None else None
         return self._report(_completed(plan, phases, self._waits, stats))
 

@@ -388,6 +388,11 @@ class MatcherSettings(BaseModel):
     block_store: Literal["cassandra", "none"] = "cassandra"
     # Candidate recall@10 below this makes the matcher widen its search (docs/matcher.md).
     recall_target: float = 0.95
+    # Save the pool (and the seekers offsets it covers) after each cycle, so a restart reads
+    # that plus what came after it instead of the whole topic (docs/matcher-service.md).
+    checkpoints: bool = True
+    # Directory of the checkpoints, one file per matcher (transactional id).
+    checkpoint_dir: Path = Field(default_factory=lambda: _default_cache_dir() / "matcher")
     # Test hook only: flush the open transaction and sleep this long before committing.
     test_pause_before_commit_seconds: float = 0.0
 

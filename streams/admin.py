@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 
 # Public names that confluent_kafka.admin imports without re-exporting them for mypy.
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -59,6 +59,16 @@ def existing_partitions(admin: AdminClient, timeout_seconds: float) -> dict[str,
         raise wrap_kafka_error("list topics", exc) from exc
     return {name: len(meta.partitions) for name, meta in metadata.topics.items()
             if meta.error is None}
+
+
+def topic_id(admin: AdminClient, name: str, timeout_seconds: float) -> str:
+    """Kafka's id of topic ``name`` (a topic deleted and created again gets a new one)."""
+    future = admin.describe_topics(TopicCollection([name]),
+                                   request_timeout=timeout_seconds)[name]
+    try:
+        return str(future.result(timeout=timeout_seconds).topic_id)
+    except KafkaException as exc:
+        raise wrap_kafka_error(f"describe topic {name}", exc) from exc
 
 
 def topic_configs(admin: AdminClient, names: Iterable[str],

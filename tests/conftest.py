@@ -6,6 +6,8 @@ and docker-compose.kafka.yml (same services, same ports). Nothing is faked here.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -13,6 +15,15 @@ import pytest
 
 from mosaic.settings import Settings
 from stack.base import Service, wait_until
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Matcher checkpoints of this session (its matchers, in-process or spawned) go to a
+    # directory of its own, not the user's cache; a test that wants one sets its own.
+    if "MOSAIC_MATCHER__CHECKPOINT_DIR" not in os.environ:
+        directory = tempfile.mkdtemp(prefix="mosaic-test-checkpoints-")
+        os.environ["MOSAIC_MATCHER__CHECKPOINT_DIR"] = directory
+        config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")

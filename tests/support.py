@@ -87,7 +87,8 @@ def matcher_topics(settings: Settings, topic_prefix: str, transactional_id: str
     own = Settings(kafka=KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers,
                                        topic_prefix=topic_prefix),
                    matcher=MatcherSettings(transactional_id=transactional_id, block_store="none",
-                                           cycle_seconds=3600))
+                                           cycle_seconds=3600,
+                                           checkpoint_dir=settings.matcher.checkpoint_dir))
     with own_topics(own) as catalog:
         yield own, catalog
 
