@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mosaic.cli_args import iso_instant
 
 if TYPE_CHECKING:
+    from matcher.metrics import CycleObserver, CycleReport
     from matcher.service import BlockStore
     from mosaic.ops_http import OpsServer
     from mosaic.settings import Settings
@@ -113,9 +114,9 @@ def _run_matcher(args: argparse.Namespace) -> int:
     ops = _serve_ops(settings, "matcher", stop, cassandra=True)
     try:
         with MatcherService(settings, blocks=build_block_store(settings),
-                            observer=metrics, pools=args.pool) as service:
-            reports = service.run(stop_when_idle=args.once, max_seconds=args.max_seconds,
-                                  should_stop=stop.is_set)
+                            observer=_Printing(metrics), pools=args.pool) as service:
+            service.run(stop_when_idle=args.once, max_seconds=args.max_seconds,
+                        should_stop=stop.is_set)
     except MatcherFenced as exc:
         metrics.fenced.inc()
         log.error("%s", exc)
@@ -123,12 +124,25 @@ def _run_matcher(args: argparse.Namespace) -> int:
     finally:
         if ops is not None:
             ops.close()
-    for report in reports:
+    return 0
+
+
+class _Printing:
+    """Prints each handled tick as one JSON line the moment it is handled (not when the
+    matcher stops: a clean stop first writes the pool's checkpoint), then hands it on."""
+
+    def __init__(self, inner: CycleObserver) -> None:
+        self._inner = inner
+
+    def cycle_handled(self, report: CycleReport) -> None:
+        self._inner.cycle_handled(report)
         print(json.dumps({"cycle_id": report.cycle_id, "outcome": report.outcome,
                           "seekers": report.seekers, "pairs": report.pairs,
                           "unmatched": report.unmatched_by_reason,
                           "phase_seconds": report.phase_seconds}), flush=True)
-    return 0
+
+    def cycle_failed(self, pool: str, error: BaseException) -> None:
+        self._inner.cycle_failed(pool, error)
 
 
 def build_block_store(settings: Settings) -> BlockStore:
