@@ -129,6 +129,8 @@ class Checkpoints:
                     log.warning("checkpoint %s not used: %s; reading %s from the beginning",
                                 self.path, why, topic)
                     return None
+                log.info("loading checkpoint %s: %d waiting users, offsets %s", self.path,
+                         meta.users, meta.positions)
                 pool = pickle.load(source)  # noqa: S301 - the service's own file
         except FileNotFoundError:
             log.info("no checkpoint at %s: reading %s from the beginning", self.path, topic)
