@@ -22,11 +22,16 @@ at a time against ``READ_CONCURRENCY`` in flight, side by side. ``--fold N`` tim
 start-up's decoding alone: N encoded records folded into the pool with the flat reader
 and with fastavro, side by side. ``--encode N`` times the publish phase's encoding alone:
 the events of a cycle of N seekers encoded with fastavro and with the flat writer.
+``--snapshot N`` times the phases around the core for N folded seekers, the service's way
+before and after (the snapshot: a Seeker per user vs the rows from the store; the encode
+phase: every event built and encoded vs ``CyclePlan.records``), side by side.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import hashlib
 import json
 import os
 import re
@@ -34,11 +39,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
+from matcher.pool import LogRecord
 from matcher.synthetic import clustered_vectors
 from mosaic.settings import Settings
 from producers.ticker import publish_tick
@@ -52,7 +60,7 @@ from streams.events import (
     derive_event_id,
     pair_key,
 )
-from streams.kafka import encode_event, make_admin, make_producer, produce_encoded
+from streams.kafka import Encoded, encode_event, make_admin, make_producer, produce_encoded
 from streams.topics import TopicCatalog, build_catalog
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -191,20 +199,29 @@ def bench_blocks(settings: Settings, n: int) -> None:
     session.shutdown()
 
 
-def bench_fold(n: int, dim: int, seed_: int) -> None:
-    from matcher.pool import LogRecord, PoolState
+def seeker_records(n: int, dim: int, seed_: int) -> list[LogRecord]:
+    """``n`` encoded SeekerUpdated records as the start-up reads them (waits up to 14 days)."""
     from streams.serde import default_serde
 
     vectors = clustered_vectors(n, dim, seed_)
+    waits = np.random.default_rng(seed_).uniform(0, 14 * 24 * 3600, n)
     serde = default_serde()
     records = []
     for i in range(n):
         user = f"b{i:07d}"
         event = SeekerUpdated(
             event_id=derive_event_id("bench-seed", user), occurred_at=T0, user_id=user,
-            opted_in_at=T0 - timedelta(days=1), vector=tuple(vectors[i].tolist()),
-            model="bench", traits_hash="h", version=1)
+            opted_in_at=T0 - timedelta(seconds=float(waits[i])),
+            vector=tuple(vectors[i].tolist()), model="bench", traits_hash="h", version=1)
         records.append(LogRecord(i % 6, i, user.encode(), serde.encode(event)))
+    return records
+
+
+def bench_fold(n: int, dim: int, seed_: int) -> None:
+    from matcher.pool import PoolState
+    from streams.serde import default_serde
+
+    records, serde = seeker_records(n, dim, seed_), default_serde()
     timings = {}
     for way in ("fastavro", "flat reader"):
         state = PoolState()
@@ -274,6 +291,83 @@ def bench_encode(n: int, dim: int, seed_: int) -> None:
         raise SystemExit("the flat writer wrote other bytes than fastavro")
 
 
+def _side_by_side(phase: str, ways: dict[str, Callable[[], Any]],
+                  digest: Callable[[Any], bytes]) -> Any:
+    """Each way timed alone (the previous result dropped first); raises unless all give
+    the same result (by ``digest``). Returns the last way's result."""
+    timings, digests, result = {}, set(), None
+    for way, run in ways.items():
+        result = None
+        gc.collect()
+        started = time.perf_counter()
+        result = run()
+        timings[way] = time.perf_counter() - started
+        digests.add(digest(result))
+        print(f"== {phase}: {way}: {timings[way]:.2f} s", flush=True)
+    first, last = timings.values()
+    print(f"== {phase}: {first / last:.1f}x, same result: {len(digests) == 1}", flush=True)
+    if len(digests) != 1:
+        raise SystemExit(f"{phase}: the two ways gave different results")
+    return result
+
+
+def _snapshot_digest(cycle: Any) -> bytes:
+    snap = cycle.snapshot
+    parts = [*snap.user_ids, *(s.user_id for s in cycle.invalid)]
+    return hashlib.sha256("\n".join(parts).encode() + snap.vectors.tobytes()
+                          + snap.wait_seconds.tobytes() + snap.missed_cycles.tobytes()).digest()
+
+
+def _records_digest(records: list[Encoded]) -> bytes:
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(f"{record.topic}\n{record.key!r}\n{len(record.value)}\n".encode())
+        digest.update(record.value)
+    return digest.digest()
+
+
+def bench_snapshot(n: int, dim: int, seed_: int) -> None:
+    """The service's phases around the core alone, for a pool of ``n`` folded seekers:
+    the snapshot (a Seeker per user, then ``build_snapshot``, against ``snapshot_of``: the
+    rows copied from the store at once) and the encode phase (every event built and
+    ``encode_event``-ed, against ``CyclePlan.records``), on a cycle that pairs the rows in
+    order and leaves 1 % out, side by side, each checked to give the same result."""
+    from matcher.core.model import Pair, Unmatched, UnmatchedReason
+    from matcher.harness import CycleOutcome, plan_cycle
+    from matcher.pool import PoolState, build_snapshot, snapshot_of
+    from producers.ticker import make_tick
+
+    started = time.perf_counter()
+    state = PoolState()
+    state.apply_all(seeker_records(n, dim, seed_))
+    print(f"== snapshot: {len(state):,} seekers x {dim} folded in "
+          f"{time.perf_counter() - started:.1f} s", flush=True)
+    cycle = _side_by_side("snapshot", {
+        "a Seeker per user + build_snapshot": lambda: build_snapshot(
+            state.waiting("default"), T0),
+        "snapshot_of (rows from the store)": lambda: snapshot_of(state, "default", T0)},
+        _snapshot_digest)
+    ids, left = cycle.snapshot.user_ids, max(1, n // 100)
+    outcome = CycleOutcome(
+        tuple(Pair(a, b, 0.81, 0.75) for a, b in zip(ids[left::2], ids[left + 1::2],
+                                                     strict=False)),
+        tuple(Unmatched(u, UnmatchedReason.NO_ALLOWED_PARTNER, 1.0, 0)
+              for u in (*ids[:left], *ids[left:][len(ids[left:]) // 2 * 2:])))
+    tick = make_tick("default", T0, 3600)
+    catalog = build_catalog(Settings())
+
+    def plan() -> Any:
+        return plan_cycle(tick, cycle, outcome, snapshot_offsets={0: n},
+                          params_digest="sha256:bench", phase_seconds={})
+
+    records = _side_by_side("encode", {
+        "events + encode_event each": lambda: [
+            encode_event(catalog.for_event(e), e) for e in plan().events()],
+        "plan.records": lambda: [Encoded(*r) for r in plan().records(catalog)]},
+        _records_digest)
+    print(f"== encode: {len(records):,} records", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000",
@@ -287,10 +381,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="first time decoding this many seeker records (%(default)s)")
     parser.add_argument("--encode", type=int, default=0,
                         help="first time encoding a cycle of this many seekers (%(default)s)")
+    parser.add_argument("--snapshot", type=int, default=0,
+                        help="first time the snapshot and encode phases of a cycle of this "
+                             "many seekers, before and after (%(default)s)")
     args = parser.parse_args(argv)
     base = Settings()
     if args.encode:
         bench_encode(args.encode, args.dim, args.seed)
+    if args.snapshot:
+        bench_snapshot(args.snapshot, args.dim, args.seed)
     if args.fold:
         bench_fold(args.fold, args.dim, args.seed)
     if args.blocks:

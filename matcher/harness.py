@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from matcher.core.model import MatchParams, MatchStats, Pair, Unmatched
-from matcher.pool import REASON_INVALID_VECTOR, CycleInput, Seeker
+from matcher.pool import REASON_INVALID_VECTOR, CycleInput, Seeker, collection_paused
 from mosaic.errors import ValidationError
 from streams.events import (
     CycleCompleted,
@@ -34,6 +34,8 @@ from streams.events import (
     pair_key,
 )
 from streams.events.seekers import REMOVED_MATCHED
+from streams.serde import AvroSerde, default_serde
+from streams.topics import TopicCatalog
 
 # Snapshot users whose record changed before the commit: no pair, no update from us.
 REASON_LEFT_DURING_CYCLE = "left_during_cycle"
@@ -70,21 +72,65 @@ class Phases:
             self.seconds[name] = round(self.seconds.get(name, 0.0) + elapsed, 6)
 
 
+# SeekerRemoved's fields that differ per user (CyclePlan.records writes them without an
+# event per user; the others are the cycle's).
+_REMOVED_FIELDS = ("event_id", "user_id", "version")
+
+
+def _named(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(names, values, strict=True))
+
+
 @dataclass(frozen=True)
 class CyclePlan:
-    """Everything one cycle publishes; :meth:`events` gives the publishing order."""
+    """Everything one cycle publishes; :meth:`events` gives the publishing order and
+    :meth:`records` the same encoded."""
 
     tick: CycleTick
     pairs: tuple[PairMatched, ...]
     unmatched: tuple[SeekerUnmatched, ...]
-    removals: tuple[SeekerRemoved, ...]
+    matched: tuple[tuple[str, int], ...]  # (user id, paired record's version), sorted
     updates: tuple[SeekerUpdated, ...]
     summary: CycleCompleted
     skipped_updates: tuple[str, ...] = field(default=())
 
+    @property
+    def removals(self) -> tuple[SeekerRemoved, ...]:
+        """A ``SeekerRemoved`` per matched user (built on each call)."""
+        shared = self._removal_fields()
+        return tuple(SeekerRemoved(**shared, **_named(_REMOVED_FIELDS, values))
+                     for values in self._removal_values())
+
+    def _removal_fields(self) -> dict[str, Any]:
+        tick = self.tick
+        return {"occurred_at": tick.occurred_at, "pool": tick.pool, "cycle_id": tick.cycle_id,
+                "reason": f"{REMOVED_MATCHED}:{tick.cycle_id}"}
+
+    def _removal_values(self) -> Iterator[tuple[str, str, int]]:
+        # The version of the record that was paired: a newer opt-in outranks this removal.
+        cycle_id = self.tick.cycle_id
+        for user, version in self.matched:
+            yield derive_event_id("SeekerRemoved", cycle_id, user), user, version
+
     def events(self) -> list[Event]:
         """Outcomes first and the summary last (its presence means the rest is there)."""
         return [*self.pairs, *self.unmatched, *self.removals, *self.updates, self.summary]
+
+    @collection_paused()
+    def records(self, catalog: TopicCatalog, serde: AvroSerde | None = None
+                ) -> list[tuple[str, str | bytes | None, bytes]]:
+        """``(topic, key, value)`` of :meth:`events`, in that order, byte for byte as
+        ``encode_event`` writes them; the removals (a million at a million seekers) are
+        written from their values, without an event each."""
+        codec = serde or default_serde()
+        out = [(catalog.for_event(e).name, e.key(), codec.encode(e))
+               for e in (*self.pairs, *self.unmatched)]
+        removed = codec.values_writer(SeekerRemoved, _REMOVED_FIELDS, self._removal_fields())
+        seekers = catalog.for_event(SeekerRemoved).name
+        out += [(seekers, values[1], removed(values)) for values in self._removal_values()]
+        out += [(catalog.for_event(e).name, e.key(), codec.encode(e))
+                for e in (*self.updates, self.summary)]
+        return out
 
     def without_updates_for(self, user_ids: Collection[str]) -> CyclePlan:
         """Drop pool updates for users whose record changed after the snapshot (an
@@ -104,6 +150,7 @@ class CycleOutcome:
     """The core's statistics (candidate recall, widening), for the report and metrics."""
 
 
+@collection_paused()
 def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
                snapshot_offsets: Mapping[int, int], params_digest: str,
                phase_seconds: Mapping[str, float], left: Collection[str] = (),
@@ -135,7 +182,7 @@ def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
     leftovers.sort(key=lambda item: item[0].user_id)
     pairs = tuple(sorted((_pair_event(tick, p, by_id) for p in kept_pairs),
                          key=lambda e: e.pair_key))
-    matched = sorted((u, by_id[u]) for p in pairs for u in (p.user_a, p.user_b))
+    matched = sorted((u, by_id[u].record.version) for p in pairs for u in (p.user_a, p.user_b))
     summary = _summary(tick, pairs, leftovers, offsets=snapshot_offsets,
                        digest=params_digest, phase_seconds=phase_seconds, seekers=len(by_id),
                        left=len(gone & by_id.keys()),
@@ -144,7 +191,7 @@ def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
         tick=tick,
         pairs=pairs,
         unmatched=tuple(_unmatched_event(tick, s, reason) for s, reason in leftovers),
-        removals=tuple(_removed_event(tick, u, s) for u, s in matched),
+        matched=tuple(matched),
         updates=tuple(_missed_event(tick, s) for s, _ in leftovers if s.poison is None),
         summary=summary,
         skipped_updates=tuple(sorted(gone & by_id.keys())),
@@ -180,14 +227,6 @@ def _unmatched_event(tick: CycleTick, seeker: Seeker, reason: str) -> SeekerUnma
                            occurred_at=tick.occurred_at, cycle_id=tick.cycle_id, user_id=user,
                            reason=reason, missed_cycles=seeker.record.missed_cycles + 1,
                            pool=tick.pool, version=seeker.record.version)
-
-
-def _removed_event(tick: CycleTick, user: str, seeker: Seeker) -> SeekerRemoved:
-    # The version of the record that was paired: a newer opt-in outranks this removal.
-    return SeekerRemoved(event_id=derive_event_id("SeekerRemoved", tick.cycle_id, user),
-                         occurred_at=tick.occurred_at, user_id=user,
-                         reason=f"{REMOVED_MATCHED}:{tick.cycle_id}", pool=tick.pool,
-                         cycle_id=tick.cycle_id, version=seeker.record.version)
 
 
 def _missed_event(tick: CycleTick, seeker: Seeker) -> SeekerUpdated:

@@ -10,7 +10,7 @@ aside, one array each.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -75,6 +75,26 @@ class VectorRows:
             view = self._blocks[block][index]
         view.flags.writeable = False
         return view
+
+    def rows(self, user_ids: Sequence[str]) -> tuple[FloatArray, dict[int, FloatArray]]:
+        """The users' vectors at once: a new ``(len(user_ids), dim)`` float32 matrix (row
+        ``i`` is ``user_ids[i]``'s) and, by position, the vectors of another length, whose
+        matrix rows are zero. A copy: it outlives any later change to the store."""
+        positions = np.fromiter((self._rows[u] for u in user_ids), dtype=np.int64,
+                                count=len(user_ids))  # KeyError for an unknown user
+        out = np.zeros((len(positions), self._dim or 0), dtype=np.float32)
+        block_of, index = np.divmod(positions, self._block_rows)
+        others: dict[int, FloatArray] = {}
+        if self._aside:
+            aside = np.flatnonzero(np.isin(positions, np.fromiter(self._aside, np.int64)))
+            others = {int(i): self._aside[int(positions[i])].copy() for i in aside}
+            block_of[aside] = -1  # not in a block
+        for number, block in enumerate(self._blocks):
+            take = np.flatnonzero(block_of == number)
+            for start in range(0, len(take), self._block_rows):  # bounded temporaries
+                part = take[start:start + self._block_rows]
+                out[part] = block[index[part]]
+        return out, others
 
     def __getstate__(self) -> dict[str, object]:
         """For a checkpoint (matcher/checkpoint.py): only the rows handed out so far."""

@@ -157,6 +157,36 @@ class AvroSerde:
             raise SerializationError(f"cannot encode {event.schema_name}: {exc}") from exc
         return MAGIC + entry.fingerprint + encode_record(entry, record)
 
+    def values_writer(self, kind: type[Event], names: Sequence[str],
+                      fixed: Mapping[str, Any] | None = None
+                      ) -> Callable[[Sequence[Any]], bytes]:
+        """Encodes a ``kind`` given as the values of ``names`` in that order (``fixed``
+        gives the fields every record shares, written once), without building the event:
+        the same bytes as :meth:`encode` of ``kind(**fixed, **dict(zip(names, values)))``,
+        which is what a value the flat writer does not take goes through (it validates,
+        or raises as always)."""
+        shared = dict(fixed or {})
+        if {*names, *shared} != {field.name for field in dataclasses.fields(kind)}:
+            raise SerializationError(f"{kind.schema_name}: {[*names, *shared]} are not "
+                                     "its fields")
+
+        def slow(values: Sequence[Any]) -> bytes:
+            return self.encode(kind(**shared, **dict(zip(names, values, strict=True))))
+
+        entry = self.registry.current(kind.schema_name)
+        parts = _value_parts(entry, list(names), shared) if self._flat else None
+        if parts is None:
+            return slow
+
+        def write(values: Sequence[Any]) -> bytes:
+            try:
+                return b"".join([part if put is None else put(values[part])
+                                 for part, put in parts])
+            except _Unfit:
+                return slow(values)
+
+        return write
+
     def _flat_writer(self, kind: type[Event]) -> Callable[[Event], bytes] | None:
         """The whole single-object encoding of ``kind`` by its flat writer, or None."""
         entry = self.registry.current(kind.schema_name)
@@ -489,13 +519,45 @@ def flat_writer(entry: RegisteredSchema, event_type: type[Event]
     names = [field["name"] for field in fields]
     if set(names) != {field.name for field in dataclasses.fields(event_type)}:
         return None
-    puts = [_PUT.get(json.dumps(field["type"], sort_keys=True)) for field in fields]
-    if any(put is None for put in puts) or len(names) < 2:
+    values = flat_values_writer(entry)
+    if values is None:
         return None
     get = operator.attrgetter(*names)
+    return lambda event: values(get(event))
+
+
+def _value_parts(entry: RegisteredSchema, names: list[str], shared: Mapping[str, Any]
+                 ) -> list[tuple[Any, Callable[[Any], bytes] | None]] | None:
+    """The single-object encoding of ``entry`` as parts: (bytes, None) for the header and
+    each ``shared`` field, written once; (index into the values, put) for the others. None
+    when a field has no flat shape, is missing, or a shared value does not fit."""
+    fields = entry.parsed.get("fields", ())
+    if {field["name"] for field in fields} != {*names, *shared}:
+        return None  # fastavro fills defaults or says what does not fit
+    parts: list[tuple[Any, Callable[[Any], bytes] | None]] = [(MAGIC + entry.fingerprint, None)]
+    for field in fields:
+        put = _PUT.get(json.dumps(field["type"], sort_keys=True))
+        if put is None:
+            return None
+        try:
+            parts.append((put(shared[field["name"]]), None) if field["name"] in shared
+                         else (names.index(field["name"]), put))
+        except _Unfit:  # a shared value of another type
+            return None
+    return parts
+
+
+def flat_values_writer(entry: RegisteredSchema) -> Callable[[Sequence[Any]], bytes] | None:
+    """A writer of ``entry``'s bodies from the field values in the schema's order when
+    every field has a shape above (and there are at least two), else None. It raises
+    _Unfit for a value of a Python type it does not take."""
+    puts = [_PUT.get(json.dumps(field["type"], sort_keys=True))
+            for field in entry.parsed.get("fields", ())]
+    if any(put is None for put in puts) or len(puts) < 2:
+        return None
     shapes = tuple(put for put in puts if put is not None)
 
-    def write(event: Event) -> bytes:
-        return b"".join([put(value) for put, value in zip(shapes, get(event), strict=True)])
+    def write(values: Sequence[Any]) -> bytes:
+        return b"".join([put(value) for put, value in zip(shapes, values, strict=True)])
 
     return write

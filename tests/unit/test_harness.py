@@ -20,7 +20,7 @@ from matcher.pool import (
     build_snapshot,
 )
 from mosaic.errors import ValidationError
-from mosaic.settings import MatcherSettings
+from mosaic.settings import MatcherSettings, Settings
 from producers.ticker import make_tick
 from streams.events import (
     CycleCompleted,
@@ -32,7 +32,9 @@ from streams.events import (
     derive_event_id,
     pair_key,
 )
+from streams.kafka import Encoded, encode_event
 from streams.serde import MAGIC, default_serde, encode, encode_record
+from streams.topics import build_catalog
 from tests.support import T0
 
 pytestmark = pytest.mark.unit
@@ -301,6 +303,21 @@ def test_plan_is_byte_identical_on_a_rerun() -> None:
     _, one = _plan()
     _, two = _plan()
     assert [encode(e) for e in one.events()] == [encode(e) for e in two.events()]
+
+
+@pytest.mark.parametrize(("left", "withdrawn"), [((), ()), (("c",), ()), ((), ("a|b",))])
+def test_plan_records_are_its_events_encoded(left: tuple[str, ...],
+                                             withdrawn: tuple[str, ...]) -> None:
+    """What the service produces (``plan.records``: removals written from their values)
+    is byte for byte ``encode_event`` of each event, in the same order."""
+    state, outcome = _plan_inputs()
+    cycle = build_snapshot(state.waiting("default"), TICK.occurred_at)
+    plan = plan_cycle(TICK, cycle, outcome, snapshot_offsets={0: 3}, params_digest="sha256:x",
+                      phase_seconds={"match": 0.5}, left=left, withdrawn=withdrawn)
+    catalog = build_catalog(Settings())
+    expected = [encode_event(catalog.for_event(e), e) for e in plan.events()]
+    assert [Encoded(*r) for r in plan.records(catalog)] == expected
+    assert len(plan.removals) == (0 if withdrawn else 2)
 
 
 def test_plan_does_not_re_add_users_who_changed_meanwhile() -> None:

@@ -4,12 +4,13 @@ snapshot whose vectors stay put while the pool changes under it."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 
 import numpy as np
 import pytest
 
-from matcher.pool import LogRecord, PoolState, build_snapshot
+from matcher.pool import MIN_NORM, LogRecord, PoolState, Seeker, build_snapshot, snapshot_of
 from matcher.pool_store import VectorRows
 from streams.events import SeekerRemoved, SeekerUpdated, derive_event_id
 from streams.serde import encode
@@ -73,3 +74,112 @@ def test_a_snapshot_keeps_its_vectors_while_the_pool_reuses_their_rows() -> None
     assert invalid.vector.tolist() == [1.0, 0.0, 0.0]
     assert cycle.snapshot.vectors.tolist() == [[1.0, 0.0], [0.0, 1.0]]
     assert [s.user_id for s in state.waiting("default")] == ["b", "c", "d"]
+
+
+def test_rows_copies_the_users_vectors_at_once() -> None:
+    store = VectorRows(block_rows=2)
+    for i in range(5):
+        store.put(f"u{i}", vec(i, -i))
+    store.put("odd", vec(1, 2, 3))
+    matrix, others = store.rows(["u4", "odd", "u0", "u3"])
+    assert matrix.dtype == np.float32 and matrix.tolist() == [[4, -4], [0, 0], [0, 0], [3, -3]]
+    assert {i: v.tolist() for i, v in others.items()} == {1: [1, 2, 3]}
+    store.drop("u4")
+    store.put("new", vec(8, 8))  # takes u4's row: the copy keeps u4's values
+    assert matrix[0].tolist() == [4, -4] and store.rows([])[0].shape == (0, 2)
+    with pytest.raises(KeyError):
+        store.rows(["u4"])
+
+
+# -- the snapshot: snapshot_of (rows gathered from the store) against build_snapshot (a
+# Seeker per user) and against the rules applied one seeker at a time ---------------------
+
+def _reference(seekers: list[Seeker]) -> tuple[list[str], list[str]]:
+    """Usable and set-aside user ids, one seeker at a time (the rules of build_snapshot)."""
+    spaces = Counter((s.record.model, len(s.vector)) for s in seekers
+                     if s.poison is None and np.any(s.vector))
+    model, dim = (max(spaces.items(), key=lambda kv: (kv[1], kv[0][1], kv[0][0]))[0]
+                  if spaces else ("", 0))
+
+    def usable(s: Seeker) -> bool:
+        if s.poison is not None or s.record.model != model or len(s.vector) != dim or not dim:
+            return False
+        with np.errstate(all="ignore"):
+            norm = np.sqrt(np.einsum("i,i->", s.vector, s.vector))
+        return bool(np.isfinite(norm) and norm >= MIN_NORM)
+
+    return [s.user_id for s in seekers if usable(s)], [s.user_id for s in seekers if not usable(s)]
+
+
+def _record(user: str, vector: tuple[float, ...], **fields: object) -> LogRecord:
+    values: dict[str, object] = {
+        "event_id": derive_event_id("t", user), "occurred_at": T0, "user_id": user,
+        "opted_in_at": T0 - timedelta(minutes=len(user)), "vector": vector, "model": "m",
+        "traits_hash": "h", "missed_cycles": len(user) % 3, **fields}
+    return LogRecord(0, 0, user.encode(), encode(SeekerUpdated(**values)))  # type: ignore[arg-type]
+
+
+SNAPSHOT_CASES = [
+    ("plain", [_record(f"u{i}", (float(i), 1.0)) for i in range(7)]),
+    ("zero, tiny, huge and another model", [
+        _record("a", (1.0, 0.0)), _record("b", (0.0, 1.0)), _record("zero", (0.0, -0.0)),
+        _record("tiny", (1e-30, 1e-30)),  # squares underflow: still counts for the space
+        _record("huge", (3e38, 3e38)), _record("other", (0.6, 0.8), model="m2"),
+        _record("c", (0.5, 0.5))]),
+    ("other lengths and a record that did not decode", [
+        _record("a", (1.0, 0.0)), _record("b", (0.0, 1.0)), _record("long", (1.0, 2.0, 3.0)),
+        _record("none", ()), LogRecord(0, 0, b"bad", b"garbage"), _record("c", (3.0, 4.0))]),
+    ("the store's first length is not the pool's (a rollout)", [
+        _record("old1", (1.0, 2.0, 3.0)), _record("old2", (0.0, 0.0, 0.0)),
+        *[_record(f"new{i}", (1.0, float(i))) for i in range(3)],
+        _record("new-zero", (0.0, 0.0))]),
+    ("only unusable vectors", [_record("z1", (0.0, 0.0)), _record("z2", (0.0, 0.0))]),
+    ("a tie between two models: the larger dimension, then the model name", [
+        _record("a", (1.0, 0.0), model="x"), _record("b", (1.0, 0.0, 0.0), model="y"),
+        _record("c", (0.0, 1.0), model="x"), _record("d", (0.0, 1.0, 0.0), model="y")]),
+    ("other pools and paused users are not in it", [
+        _record("a", (1.0, 0.0)), _record("b", (1.0, 1.0), pool="fr"),
+        _record("c", (1.0, 2.0), status="paused"), _record("d", (2.0, 1.0))]),
+    ("empty", []),
+]
+
+
+@pytest.mark.parametrize(("name", "items"), SNAPSHOT_CASES)
+def test_a_snapshot_from_the_store_is_the_snapshot_of_the_seekers(
+        name: str, items: list[LogRecord]) -> None:
+    state = PoolState()
+    state.apply_all(items)
+    seekers = state.waiting("default")
+    usable, invalid = _reference(seekers)
+    one, two = snapshot_of(state, "default", T0), build_snapshot(seekers, T0)
+    for cycle in (one, two):
+        assert list(cycle.snapshot.user_ids) == usable, name
+        assert [s.user_id for s in cycle.seekers] == usable, name
+        assert [s.user_id for s in cycle.invalid] == invalid, name
+        rows = [s.vector.tolist() for s in seekers if s.user_id in usable]
+        assert cycle.snapshot.vectors.dtype == np.float32, name
+        assert cycle.snapshot.vectors.tolist() == rows, name
+        assert [s.vector.tolist() for s in cycle.seekers] == rows, name
+        assert [s.vector.tolist() for s in cycle.invalid] == \
+            [s.vector.tolist() for s in seekers if s.user_id in invalid], name
+        assert [s.poison for s in cycle.invalid] == \
+            [s.poison for s in seekers if s.user_id in invalid], name
+        assert cycle.snapshot.wait_seconds.tolist() == \
+            [(T0 - s.record.opted_in_at).total_seconds() for s in cycle.seekers], name
+        assert cycle.snapshot.missed_cycles is not None
+        assert cycle.snapshot.missed_cycles.tolist() == \
+            [s.record.missed_cycles for s in cycle.seekers], name
+    assert one.snapshot.vectors.shape == two.snapshot.vectors.shape, name
+
+
+def test_a_snapshot_from_the_store_keeps_its_vectors_while_rows_are_reused() -> None:
+    state = PoolState()
+    state.apply_all([_record("a", (1.0, 0.0)), _record("b", (0.0, 1.0)),
+                     _record("z", (0.0, 0.0))])
+    cycle = snapshot_of(state, "default", T0)
+    state.apply_all([LogRecord(0, 3, b"a", encode(SeekerRemoved(
+        event_id=derive_event_id("r", "a"), occurred_at=T0, user_id="a", reason="x"))),
+        _record("c", (9.0, 9.0)), _record("z", (5.0, 5.0))])
+    assert cycle.snapshot.vectors.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert [s.vector.tolist() for s in (*cycle.seekers, *cycle.invalid)] == \
+        [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
