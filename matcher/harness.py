@@ -182,7 +182,9 @@ def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
     leftovers.sort(key=lambda item: item[0].user_id)
     pairs = tuple(sorted((_pair_event(tick, p, by_id) for p in kept_pairs),
                          key=lambda e: e.pair_key))
-    matched = sorted((u, by_id[u].record.version) for p in pairs for u in (p.user_a, p.user_b))
+    paired = {u for p in pairs for u in (p.user_a, p.user_b)}
+    matched = [(u, by_id[u].record.version)  # the snapshot's order: sorted already, mostly
+               for u in sorted(u for u in cycle.snapshot.user_ids if u in paired)]
     summary = _summary(tick, pairs, leftovers, offsets=snapshot_offsets,
                        digest=params_digest, phase_seconds=phase_seconds, seekers=len(by_id),
                        left=len(gone & by_id.keys()),
@@ -203,7 +205,11 @@ def _check_covers(cycle: CycleInput, outcome: CycleOutcome) -> None:
     bug, and publishing it would lose or duplicate users."""
     seen = [u for p in outcome.pairs for u in (p.user_a, p.user_b)]
     seen += [u.user_id for u in outcome.unmatched]
-    if sorted(seen) != sorted(cycle.snapshot.user_ids):
+    ids = cycle.snapshot.user_ids
+    distinct = set(seen)
+    if len(ids) == len(seen) == len(distinct) and distinct == set(ids):
+        return  # the same ids, each once (a set check: sorting a million ids is slower)
+    if sorted(seen) != sorted(ids):
         raise ValidationError(f"core result covers {len(seen)} users ({len(set(seen))} "
                               f"distinct), the snapshot has {len(cycle.snapshot)}")
 
@@ -233,8 +239,9 @@ def _missed_event(tick: CycleTick, seeker: Seeker) -> SeekerUpdated:
     # Same version as the record it copies, marked with the cycle: readers apply it only
     # while the user still waits with that version (never over a newer opt-out).
     user = seeker.user_id
-    return dataclasses.replace(
-        seeker.event(), event_id=derive_event_id("SeekerUpdated", tick.cycle_id, user),
+    return dataclasses.replace(  # one event, one check of its vector (seeker.event() is two)
+        seeker.record, vector=tuple(seeker.vector.tolist()),
+        event_id=derive_event_id("SeekerUpdated", tick.cycle_id, user),
         occurred_at=tick.occurred_at, missed_cycles=seeker.record.missed_cycles + 1,
         cycle_id=tick.cycle_id)
 

@@ -540,8 +540,12 @@ def _value_parts(entry: RegisteredSchema, names: list[str], shared: Mapping[str,
         if put is None:
             return None
         try:
-            parts.append((put(shared[field["name"]]), None) if field["name"] in shared
-                         else (names.index(field["name"]), put))
+            if field["name"] not in shared:
+                parts.append((names.index(field["name"]), put))
+            elif parts[-1][1] is None:  # next to other bytes written once: one part
+                parts[-1] = (parts[-1][0] + put(shared[field["name"]]), None)
+            else:
+                parts.append((put(shared[field["name"]]), None))
         except _Unfit:  # a shared value of another type
             return None
     return parts
