@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from matcher.checkpoint import Loaded, checkpoint_place
 from matcher.core.model import Constraints, MatchParams, MatchResult, MatchStats, PoolSnapshot
+from matcher.cycle_producer import CycleProducer
 from matcher.harness import CycleOutcome, CyclePlan, Phases, params_hash, plan_cycle
 from matcher.harness_log import MatcherLog, TopicTail
 from matcher.metrics import CycleObserver, CycleReport
@@ -53,12 +53,9 @@ from streams.kafka import (
     DEFAULT_TIMEOUT_SECONDS,
     KafkaOperationError,
     encode_event,
-    init_transactions,
     make_consumer,
-    make_transactional_producer,
     produce_encoded,
     send_offsets,
-    transaction,
     wrap_kafka_error,
 )
 from streams.serde import default_serde
@@ -67,9 +64,6 @@ from streams.topics import build_catalog
 log = logging.getLogger(__name__)
 
 IDLE_REFRESH_SECONDS = 60.0
-# The broker's transaction.max.timeout.ms default (15 min): a producer asking for more is
-# refused at init_transactions.
-MAX_TRANSACTION_TIMEOUT_SECONDS = 900.0
 # Transactions aborted and redone because users changed while one was open, per attempt.
 MAX_REVISIONS = 5
 # A failed tick is retried after 0.5 s, 1 s, 2 s ... up to 10 s (no jitter: one matcher).
@@ -90,10 +84,6 @@ class NoBlocks:
 
     def blocked_pairs(self, user_ids: Sequence[str]) -> set[tuple[str, str]]:
         return set()
-
-
-class MatcherFenced(MosaicError):
-    """Another instance with the same transactional.id took over; this one must stop."""
 
 
 class _PoolChanged(MosaicError):
@@ -144,12 +134,9 @@ class MatcherService:
         self._pools = frozenset(pools) or None
         self._blocks, self._match = blocks or NoBlocks(), match
         self._observer, self._before_commit = observer, before_commit
-        self._on_commit = on_commit
         self._max_attempts, self._timeout, self._sleep = max_attempts, timeout_seconds, sleep
         self._params = MatchParams.from_settings(settings.matcher)
         self._params_hash = params_hash(self._params)
-        self._producer: Producer | None = None
-        self._initialising: Producer | None = None  # its init_transactions timed out
         self._ticks: Consumer | None = None
         self._reader: Consumer | None = None
         self._late: Consumer | None = None  # read_uncommitted: changes inside our txn
@@ -159,14 +146,13 @@ class MatcherService:
         self._refreshed_at = 0.0
         self._checkpoint_due = False  # the pool moved on since the last checkpoint
         self._waits: dict[str, float] = {}  # last snapshot: seconds since opt-in (metrics)
-        self._txn_started: float | None = None  # monotonic start of the open transaction
-        # Doubled after a transaction the broker timed out (a cycle that outgrew it).
-        self._txn_timeout = self._settings.matcher.transaction_timeout_seconds
+        self._txn = CycleProducer(settings, self.transactional_id,
+                                  timeout_seconds=timeout_seconds, on_commit=on_commit)
 
     @property
     def transaction_timeout_seconds(self) -> float:
         """The transaction timeout of the next producer (the setting, doubled per timeout)."""
-        return self._txn_timeout
+        return self._txn.transaction_timeout_seconds
 
     @property
     def pool(self) -> PoolState:
@@ -201,7 +187,7 @@ class MatcherService:
         if self._log is not None:
             return
         tid = self.transactional_id
-        self._ensure_producer()
+        self._txn.ensure()
         # The reader fetches only on demand; a short broker wait keeps a catch-up right
         # after our own commit (markers in flight) from idling 500 ms per topic.
         self._reader = make_consumer(self._settings, f"{tid}.log",
@@ -241,25 +227,11 @@ class MatcherService:
         self._log.save_checkpoint()
         self._checkpoint_due = False
 
-    def _new_producer(self) -> Producer:
-        """Our transactional producer, not initialised yet (:meth:`_ensure_producer`)."""
-        return make_transactional_producer(
-            self._settings, self.transactional_id, timeout_seconds=self._timeout,
-            transaction_timeout_seconds=self._txn_timeout, init=False)
-
-    def _close_producer(self) -> None:
-        if self._producer is not None:
-            try:
-                self._producer.flush(1.0)
-            except KafkaException as exc:  # a fenced producer refuses even this
-                log.info("matcher producer not flushed on close: %s", exc)
-        self._producer = None
-
     def close(self) -> None:
         for consumer in (self._ticks, self._reader, self._late):
             if consumer is not None:
                 consumer.close()
-        self._close_producer()
+        self._txn.close()
         self._ticks = self._reader = self._late = None
         self._log = None
 
@@ -356,14 +328,14 @@ class MatcherService:
         attempt = 1
         while True:
             try:
-                self._ensure_producer()
+                self._txn.ensure()
                 if tick is None:
                     return self._dead_letter(message, bad)
                 return self._handle_tick(tick, message)
             except ExternalServiceError as exc:
                 recovered = isinstance(exc, KafkaOperationError) and exc.fatal
                 if isinstance(exc, KafkaOperationError) and exc.fatal:
-                    self._recover_producer(exc)  # raises MatcherFenced for a real fence
+                    self._txn.recover(exc)  # raises MatcherFenced for a real fence
                 if self._observer is not None:
                     self._observer.cycle_failed(tick.pool if tick else "", exc)
                 if not (exc.retryable or recovered) or attempt >= self._max_attempts:
@@ -379,51 +351,6 @@ class MatcherService:
         if tick is None:  # one matcher dead-letters a bad tick: the first pool's
             return self._settings.matcher.pools[0] in self._pools
         return tick.pool in self._pools
-
-    def _recover_producer(self, exc: KafkaOperationError) -> None:
-        """After a fatal producer error: a fence while our transaction was younger than
-        its timeout is another instance (stop). A transaction older than that was aborted
-        by the coordinator (librdkafka says "fenced" for that too), and a commit whose
-        outcome is unknown is settled by a new producer's init_transactions: the next
-        attempt builds one (:meth:`_ensure_producer`) and first checks whether the cycle
-        was committed after all."""
-        started, self._txn_started = self._txn_started, None
-        open_for = None if started is None else time.monotonic() - started
-        limit = self._txn_timeout
-        if exc.fenced and (open_for is None or open_for < limit):
-            raise MatcherFenced(f"matcher {self.transactional_id} was fenced by another "
-                                f"instance: {exc}") from exc
-        if exc.fenced:  # timed out: the same cycle would time out again at this limit
-            self._txn_timeout = min(2 * limit, MAX_TRANSACTION_TIMEOUT_SECONDS)
-        log.error("matcher %s: transaction failed after %.1f s (transaction timeout %.0f s, "
-                  "MOSAIC_MATCHER__TRANSACTION_TIMEOUT_SECONDS): %s; rebuilding the "
-                  "producer (transaction timeout %.0f s) and retrying the tick",
-                  self.transactional_id, open_for or 0.0, limit, exc, self._txn_timeout)
-        self._close_producer()
-        self._initialising = None
-
-    def _ensure_producer(self) -> None:
-        """Build the producer (at start, and after :meth:`_recover_producer` dropped it).
-        Its init_transactions returns once our previous transaction is settled (committed
-        or aborted), so a tick never runs again while its first attempt could still
-        commit. While the broker is away it times out and the tick is retried like any
-        outage, resuming the SAME producer's init: a new one would be fenced by it once
-        the broker answers (seen: the matcher took that for another instance and quit)."""
-        if self._producer is not None:
-            return
-        if self._initialising is None:
-            self._initialising = self._new_producer()
-        init_transactions(self._initialising, self.transactional_id, self._timeout)
-        self._producer, self._initialising = self._initialising, None
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Producer]:
-        assert self._producer is not None
-        self._txn_started = time.monotonic()
-        with transaction(self._producer, timeout_seconds=self._timeout,
-                         before_commit=self._on_commit) as producer:
-            yield producer
-        self._txn_started = None
 
     def _handle_tick(self, tick: CycleTick, message: Message) -> CycleReport:
         assert self._log is not None
@@ -481,7 +408,7 @@ class MatcherService:
         (opted out, blocked, re-embedded) are taken out first; a change that lands while
         the transaction is open (seen uncommitted, right before the commit) aborts it
         and the revised cycle is published in a fresh one. Returns what was committed."""
-        assert self._log is not None and self._producer is not None
+        assert self._log is not None
         assert self._ticks is not None and self._draft is not None
         members = self._draft.members
         left: set[str] = set()
@@ -519,7 +446,7 @@ class MatcherService:
                       ) -> dict[str, dict[int, int]]:
         """One transaction; raises :class:`_PoolChanged` (aborted) when users of the plan
         changed while it was open. Returns the end offset of our records per topic."""
-        assert self._log is not None and self._producer is not None
+        assert self._log is not None
         assert self._ticks is not None
         start = dict(self._log.seekers_end)
         own: dict[str, dict[int, int]] = {}
@@ -534,13 +461,13 @@ class MatcherService:
                 partition = record.partition() or 0
                 ends[partition] = max(ends.get(partition, 0), (record.offset() or 0) + 1)
 
-        with phases.measure("transaction"), self._transaction():  # within "publish"
+        with phases.measure("transaction"), self._txn.transaction():  # within "publish"
             for record in records:
-                produce_encoded(self._producer, record, on_delivery=delivered,
+                produce_encoded(self._txn.producer, record, on_delivery=delivered,
                                 timeout_seconds=self._timeout)
-            send_offsets(self._producer, self._ticks, [message],
+            send_offsets(self._txn.producer, self._ticks, [message],
                          timeout_seconds=self._timeout)
-            self._producer.flush(self._timeout)  # our records are on the broker
+            self._txn.producer.flush(self._timeout)  # our records are on the broker
             self._pause_before_commit(plan)
             late, blocked = self._late_changes(plan, members, start, own_seekers)
             if (late - left) or (blocked - withdrawn):
@@ -581,24 +508,23 @@ class MatcherService:
             self._before_commit(plan)
         pause = self._settings.matcher.test_pause_before_commit_seconds
         if pause > 0:
-            assert self._producer is not None
-            self._producer.flush(self._timeout)
+            self._txn.producer.flush(self._timeout)
             log.warning("TEST HOOK: paused before commit of cycle %s for %.1fs",
                         plan.tick.cycle_id, pause)
             self._sleep(pause)
 
     def _commit_only(self, message: Message) -> None:
-        assert self._producer is not None and self._ticks is not None
-        with self._transaction():
-            send_offsets(self._producer, self._ticks, [message], timeout_seconds=self._timeout)
+        assert self._ticks is not None
+        with self._txn.transaction():
+            send_offsets(self._txn.producer, self._ticks, [message], timeout_seconds=self._timeout)
 
     def _dead_letter(self, message: Message, error: SerializationError) -> CycleReport:
-        assert self._producer is not None and self._ticks is not None
-        letters = DeadLetterPublisher(self._producer, self._catalog.deadletter,
+        assert self._ticks is not None
+        letters = DeadLetterPublisher(self._txn.producer, self._catalog.deadletter,
                                       consumer_group=self.transactional_id, wait=False)
-        with self._transaction():
+        with self._txn.transaction():
             letters.publish(RawRecord.from_message(message), error)
-            send_offsets(self._producer, self._ticks, [message], timeout_seconds=self._timeout)
+            send_offsets(self._txn.producer, self._ticks, [message], timeout_seconds=self._timeout)
         return self._report(CycleReport("", "", "dead_lettered"))
 
     def _report(self, report: CycleReport) -> CycleReport:

@@ -101,8 +101,9 @@ def _run_ticker(args: argparse.Namespace) -> int:
 def _run_matcher(args: argparse.Namespace) -> int:
     from prometheus_client import REGISTRY
 
+    from matcher.cycle_producer import MatcherFenced
     from matcher.metrics import MatcherMetrics
-    from matcher.service import MatcherFenced, MatcherService
+    from matcher.service import MatcherService
     from mosaic.settings import Settings
 
     settings = Settings()

@@ -16,7 +16,8 @@ from typing import TypeVar
 import pytest
 from confluent_kafka import Producer
 
-from matcher.service import MatcherFenced, MatcherService
+from matcher.cycle_producer import MatcherFenced
+from matcher.service import MatcherService
 from mosaic.settings import Settings
 from producers.ticker import publish_tick
 from stack.base import Service
