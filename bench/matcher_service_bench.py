@@ -363,7 +363,7 @@ def bench_snapshot(n: int, dim: int, seed_: int) -> None:
     records = _side_by_side("encode", {
         "events + encode_event each": lambda: [
             encode_event(catalog.for_event(e), e) for e in plan().events()],
-        "plan.records": lambda: [Encoded(*r) for r in plan().records(catalog)]},
+        "plan.records": lambda: plan().records(catalog, Encoded)},
         _records_digest)
     print(f"== encode: {len(records):,} records", flush=True)
 

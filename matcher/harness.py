@@ -14,10 +14,10 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from matcher.core.model import MatchParams, MatchStats, Pair, Unmatched
 from matcher.pool import REASON_INVALID_VECTOR, CycleInput, Seeker, collection_paused
@@ -31,6 +31,7 @@ from streams.events import (
     SeekerUnmatched,
     SeekerUpdated,
     derive_event_id,
+    event_ids,
     pair_key,
 )
 from streams.events.seekers import REMOVED_MATCHED
@@ -77,6 +78,10 @@ class Phases:
 _REMOVED_FIELDS = ("event_id", "user_id", "version")
 
 
+_Key = str | bytes | None
+_R = TypeVar("_R")
+
+
 def _named(names: Sequence[str], values: Sequence[Any]) -> dict[str, Any]:
     return dict(zip(names, values, strict=True))
 
@@ -108,27 +113,28 @@ class CyclePlan:
 
     def _removal_values(self) -> Iterator[tuple[str, str, int]]:
         # The version of the record that was paired: a newer opt-in outranks this removal.
-        cycle_id = self.tick.cycle_id
+        derive = event_ids("SeekerRemoved", self.tick.cycle_id)
         for user, version in self.matched:
-            yield derive_event_id("SeekerRemoved", cycle_id, user), user, version
+            yield derive(user), user, version
 
     def events(self) -> list[Event]:
         """Outcomes first and the summary last (its presence means the rest is there)."""
         return [*self.pairs, *self.unmatched, *self.removals, *self.updates, self.summary]
 
     @collection_paused()
-    def records(self, catalog: TopicCatalog, serde: AvroSerde | None = None
-                ) -> list[tuple[str, str | bytes | None, bytes]]:
-        """``(topic, key, value)`` of :meth:`events`, in that order, byte for byte as
-        ``encode_event`` writes them; the removals (a million at a million seekers) are
-        written from their values, without an event each."""
+    def records(self, catalog: TopicCatalog, make: Callable[[str, _Key, bytes], _R],
+                serde: AvroSerde | None = None) -> list[_R]:
+        """``make(topic, key, value)`` of each of :meth:`events`, in that order, byte for
+        byte as ``encode_event`` writes them (``make=Encoded`` gives its records); the
+        removals (a million at a million seekers) are written from their values, without
+        an event each."""
         codec = serde or default_serde()
-        out = [(catalog.for_event(e).name, e.key(), codec.encode(e))
+        out = [make(catalog.for_event(e).name, e.key(), codec.encode(e))
                for e in (*self.pairs, *self.unmatched)]
         removed = codec.values_writer(SeekerRemoved, _REMOVED_FIELDS, self._removal_fields())
         seekers = catalog.for_event(SeekerRemoved).name
-        out += [(seekers, values[1], removed(values)) for values in self._removal_values()]
-        out += [(catalog.for_event(e).name, e.key(), codec.encode(e))
+        out += [make(seekers, values[1], removed(values)) for values in self._removal_values()]
+        out += [make(catalog.for_event(e).name, e.key(), codec.encode(e))
                 for e in (*self.updates, self.summary)]
         return out
 
@@ -174,13 +180,14 @@ def plan_cycle(tick: CycleTick, cycle: CycleInput, outcome: CycleOutcome, *,
         if key in withdrawn or pair.user_a in gone or pair.user_b in gone:
             orphans += [u for u in (pair.user_a, pair.user_b) if u not in gone]
         else:
-            kept_pairs.append(pair)
+            kept_pairs.append((pair, key))
     leftovers = [(by_id[u.user_id], u.reason.value) for u in outcome.unmatched]
     leftovers += [(s, REASON_INVALID_VECTOR) for s in cycle.invalid]
     leftovers += [(by_id[u], REASON_PARTNER_CHANGED) for u in orphans]
     leftovers = [(s, r) for s, r in leftovers if s.user_id not in gone]
     leftovers.sort(key=lambda item: item[0].user_id)
-    pairs = tuple(sorted((_pair_event(tick, p, by_id) for p in kept_pairs),
+    derive = event_ids("PairMatched", tick.cycle_id)
+    pairs = tuple(sorted((_pair_event(tick, p, key, derive(key), by_id) for p, key in kept_pairs),
                          key=lambda e: e.pair_key))
     paired = {u for p in pairs for u in (p.user_a, p.user_b)}
     matched = [(u, by_id[u].record.version)  # the snapshot's order: sorted already, mostly
@@ -214,12 +221,13 @@ def _check_covers(cycle: CycleInput, outcome: CycleOutcome) -> None:
                               f"distinct), the snapshot has {len(cycle.snapshot)}")
 
 
-def _pair_event(tick: CycleTick, pair: Pair, by_id: Mapping[str, Seeker]) -> PairMatched:
-    key = pair_key(pair.user_a, pair.user_b)
-    user_a, user_b = sorted((pair.user_a, pair.user_b))
+def _pair_event(tick: CycleTick, pair: Pair, key: str, event_id: str,
+                by_id: Mapping[str, Seeker]) -> PairMatched:
+    user_a, user_b = ((pair.user_a, pair.user_b) if pair.user_a < pair.user_b
+                      else (pair.user_b, pair.user_a))
     # The records' versions let post-match order "matched" after the opt-in it ends, even
     # when that opt-in came after the tick time (before the snapshot).
-    return PairMatched(event_id=derive_event_id("PairMatched", tick.cycle_id, key),
+    return PairMatched(event_id=event_id,
                        occurred_at=tick.occurred_at, cycle_id=tick.cycle_id, pair_key=key,
                        user_a=user_a, user_b=user_b, score=float(pair.score),
                        similarity=float(pair.similarity), pool=tick.pool,

@@ -448,7 +448,8 @@ def _put_string(value: Any) -> bytes:
         data = value.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate
         raise _Unfit from None
-    return _zigzag(len(data)) + data
+    size = len(data)
+    return (_ONE_BYTE[size << 1] if size < 64 else _zigzag(size)) + data
 
 
 def _put_optional_string(value: Any) -> bytes:

@@ -64,7 +64,25 @@ def derive_event_id(*parts: str) -> str:
     objects (a cycle derives one per event, 1.5M at a million seekers)."""
     digest = _ID_HASH.copy()
     digest.update("\x1f".join(parts).encode("utf-8"))
-    raw = bytearray(digest.digest()[:16])
+    return _as_uuid5(digest.digest())
+
+
+def event_ids(*prefix: str) -> Callable[[str], str]:
+    """``derive_event_id(*prefix, last)`` as a function of ``last``, the prefix hashed once
+    (a cycle derives one id per user with the same type and cycle id)."""
+    digest = _ID_HASH.copy()
+    digest.update("".join(f"{part}\x1f" for part in prefix).encode("utf-8"))
+
+    def derive(last: str) -> str:
+        one = digest.copy()
+        one.update(last.encode("utf-8"))
+        return _as_uuid5(one.digest())
+
+    return derive
+
+
+def _as_uuid5(sha1: bytes) -> str:
+    raw = bytearray(sha1[:16])
     raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
     raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
     x = raw.hex()

@@ -316,7 +316,7 @@ def test_plan_records_are_its_events_encoded(left: tuple[str, ...],
                       phase_seconds={"match": 0.5}, left=left, withdrawn=withdrawn)
     catalog = build_catalog(Settings())
     expected = [encode_event(catalog.for_event(e), e) for e in plan.events()]
-    assert [Encoded(*r) for r in plan.records(catalog)] == expected
+    assert plan.records(catalog, Encoded) == expected
     assert len(plan.removals) == (0 if withdrawn else 2)
 
 

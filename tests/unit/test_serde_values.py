@@ -1,8 +1,8 @@
 """Encoding a cycle's per-user events without building them: derived event ids equal
-uuid5's (ids are part of the idempotency contract), event-id checks accept and refuse
-what they did, and ``AvroSerde.values_writer`` writes the bytes ``encode`` writes for
-the event those values make (through fastavro too), with the same outcome for values of
-the wrong type."""
+uuid5's (ids are part of the idempotency contract), also with a prefix hashed once;
+event-id checks accept and refuse what they did; ``AvroSerde.values_writer`` writes the
+bytes ``encode`` writes for the event those values make (through fastavro too), with the
+same outcome for values of the wrong type."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mosaic.errors import SerializationError, ValidationError
-from streams.events import SeekerRemoved, derive_event_id
+from streams.events import SeekerRemoved, derive_event_id, event_ids
 from streams.serde import AvroSerde
 
 pytestmark = pytest.mark.unit
@@ -39,6 +39,12 @@ def test_derived_ids_are_uuid5_of_the_joined_parts(parts: list[str]) -> None:
             derive_event_id(*parts)
         return
     assert derive_event_id(*parts) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(texts, min_size=0, max_size=3), texts)
+def test_ids_with_a_shared_prefix_are_the_derived_ids(prefix: list[str], last: str) -> None:
+    assert event_ids(*prefix)(last) == derive_event_id(*prefix, last)
 
 
 @pytest.mark.parametrize("event_id", [
