@@ -381,6 +381,34 @@ def _snapshot(entries: Sequence[_Entry], matrix: FloatArray, others: dict[int, F
     """The snapshot of users sorted by id: validity for all rows at once (float32 norms,
     as the core computes them), then the usable rows compacted in place."""
     records = [entry[0] for entry in entries]
+    space, ok, pool_matrix, rows = _usable_rows(entries, matrix, others)
+    invalid = tuple(_set_aside(entries[i], others.get(i), matrix[i])
+                    for i in np.flatnonzero(~ok).tolist())
+    if invalid:
+        models = Counter(s.record.model for s in invalid if s.record.model != space[0])
+        log.warning("%d seekers with unusable vectors (pool space: model %r, %d dimensions; "
+                    "other models: %s): %s", len(invalid), *space, dict(models) or "none",
+                    ", ".join(s.user_id for s in invalid[:20]))
+    keep = np.flatnonzero(ok)
+    vectors = (_compact(pool_matrix, rows[keep]) if space[1]
+               else np.zeros((0, 0), dtype=np.float32))
+    # The cycle's seekers own their vectors (rows of the snapshot, copies for the invalid
+    # ones): the pool's store may reuse a row while the cycle publishes.
+    usable = tuple(Seeker(records[i], vectors[j], entries[i][1], entries[i][2])
+                   for j, i in enumerate(keep.tolist()))
+    wait = np.array([max(0.0, (at - s.record.opted_in_at).total_seconds()) for s in usable],
+                    dtype=np.float64)
+    missed = np.fromiter((s.record.missed_cycles for s in usable), np.int64, len(usable))
+    snapshot = PoolSnapshot(tuple(s.user_id for s in usable), vectors, wait, missed)
+    return CycleInput(usable, snapshot, invalid)
+
+
+def _usable_rows(entries: Sequence[_Entry], matrix: FloatArray, others: dict[int, FloatArray]
+                 ) -> tuple[tuple[str, int], BoolArray, FloatArray, IntArray]:
+    """The pool's space (model, dimension), which rows are usable, and where their vectors
+    are: row ``rows[i]`` of the returned matrix (``matrix`` itself, or in a rollout to
+    another dimension than the store's the stacked ``others``)."""
+    records = [entry[0] for entry in entries]
     width = matrix.shape[1]
     length = np.full(len(entries), width, dtype=np.int64)
     for i, vector in others.items():
@@ -404,24 +432,7 @@ def _snapshot(entries: Sequence[_Entry], matrix: FloatArray, others: dict[int, F
     with np.errstate(invalid="ignore"):
         norms = np.sqrt(squares)
     ok &= (dim > 0) & np.isfinite(norms) & (norms >= MIN_NORM)
-    keep = np.flatnonzero(ok)
-    invalid = tuple(_set_aside(entries[i], others.get(i), matrix[i])
-                    for i in np.flatnonzero(~ok).tolist())
-    if invalid:
-        models = Counter(s.record.model for s in invalid if s.record.model != model)
-        log.warning("%d seekers with unusable vectors (pool space: model %r, %d dimensions; "
-                    "other models: %s): %s", len(invalid), model, dim, dict(models) or "none",
-                    ", ".join(s.user_id for s in invalid[:20]))
-    vectors = _compact(pool_matrix, rows[keep]) if dim else np.zeros((0, 0), dtype=np.float32)
-    # The cycle's seekers own their vectors (rows of the snapshot, copies for the invalid
-    # ones): the pool's store may reuse a row while the cycle publishes.
-    usable = tuple(Seeker(records[i], vectors[j], entries[i][1], entries[i][2])
-                   for j, i in enumerate(keep.tolist()))
-    wait = np.array([max(0.0, (at - s.record.opted_in_at).total_seconds()) for s in usable],
-                    dtype=np.float64)
-    missed = np.fromiter((s.record.missed_cycles for s in usable), np.int64, len(usable))
-    snapshot = PoolSnapshot(tuple(s.user_id for s in usable), vectors, wait, missed)
-    return CycleInput(usable, snapshot, invalid)
+    return (model, dim), ok, pool_matrix, rows
 
 
 def _squared_norms(matrix: FloatArray) -> FloatArray:
