@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from matcher.core.model import MatchParams, MatchStats, Pair, Unmatched
-from matcher.pool import REASON_INVALID_VECTOR, CycleInput, Seeker, collection_paused
+from matcher.pool import Seeker
+from matcher.snapshot import REASON_INVALID_VECTOR, CycleInput, collection_paused
 from mosaic.errors import ValidationError
 from streams.events import (
     CycleCompleted,

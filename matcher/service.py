@@ -35,15 +35,8 @@ from matcher.cycle_producer import CycleProducer
 from matcher.harness import CycleOutcome, CyclePlan, Phases, params_hash, plan_cycle
 from matcher.harness_log import MatcherLog, TopicTail
 from matcher.metrics import CycleObserver, CycleReport
-from matcher.pool import (
-    CycleInput,
-    LogRecord,
-    PoolState,
-    Seeker,
-    build_constraints,
-    build_snapshot,
-    late_changes,
-)
+from matcher.pool import LogRecord, PoolState, Seeker, build_constraints, late_changes
+from matcher.snapshot import CycleInput, snapshot_of
 from mosaic.errors import ConfigError, ExternalServiceError, MosaicError, SerializationError
 from mosaic.retry import Backoff
 from mosaic.settings import Settings
@@ -51,8 +44,8 @@ from streams.deadletter import DeadLetterPublisher, RawRecord
 from streams.events import CycleTick
 from streams.kafka import (
     DEFAULT_TIMEOUT_SECONDS,
+    Encoded,
     KafkaOperationError,
-    encode_event,
     make_consumer,
     produce_encoded,
     send_offsets,
@@ -376,7 +369,7 @@ class MatcherService:
         turns into events: they are built once, after the last look at the pool)."""
         assert self._log is not None
         with phases.measure("snapshot"):
-            cycle = build_snapshot(self._log.pool.waiting(tick.pool), tick.occurred_at)
+            cycle = snapshot_of(self._log.pool, tick.pool, tick.occurred_at)
             self._waits = dict(zip(cycle.snapshot.user_ids,
                                    cycle.snapshot.wait_seconds.tolist(), strict=True))
             offsets = dict(self._log.seekers_end)
@@ -451,7 +444,7 @@ class MatcherService:
         start = dict(self._log.seekers_end)
         own: dict[str, dict[int, int]] = {}
         with phases.measure("encode"):  # within "publish", before the transaction
-            records = [encode_event(self._catalog.for_event(e), e) for e in plan.events()]
+            records = plan.records(self._catalog, Encoded)
             seekers = self._catalog.seekers.name
             own_seekers = {_key_bytes(r.key): r.value for r in records if r.topic == seekers}
 

@@ -11,14 +11,8 @@ import pytest
 
 from matcher.core.model import MatchParams, Pair, RecentPairing, Unmatched, UnmatchedReason
 from matcher.harness import CycleOutcome, CyclePlan, params_hash, plan_cycle, stable_digest
-from matcher.pool import (
-    REASON_INVALID_VECTOR,
-    CycleHistory,
-    LogRecord,
-    PoolState,
-    build_constraints,
-    build_snapshot,
-)
+from matcher.pool import CycleHistory, LogRecord, PoolState, build_constraints
+from matcher.snapshot import REASON_INVALID_VECTOR, build_snapshot
 from mosaic.errors import ValidationError
 from mosaic.settings import MatcherSettings, Settings
 from producers.ticker import make_tick

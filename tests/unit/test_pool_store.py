@@ -10,8 +10,9 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from matcher.pool import MIN_NORM, LogRecord, PoolState, Seeker, build_snapshot, snapshot_of
+from matcher.pool import LogRecord, PoolState, Seeker
 from matcher.pool_store import VectorRows
+from matcher.snapshot import MIN_NORM, build_snapshot, snapshot_of
 from streams.events import SeekerRemoved, SeekerUpdated, derive_event_id
 from streams.serde import encode
 from tests.support import T0
