@@ -1,17 +1,22 @@
 """The matcher SERVICE at scale, phase by phase, on the real broker and Cassandra.
 
 For each size: N seekers (clustered 384-d vectors, waits up to 14 days) are written to the
-``seekers`` topic of a prefix of this run's own (``bench-ms-<run>-<n>.``); a tick is
-published; ``mosaic matcher run --once`` runs as its own process (Cassandra block store, as
-deployed) and handles it; then the same command starts again on the same topics (the
-restart after that cycle) and exits. Printed per size:
+``seekers`` topic of a prefix of this run's own (``bench-ms-<run>-<n>.``). Then
+``mosaic matcher run --once`` runs three times as its own process (Cassandra block store,
+as deployed; checkpoints in a directory of the run's own): with no tick yet (it reads the
+whole topic, and its clean stop writes the pool's checkpoint); after a tick is published
+(it starts from that checkpoint and runs the cycle); and once more (the restart after the
+cycle). Printed per size:
 
-- start-up: process start to "started at tick offset" (reading the log);
+- start-up: process start to "started at tick offset", reading the whole topic;
+- checkpoint write: the first run's checkpoint of the full pool;
+- start-up from the checkpoint: the second run's (the full pool, from its checkpoint);
 - the cycle's phases as the service reports them (snapshot, constraints, match = the core,
   publish = encode + transaction; transaction = begin to commit);
-- tick -> committed cycle: start-up end to the cycle's JSON line;
-- restart: the second process's start-up;
-- peak RSS of the service against the vectors' size.
+- tick -> committed cycle: start-up end to the cycle's JSON line (printed when the tick is
+  handled, before the clean stop's checkpoint);
+- restart: the third run's start-up (from the checkpoint written after the cycle);
+- peak RSS of the service (the larger of the first two runs) against the vectors' size.
 
     python bench/matcher_service_bench.py --sizes 100000
     python bench/matcher_service_bench.py --sizes 100000,300000,1000000
@@ -35,8 +40,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -66,15 +73,19 @@ from streams.topics import TopicCatalog, build_catalog
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 _STARTED = re.compile(r"started at tick offset")
 _MAXRSS = re.compile(r"^MAXRSS (\d+)$")
+_SAVED = re.compile(r"checkpoint of \S+: \d+ waiting users at .* in ([0-9.]+) s")
 
 
 @dataclass
 class Run:
     startup_s: float = 0.0
+    committed_s: float = 0.0  # process start to the cycle's JSON line
     total_s: float = 0.0
     report: dict[str, object] = field(default_factory=dict)
     maxrss_bytes: int = 0
-    stderr_tail: list[str] = field(default_factory=list)
+    resumed: bool = False  # the pool started from a checkpoint
+    checkpoint_save_s: float = 0.0
+    tail: list[str] = field(default_factory=list)
 
 
 def seed(settings: Settings, catalog: TopicCatalog, n: int, dim: int, seed_: int) -> float:
@@ -99,41 +110,49 @@ def seed(settings: Settings, catalog: TopicCatalog, n: int, dim: int, seed_: int
     return time.perf_counter() - started
 
 
-def run_service(settings: Settings, timeout_s: float) -> Run:
-    """``mosaic matcher run --once`` in its own process; its start-up, JSON and peak RSS."""
+def run_service(settings: Settings, timeout_s: float, checkpoints: str) -> Run:
+    """``mosaic matcher run --once`` in its own process (checkpoints in ``checkpoints``):
+    its start-up, the time to its cycle's JSON line, its checkpoint save and peak RSS."""
     env = {**os.environ, "MOSAIC_KAFKA__TOPIC_PREFIX": settings.kafka.topic_prefix,
            "MOSAIC_MATCHER__TRANSACTIONAL_ID": settings.matcher.transactional_id,
-           "MOSAIC_METRICS_PORT": "-1"}
+           "MOSAIC_MATCHER__CHECKPOINT_DIR": checkpoints, "MOSAIC_METRICS_PORT": "-1",
+           "MOSAIC_LOG_FORMAT": "text"}
     code = ("import atexit, resource, sys\n"
             "atexit.register(lambda: print('MAXRSS', resource.getrusage("
             "resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr, flush=True))\n"
             "from app.cli import entry\nentry()\n")
     run = Run()
     started = time.perf_counter()
+    # One stream (stderr into stdout), so the JSON line is timed when it is printed.
     process = subprocess.Popen([sys.executable, "-c", code, "matcher", "run", "--once"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
-    assert process.stderr is not None and process.stdout is not None
-    for line in process.stderr:
-        run.stderr_tail = [*run.stderr_tail[-30:], line.rstrip()]
+    assert process.stdout is not None
+    for line in process.stdout:
+        run.tail = [*run.tail[-30:], line.rstrip()]
+        now = time.perf_counter() - started
         if not run.startup_s and _STARTED.search(line):
-            run.startup_s = time.perf_counter() - started
+            run.startup_s, run.resumed = now, "from the checkpoint" in line
+        if line.startswith('{"cycle_id"') and not run.report:
+            run.committed_s, run.report = now, json.loads(line)
+        if (saved := _SAVED.search(line)) is not None:
+            run.checkpoint_save_s = float(saved.group(1))
         if (match := _MAXRSS.match(line.strip())) is not None:
             run.maxrss_bytes = int(match.group(1)) * 1024
-        if time.perf_counter() - started > timeout_s:
+        if now > timeout_s:
             process.kill()
             raise SystemExit(f"matcher still running after {timeout_s:.0f} s:\n"
-                             + "\n".join(run.stderr_tail))
-    out = process.stdout.read()
+                             + "\n".join(run.tail))
     if process.wait() != 0:
-        raise SystemExit(f"matcher exited {process.returncode}:\n" + "\n".join(run.stderr_tail))
+        raise SystemExit(f"matcher exited {process.returncode}:\n" + "\n".join(run.tail))
     run.total_s = time.perf_counter() - started
-    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
-    run.report = lines[0] if lines else {}
     return run
 
 
 def bench_size(base: Settings, n: int, dim: int, seed_: int, keep: bool) -> dict[str, object]:
+    """Seed ``n`` seekers; start the matcher with no tick (it reads the whole topic and
+    writes the pool's checkpoint at its clean stop); tick; start it again (from that
+    checkpoint) to run the cycle; then restart it after the cycle."""
     run_id = uuid.uuid4().hex[:6]
     settings = base.model_copy(update={
         "kafka": base.kafka.model_copy(update={"topic_prefix": f"bench-ms-{run_id}-{n}."}),
@@ -142,31 +161,42 @@ def bench_size(base: Settings, n: int, dim: int, seed_: int, keep: bool) -> dict
     catalog = build_catalog(settings)
     admin = make_admin(settings)
     apply(catalog, admin)
+    checkpoints = tempfile.mkdtemp(prefix="bench-ms-checkpoints-")
     try:
         print(f"== {n:,} seekers x {dim}: seeding", flush=True)
         seeded = seed(settings, catalog, n, dim, seed_)
+        print(f"   seeded in {seeded:.1f} s; first start (no tick yet)", flush=True)
+        cold = run_service(settings, 3600, checkpoints)
+        print(f"   whole topic read in {cold.startup_s:.1f} s, checkpoint written in "
+              f"{cold.checkpoint_save_s:.1f} s, peak RSS {cold.maxrss_bytes / 2**30:.2f} GiB",
+              flush=True)
         publish_tick(settings, "default", T0)
-        print(f"   seeded in {seeded:.1f} s; running the tick", flush=True)
-        first = run_service(settings, timeout_s=3600)
-        print(f"   first run: start-up {first.startup_s:.1f} s, total {first.total_s:.1f} s, "
+        first = run_service(settings, 3600, checkpoints)
+        print(f"   cycle: start-up {first.startup_s:.1f} s (from the checkpoint: "
+              f"{first.resumed}), committed after {first.committed_s:.1f} s, "
               f"peak RSS {first.maxrss_bytes / 2**30:.2f} GiB, {json.dumps(first.report)}",
               flush=True)
         print("   restarting", flush=True)
-        second = run_service(settings, timeout_s=1800)
+        second = run_service(settings, 1800, checkpoints)
     finally:
+        shutil.rmtree(checkpoints, ignore_errors=True)
         if not keep:
             for future in admin.delete_topics([t.name for t in catalog],
                                               operation_timeout=60).values():
                 future.result(timeout=60)
     phases = dict(first.report.get("phase_seconds") or {})  # type: ignore[call-overload]
     vectors = n * dim * 4
-    return {"seekers": n, "startup_s": round(first.startup_s, 1), **{
-        f"{k}_s": round(float(v), 1) for k, v in phases.items()},
-        "tick_to_commit_s": round(first.total_s - first.startup_s, 1),
-        "restart_s": round(second.startup_s, 1),
-        "peak_rss_gib": round(first.maxrss_bytes / 2**30, 2),
-        "rss_over_vectors": round(first.maxrss_bytes / vectors, 2),
-        "pairs": first.report.get("pairs"), "outcome": first.report.get("outcome")}
+    peak = max(cold.maxrss_bytes, first.maxrss_bytes)
+    return {"seekers": n, "startup_s": round(cold.startup_s, 1),
+            "checkpoint_write_s": round(cold.checkpoint_save_s, 1),
+            "startup_from_checkpoint_s": round(first.startup_s, 1), **{
+                f"{k}_s": round(float(v), 1) for k, v in phases.items()},
+            "tick_to_commit_s": round(first.committed_s - first.startup_s, 1),
+            "restart_s": round(second.startup_s, 1),
+            "restart_from_checkpoint": second.resumed,
+            "peak_rss_gib": round(peak / 2**30, 2),
+            "rss_over_vectors": round(peak / vectors, 2),
+            "pairs": first.report.get("pairs"), "outcome": first.report.get("outcome")}
 
 
 def bench_blocks(settings: Settings, n: int) -> None:
@@ -334,7 +364,8 @@ def bench_snapshot(n: int, dim: int, seed_: int) -> None:
     order and leaves 1 % out, side by side, each checked to give the same result."""
     from matcher.core.model import Pair, Unmatched, UnmatchedReason
     from matcher.harness import CycleOutcome, plan_cycle
-    from matcher.pool import PoolState, build_snapshot, snapshot_of
+    from matcher.pool import PoolState
+    from matcher.snapshot import build_snapshot, snapshot_of
     from producers.ticker import make_tick
 
     started = time.perf_counter()

@@ -107,6 +107,9 @@ class VectorRows:
         self.__dict__.update(state)
         blocks: list[FloatArray] = []
         for saved in self._blocks:  # full-size blocks again, so rows can be added
+            if len(saved) == self._block_rows and saved.flags.writeable:
+                blocks.append(saved)  # as unpickled: no second copy of a full block
+                continue
             block = np.zeros((self._block_rows, saved.shape[1]), dtype=np.float32)
             block[:len(saved)] = saved
             blocks.append(block)
