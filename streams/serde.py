@@ -290,7 +290,9 @@ def decode(data: bytes | bytearray | memoryview | None) -> Event:
 # fastavro decodes an array of floats one element at a time into a list (about 180 us for
 # 384 floats, most of a matcher's start-up). A flat record of the primitive shapes below
 # is read here directly, floats as one numpy view. Same results as fastavro for the same
-# bytes (tests/unit/test_serde_fast.py); other shapes return None and use fastavro.
+# bytes (tests/unit/test_serde_fast.py), except that a negative union branch is refused
+# (fastavro takes -1 as a Python index: the last branch); other shapes return None and use
+# fastavro.
 
 _Reader = Callable[[bytes, int], tuple[Any, int]]
 
@@ -311,7 +313,9 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 def _string(data: bytes, pos: int) -> tuple[str, int]:
     size, pos = _varint(data, pos)
     end = pos + size
-    if size < 0 or end > len(data):
+    if size < 0:
+        raise SerializationError(f"negative string length {size}")
+    if end > len(data):
         raise SerializationError("string runs past the end of the record")
     return data[pos:end].decode("utf-8"), end
 
