@@ -170,9 +170,11 @@ class MatcherService:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
-        if kind is None:  # a clean stop: the next start reads from here on
-            self.save_checkpoint()
-        self.close()
+        try:
+            if kind is None:  # a clean stop: the next start reads from here on
+                self.save_checkpoint()
+        finally:
+            self.close()
 
     def start(self) -> None:
         """Fence older instances (aborting their open transaction), then position the
