@@ -255,17 +255,18 @@ class PoolState:
         """Users waiting in ``pool``, sorted by user id (a deterministic row order).
         Users whose latest record did not decode are included (``poison`` set), with
         the pool of their last decodable record, so the cycle reports them."""
-        users = sorted(u for u, (record, *_) in self._entries.items()
-                       if record.pool == pool and record.status == STATUS_WAITING)
-        return [self._seeker(u) for u in users]
+        return [self._seeker(u) for u in self._waiting_users(pool)]
+
+    def _waiting_users(self, pool: str) -> list[str]:
+        return sorted(u for u, (record, *_) in self._entries.items()
+                      if record.pool == pool and record.status == STATUS_WAITING)
 
     def waiting_rows(self, pool: str
                      ) -> tuple[list[Entry], FloatArray, dict[int, FloatArray]]:
         """Users waiting in ``pool`` sorted by user id, as :meth:`waiting` gives them,
         but their vectors copied out of the store at once: row i of the matrix, or
         ``others[i]`` for a vector of another length (see :meth:`VectorRows.rows`)."""
-        users = sorted(u for u, (record, *_) in self._entries.items()
-                       if record.pool == pool and record.status == STATUS_WAITING)
+        users = self._waiting_users(pool)
         matrix, others = self._vectors.rows(users)
         return [self._entries[u] for u in users], matrix, others
 
