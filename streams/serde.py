@@ -290,8 +290,9 @@ def decode(data: bytes | bytearray | memoryview | None) -> Event:
 # fastavro decodes an array of floats one element at a time into a list (about 180 us for
 # 384 floats, most of a matcher's start-up). A flat record of the primitive shapes below
 # is read here directly, floats as one numpy view. Same results as fastavro for the same
-# bytes (tests/unit/test_serde_fast.py), except that a negative union branch is refused
-# (fastavro takes -1 as a Python index: the last branch); other shapes return None and use
+# bytes (tests/unit/test_serde_fast.py), except that two corruptions are refused: a
+# negative union branch (fastavro takes -1 as a Python index: the last branch) and a
+# varint past 64 bits (fastavro keeps its low 64 bits); other shapes return None and use
 # fastavro.
 
 _Reader = Callable[[bytes, int], tuple[Any, int]]
@@ -304,6 +305,8 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
+            if result >> 64:
+                raise SerializationError("varint does not fit in 64 bits")
             return (result >> 1) ^ -(result & 1), pos
         shift += 7
         if shift > 63:
