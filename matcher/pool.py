@@ -70,8 +70,9 @@ class LogRecord:
 class Seeker:
     """A waiting user's latest record. The vector is float32 (a quarter of the memory of
     a tuple of floats) and ``record`` carries everything else. From :class:`PoolState`
-    the vector is a view into its store, valid until the next record is applied;
-    :func:`build_snapshot` gives the cycle's seekers vectors of their own."""
+    the vector is a view into its store: it stays this user's until a record of this
+    user is applied (then the row may be rewritten or given to another user). A cycle's
+    set-aside seekers get copies (see :mod:`matcher.snapshot`)."""
 
     record: SeekerUpdated  # with vector=()
     vector: FloatArray
@@ -261,14 +262,16 @@ class PoolState:
         return sorted(u for u, (record, *_) in self._entries.items()
                       if record.pool == pool and record.status == STATUS_WAITING)
 
-    def waiting_rows(self, pool: str
-                     ) -> tuple[list[Entry], FloatArray, dict[int, FloatArray]]:
+    def waiting_rows(self, pool: str) -> tuple[list[Entry], FloatArray, dict[int, FloatArray],
+                                               list[FloatArray]]:
         """Users waiting in ``pool`` sorted by user id, as :meth:`waiting` gives them,
         but their vectors copied out of the store at once: row i of the matrix, or
-        ``others[i]`` for a vector of another length (see :meth:`VectorRows.rows`)."""
+        ``others[i]`` for a vector of another length (see :meth:`VectorRows.rows`); and
+        each one's vector as :meth:`waiting` gives it (a view into the store)."""
         users = self._waiting_users(pool)
         matrix, others = self._vectors.rows(users)
-        return [self._entries[u] for u in users], matrix, others
+        return ([self._entries[u] for u in users], matrix, others,
+                [self._vectors.vector(u) for u in users])
 
     def get(self, user_id: str) -> Seeker | None:
         return self._seeker(user_id) if user_id in self._entries else None

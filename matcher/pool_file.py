@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from matcher.core.model import Constraints, Pair, PoolSnapshot
+from matcher.core.prepare import normalise_in_place
 from mosaic.errors import ValidationError
 
 CSV_HEADER = ("user_a", "user_b", "score")
@@ -49,16 +50,11 @@ def load_pool(path: Path) -> tuple[PoolSnapshot, Constraints]:
 def _vectors(raw: np.ndarray, path: Path) -> np.ndarray:
     if raw.ndim != 2 or raw.dtype.kind not in "fiu":
         raise ValidationError(f"{path}: 'vectors' must be a 2-d numeric array")
-    vectors = np.ascontiguousarray(raw, dtype=np.float32)
-    for start in range(0, len(vectors), 65_536):
-        block = vectors[start : start + 65_536]
-        norms = np.linalg.norm(block, axis=1)
-        bad = ~np.isfinite(norms) | (norms <= 1e-12)
-        if bad.any():
-            row = start + int(np.flatnonzero(bad)[0])
-            raise ValidationError(f"{path}: vector row {row} is NaN, infinite or all zeros")
-        block /= norms[:, None]
-    return vectors
+    vectors = np.require(raw, dtype=np.float32, requirements=["C", "W"])
+    try:
+        return normalise_in_place(vectors)
+    except ValidationError as exc:
+        raise ValidationError(f"{path}: {exc}") from exc
 
 
 def pairs_csv(pairs: tuple[Pair, ...]) -> str:

@@ -19,6 +19,7 @@ from matcher.core.prepare import Prepared, is_forbidden
 
 _BLOCK_ELEMENTS = 16_000_000  # scores held per block (64 MB of float32)
 _GROUP = 16
+_FILTER_ROWS = 65_536  # rows filtered at a time (bounded temporaries)
 
 
 class NeighbourSearch(Protocol):
@@ -156,27 +157,39 @@ def build_candidates(
     k: int,
     cos_min: float | None,
 ) -> CandidateGraph:
-    """Drop forbidden pairs from the searched neighbours, keep the best ``k`` per user."""
+    """Drop forbidden pairs from the searched neighbours, keep the best ``k`` per user.
+
+    Rows are filtered a block at a time into the ``(n, k)`` result, so the temporaries
+    stay a block's size whatever the search width (``k`` plus the largest forbidden degree).
+    """
     n = prep.n
     want = raw.shape[1]
-    nbr, cos = _filter(prep, raw, raw_cos)
+    width = min(k, want)
+    nbr = np.empty((n, width), dtype=np.int64)
+    cos = np.empty((n, width), dtype=np.float64)
+    for start in range(0, n, _FILTER_ROWS):
+        stop = min(n, start + _FILTER_ROWS)
+        part_nbr, part_cos = _filter(prep, raw[start:stop], raw_cos[start:stop], start)
+        nbr[start:stop], cos[start:stop] = part_nbr[:, :width], part_cos[:, :width]
     starved = np.flatnonzero((nbr[:, 0] < 0) & (prep.forbidden_degree < n - 1))
     if len(starved):
         scan_nbr, scan_cos = _scan_rows(prep, starved, want)
-        nbr[starved], cos[starved] = scan_nbr, scan_cos
-    nbr, cos = nbr[:, :k], cos[:, :k]
+        nbr[starved], cos[starved] = scan_nbr[:, :width], scan_cos[:, :width]
     best = cos[:, 0].copy() if k else np.full(n, -np.inf)
     if cos_min is not None:
         low = cos < cos_min
-        nbr = np.where(low, -1, nbr)
-        cos = np.where(low, -np.inf, cos)
+        nbr[low] = -1
+        cos[low] = -np.inf
     return CandidateGraph(nbr, cos, best)
 
 
-def _filter(prep: Prepared, raw: IntArray, raw_cos: FloatArray) -> tuple[IntArray, FloatArray]:
-    """Invalid, self and forbidden entries moved last; rows sorted best first."""
+def _filter(
+    prep: Prepared, raw: IntArray, raw_cos: FloatArray, first_row: int
+) -> tuple[IntArray, FloatArray]:
+    """Invalid, self and forbidden entries moved last; rows sorted best first. ``raw`` holds
+    the rows from ``first_row`` on."""
     n_rows, width = raw.shape
-    owner = np.repeat(np.arange(n_rows), width)
+    owner = np.repeat(np.arange(first_row, first_row + n_rows), width)
     flat = raw.reshape(-1)
     valid = (flat >= 0) & (flat != owner)
     valid[valid] &= ~is_forbidden(prep.forbidden, prep.n, owner[valid], flat[valid])

@@ -45,7 +45,9 @@ class Context:
     budget: int
 
     def greedy_order(self, edges: Edges) -> IntArray:
-        score = self.scale.to_sim(edges.cos) + self.prep.boost[edges.u] + self.prep.boost[edges.v]
+        score = self.scale.to_sim(edges.cos)  # a new array: the boosts are added in place
+        score += self.prep.boost[edges.u]
+        score += self.prep.boost[edges.v]
         return edge_order(score, edges.u, edges.v, self.prep.rank)
 
 
@@ -66,9 +68,12 @@ def maximum_matching(ctx: Context, edges: Edges, active: BoolArray, counters: Co
     core = active.copy()
     if held_out >= 0:
         core[held_out] = False
-    inside = core[edges.u] & core[edges.v]
-    sub = Edges(edges.u[inside], edges.v[inside], edges.cos[inside])
-    counters.greedy_pairs = greedy_match(mate, sub.u, sub.v, ctx.greedy_order(sub))
+    # The greedy order of the edges inside the core is the order of all edges with the
+    # others left out (edge_order is strict): no copy of the edge list.
+    order = ctx.greedy_order(edges)
+    order = order[core[edges.u[order]] & core[edges.v[order]]]
+    counters.greedy_pairs = greedy_match(mate, edges.u, edges.v, order)
+    del order
     _pair_leftovers(ctx, mate, core, counters)
     if not _needs_search(ctx.prep, mate, core, active):
         return mate

@@ -65,6 +65,7 @@ def match_pool(
     if check.fell_back_to_exact:
         finder = ExactSearch()
     cands = build_candidates(prep, raw, raw_cos, k, cos_min)
+    del raw, raw_cos  # (n, search width) arrays: only the candidates are used from here
     reasons = _isolated(prep, cands, cos_min)
     edges = candidate_edges(cands, prep.n)
     ctx = Context(prep, scale, cos_min, k, finder, params.exact_max_users, params.augment_budget)

@@ -17,8 +17,12 @@ _MAX_ROUNDS = 60
 
 def edge_order(score: FloatArray, u: IntArray, v: IntArray, rank: IntArray) -> IntArray:
     """Edge indices best first: score descending, then user-id order of both ends."""
-    lo = np.minimum(rank[u], rank[v])
-    hi = np.maximum(rank[u], rank[v])
+    small = np.int32 if len(rank) < 2**31 else np.int64  # ranks < n: halves the temporaries
+    ru = rank[u].astype(small)
+    rv = rank[v].astype(small)
+    lo = np.minimum(ru, rv)
+    hi = np.maximum(ru, rv, out=ru)
+    del rv
     return np.lexsort((hi, lo, -score))
 
 

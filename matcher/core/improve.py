@@ -22,7 +22,7 @@ from matcher.core.prepare import Prepared
 from matcher.core.similarity import allowed_pairs, pair_cosines
 
 EPS = 1e-6
-_CHUNK = 2_000_000
+_CHUNK = 400_000  # paths opened per block of starts (bounds the moves' temporaries)
 
 
 @dataclass

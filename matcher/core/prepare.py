@@ -17,6 +17,7 @@ from matcher.core.model import (
 from mosaic.errors import ValidationError
 
 _UNIT_TOLERANCE = 1e-4
+_DIVIDE_ROWS = 8_192
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,27 @@ def normalised(vectors: FloatArray, n: int) -> FloatArray:
         raise ValidationError("vectors must have at least one dimension")
     if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise ValidationError(f"vectors must be real numbers, got dtype {x.dtype}")
+    norms = _usable_norms(x)
+    unit = bool(np.all(np.abs(norms - 1.0) <= _UNIT_TOLERANCE))
+    if unit and x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
+    out = np.empty(x.shape, dtype=np.float32)
+    _divide_rows(x, norms, out)
+    return out
+
+
+def normalise_in_place(x: FloatArray) -> FloatArray:
+    """Scale the rows of a float32 matrix its caller owns to unit length, bit for bit as
+    :func:`normalised` would copy them: :func:`prepare` then uses the matrix as it is (a
+    million 384-d rows: 1.4 GiB it does not allocate). Returns ``x``."""
+    if x.dtype != np.float32 or x.ndim != 2 or not x.flags.c_contiguous or not x.flags.writeable:
+        raise ValidationError(f"normalise_in_place needs a writeable C-contiguous (n, d) "
+                              f"float32 matrix, got {x.dtype} {x.shape}")
+    _divide_rows(x, _usable_norms(x), x)
+    return x
+
+
+def _usable_norms(x: FloatArray) -> FloatArray:
     norms = _row_norms(x)
     bad = np.flatnonzero(~np.isfinite(norms))
     if bad.size:
@@ -94,14 +116,14 @@ def normalised(vectors: FloatArray, n: int) -> FloatArray:
     zero = np.flatnonzero(norms <= 1e-12)
     if zero.size:
         raise ValidationError(f"vectors contain all-zero rows (row {int(zero[0])})")
-    unit = bool(np.all(np.abs(norms - 1.0) <= _UNIT_TOLERANCE))
-    if unit and x.dtype == np.float32 and x.flags.c_contiguous:
-        return x
-    out = np.empty(x.shape, dtype=np.float32)
-    for start in range(0, n, 65_536):
-        stop = min(n, start + 65_536)
+    return norms
+
+
+def _divide_rows(x: FloatArray, norms: FloatArray, out: FloatArray) -> None:
+    # The quotient is float64 (norms are): small blocks bound that temporary (25 MB).
+    for start in range(0, x.shape[0], _DIVIDE_ROWS):
+        stop = min(x.shape[0], start + _DIVIDE_ROWS)
         out[start:stop] = x[start:stop] / norms[start:stop, None]
-    return out
 
 
 def _row_norms(x: FloatArray) -> FloatArray:

@@ -53,7 +53,7 @@ def test_same_file_twice_gives_identical_csv_bytes(tmp_path: Path) -> None:
         pytest.param(
             {"vectors": np.asarray([[1.0, 0.0], [np.nan, 0.0]], np.float32)}, "NaN", id="nan"
         ),
-        pytest.param({"vectors": np.zeros((2, 2), np.float32)}, "zeros", id="zero-vector"),
+        pytest.param({"vectors": np.zeros((2, 2), np.float32)}, "all-zero", id="zero-vector"),
         pytest.param({"wait_seconds": None}, "missing arrays", id="missing-array"),
         pytest.param({"forbidden": np.asarray([[0, 5]])}, "forbidden", id="bad-forbidden"),
     ],

@@ -10,6 +10,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
+from matcher.core.prepare import normalised
 from matcher.pool import LogRecord, PoolState, Seeker
 from matcher.pool_store import VectorRows
 from matcher.snapshot import MIN_NORM, build_snapshot, snapshot_of
@@ -57,10 +58,11 @@ def _seeker(user: str, vector: tuple[float, ...], version: int) -> SeekerUpdated
                          model="m", traits_hash="h", version=version)
 
 
-def test_a_snapshot_keeps_its_vectors_while_the_pool_reuses_their_rows() -> None:
+def test_a_snapshot_keeps_its_rows_and_the_unchanged_users_vectors_while_rows_are_reused(
+        ) -> None:
     state = PoolState()
     state.apply_all([LogRecord(0, 0, b"a", encode(_seeker("a", (1.0, 0.0), 1))),
-                     LogRecord(0, 1, b"b", encode(_seeker("b", (0.0, 1.0), 1))),
+                     LogRecord(0, 1, b"b", encode(_seeker("b", (0.0, 2.0), 1))),
                      LogRecord(0, 2, b"z", encode(_seeker("z", (1.0, 0.0, 0.0), 1)))])
     cycle = build_snapshot(state.waiting("default"), T0)
     (invalid,) = cycle.invalid
@@ -71,9 +73,13 @@ def test_a_snapshot_keeps_its_vectors_while_the_pool_reuses_their_rows() -> None
                      for i, e in enumerate(removed)])
     state.apply_all([LogRecord(0, 5, b"c", encode(_seeker("c", (0.5, 0.5), 1))),
                      LogRecord(0, 6, b"d", encode(_seeker("d", (9.0, 9.0), 1)))])
-    assert [s.vector.tolist() for s in cycle.seekers] == [[1.0, 0.0], [0.0, 1.0]]
-    assert invalid.vector.tolist() == [1.0, 0.0, 0.0]
+    # The core's matrix: unit rows, a copy the pool's changes do not reach.
     assert cycle.snapshot.vectors.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    # "b" did not change: its recorded vector (not normalised) is still its own.
+    assert cycle.seekers[1].user_id == "b" and cycle.seekers[1].vector.tolist() == [0.0, 2.0]
+    assert invalid.vector.tolist() == [1.0, 0.0, 0.0]
+    # The one usable seeker whose row was given away is one the cycle drops as "left".
+    assert state.changed_since([s.user_id for s in cycle.seekers], {0: 3}) == {"a"}
     assert [s.user_id for s in state.waiting("default")] == ["b", "c", "d"]
 
 
@@ -159,7 +165,13 @@ def test_a_snapshot_from_the_store_is_the_snapshot_of_the_seekers(
         assert [s.user_id for s in cycle.invalid] == invalid, name
         rows = [s.vector.tolist() for s in seekers if s.user_id in usable]
         assert cycle.snapshot.vectors.dtype == np.float32, name
-        assert cycle.snapshot.vectors.tolist() == rows, name
+        # Unit rows, bit for bit as the core normalises a copy; the seekers as recorded.
+        if rows:
+            unit = normalised(np.asarray(rows, dtype=np.float32), len(rows))
+            assert cycle.snapshot.vectors.tolist() == unit.tolist(), name
+            assert normalised(cycle.snapshot.vectors, len(rows)) is cycle.snapshot.vectors
+        else:
+            assert cycle.snapshot.vectors.shape[0] == 0, name
         assert [s.vector.tolist() for s in cycle.seekers] == rows, name
         assert [s.vector.tolist() for s in cycle.invalid] == \
             [s.vector.tolist() for s in seekers if s.user_id in invalid], name
@@ -173,14 +185,15 @@ def test_a_snapshot_from_the_store_is_the_snapshot_of_the_seekers(
     assert one.snapshot.vectors.shape == two.snapshot.vectors.shape, name
 
 
-def test_a_snapshot_from_the_store_keeps_its_vectors_while_rows_are_reused() -> None:
+def test_a_snapshot_from_the_store_keeps_its_rows_while_rows_are_reused() -> None:
     state = PoolState()
-    state.apply_all([_record("a", (1.0, 0.0)), _record("b", (0.0, 1.0)),
+    state.apply_all([_record("a", (1.0, 0.0)), _record("b", (0.0, 3.0)),
                      _record("z", (0.0, 0.0))])
     cycle = snapshot_of(state, "default", T0)
     state.apply_all([LogRecord(0, 3, b"a", encode(SeekerRemoved(
         event_id=derive_event_id("r", "a"), occurred_at=T0, user_id="a", reason="x"))),
         _record("c", (9.0, 9.0)), _record("z", (5.0, 5.0))])
     assert cycle.snapshot.vectors.tolist() == [[1.0, 0.0], [0.0, 1.0]]
-    assert [s.vector.tolist() for s in (*cycle.seekers, *cycle.invalid)] == \
-        [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    assert [s.vector.tolist() for s in cycle.seekers[1:]] == [[0.0, 3.0]]  # b: unchanged
+    assert [s.vector.tolist() for s in cycle.invalid] == [[0.0, 0.0]]  # z: a copy
+    assert state.changed_since(["a", "b"], {0: 3}) == {"a"}  # left: the cycle drops it
