@@ -271,7 +271,7 @@ class PoolState:
         users = self._waiting_users(pool)
         matrix, others = self._vectors.rows(users)
         return ([self._entries[u] for u in users], matrix, others,
-                [self._vectors.vector(u) for u in users])
+                self._vectors.views(users))
 
     def get(self, user_id: str) -> Seeker | None:
         return self._seeker(user_id) if user_id in self._entries else None

@@ -138,7 +138,6 @@ class MatcherService:
         self._next_tick = 0
         self._refreshed_at = 0.0
         self._checkpoint_due = False  # the pool moved on since the last checkpoint
-        self._waits: dict[str, float] = {}  # last snapshot: seconds since opt-in (metrics)
         self._txn = CycleProducer(settings, self.transactional_id,
                                   timeout_seconds=timeout_seconds, on_commit=on_commit)
 
@@ -359,10 +358,18 @@ class MatcherService:
                      message.offset())
             return self._report(CycleReport(tick.cycle_id, tick.pool, "duplicate"))
         self._plan(tick, phases)
-        plan = self._publish(message, phases)
-        self._checkpoint_due = True
-        stats = self._draft.outcome.stats if self._draft is not None else None
-        return self._report(_completed(plan, phases, self._waits, stats))
+        try:
+            plan = self._publish(message, phases)
+            self._checkpoint_due = True
+            assert self._draft is not None
+            snapshot = self._draft.cycle.snapshot
+            waits = dict(zip(snapshot.user_ids, snapshot.wait_seconds.tolist(), strict=True))
+            report = _completed(plan, phases, waits, self._draft.outcome.stats)
+        finally:
+            # Not kept until the next cycle: its snapshot (a copy of every waiting vector)
+            # would still be alive while the next one is built and matched.
+            self._draft = None
+        return self._report(report)
 
     # -- a cycle ----------------------------------------------------------------------
 
@@ -372,8 +379,6 @@ class MatcherService:
         assert self._log is not None
         with phases.measure("snapshot"):
             cycle = snapshot_of(self._log.pool, tick.pool, tick.occurred_at)
-            self._waits = dict(zip(cycle.snapshot.user_ids,
-                                   cycle.snapshot.wait_seconds.tolist(), strict=True))
             offsets = dict(self._log.seekers_end)
         with phases.measure("constraints"):
             ids = cycle.snapshot.user_ids

@@ -3,21 +3,26 @@ ticks, a kill -9 mid-transaction and a second instance never produce a second re
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TypeVar
 
+import numpy as np
 import pytest
 from confluent_kafka import Producer
 
+import matcher.service as service_module
 from matcher.cycle_producer import MatcherFenced
 from matcher.service import MatcherService
+from matcher.snapshot import CycleInput, snapshot_of
 from mosaic.settings import Settings
 from producers.ticker import publish_tick
 from stack.base import Service
@@ -80,13 +85,24 @@ def summaries(settings: Settings, catalog: TopicCatalog) -> list[CycleCompleted]
 
 
 def test_tick_runs_one_cycle_with_the_right_pairs_and_remembers_partners(
-        env: tuple[Settings, TopicCatalog]) -> None:
+        env: tuple[Settings, TopicCatalog], monkeypatch: pytest.MonkeyPatch) -> None:
     settings, catalog = env
     seed(settings, catalog, POOL)
     tick = publish_tick(settings, "default", T0 + timedelta(minutes=1))
+    snapshots: list[weakref.ref[np.ndarray]] = []
+
+    def watched(*args: object) -> CycleInput:
+        cycle = snapshot_of(*args)  # type: ignore[arg-type]
+        snapshots.append(weakref.ref(cycle.snapshot.vectors))
+        return cycle
+
+    monkeypatch.setattr(service_module, "snapshot_of", watched)
     with MatcherService(settings) as service:
         (report,) = service.run(stop_when_idle=True)
         assert (report.cycle_id, report.outcome, report.pairs) == (tick.cycle_id, "completed", 3)
+        # The cycle's copy of the waiting vectors is not kept until the next cycle.
+        gc.collect()
+        assert len(snapshots) == 1 and snapshots[0]() is None
 
         pairs = of_type(committed(settings, catalog.pairs.name), PairMatched)
         assert {e.key() for _, e in pairs} == EXPECTED_PAIRS
@@ -100,6 +116,10 @@ def test_tick_runs_one_cycle_with_the_right_pairs_and_remembers_partners(
                ["u1", "u2", "u3", "u4", "u5", "u6"]
         assert [(e.user_id, e.missed_cycles) for e in pool
                 if isinstance(e, SeekerUpdated) and e.missed_cycles] == [("u7", 1)]
+        # The leftover's carry-over repeats its vector as recorded (the core's is unit).
+        (carried,) = [e for e in pool if isinstance(e, SeekerUpdated) and e.missed_cycles]
+        assert carried.vector == tuple(np.float32(v).item() for v in POOL["u7"])
+        assert abs(sum(v * v for v in carried.vector) - 1.0) > 1e-3
 
         # Next slot: u1 and u2 opt in again next to a close newcomer; they just met.
         seed(settings, catalog, {"u1": POOL["u1"], "u2": POOL["u2"], "u8": (1.0, 0.02, 0.02)})

@@ -83,6 +83,21 @@ def test_a_snapshot_keeps_its_rows_and_the_unchanged_users_vectors_while_rows_ar
     assert [s.user_id for s in state.waiting("default")] == ["b", "c", "d"]
 
 
+def test_views_are_each_users_vector_read_only() -> None:
+    store = VectorRows(block_rows=2)
+    for i in range(5):
+        store.put(f"u{i}", vec(i, -i))
+    store.put("odd", vec(1, 2, 3))
+    users = ["u4", "odd", "u0", "u3"]
+    views = store.views(users)
+    assert [v.tolist() for v in views] == [store.vector(u).tolist() for u in users]
+    for view in views:
+        assert not view.flags.writeable
+        with pytest.raises(ValueError):
+            view[0] = 7.0
+    assert store.vector("u4").tolist() == [4, -4] and store.vector("odd").tolist() == [1, 2, 3]
+
+
 def test_rows_copies_the_users_vectors_at_once() -> None:
     store = VectorRows(block_rows=2)
     for i in range(5):
