@@ -8,12 +8,17 @@ dead-letter metrics); tests pass a registry of their own.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 Outcome = Literal["completed", "duplicate", "dead_lettered"]
 
@@ -63,9 +68,9 @@ class MatcherMetrics:
     pool_size: Gauge
     pairs: Counter
     unmatched: Counter
-    scores: Histogram
-    optin_to_match: Histogram
-    pool_wait: Histogram
+    scores: BulkHistogram
+    optin_to_match: BulkHistogram
+    pool_wait: BulkHistogram
     last_completed: Gauge
     cycle_length: Gauge
     started: Gauge
@@ -90,13 +95,13 @@ class MatcherMetrics:
             pairs=Counter("mosaic_matcher_pairs", "Pairs published", ["pool"], registry=reg),
             unmatched=Counter("mosaic_matcher_unmatched", "Seekers left unmatched, by reason",
                               ["pool", "reason"], registry=reg),
-            scores=Histogram("mosaic_matcher_pair_score", "Score of each published pair",
-                             buckets=_SCORE_BUCKETS, registry=reg),
-            optin_to_match=Histogram(
+            scores=BulkHistogram("mosaic_matcher_pair_score", "Score of each published pair",
+                                 (), buckets=_SCORE_BUCKETS, registry=reg),
+            optin_to_match=BulkHistogram(
                 "mosaic_matcher_optin_to_match_seconds",
                 "Time from a user's opt-in to the cycle that matched them",
                 ["pool"], buckets=_WAIT_BUCKETS, registry=reg),
-            pool_wait=Histogram(
+            pool_wait=BulkHistogram(
                 "mosaic_matcher_pool_wait_seconds",
                 "Time since opt-in of every seeker in a cycle's snapshot, by outcome",
                 ["pool", "outcome"], buckets=_WAIT_BUCKETS, registry=reg),
@@ -140,20 +145,76 @@ class MatcherMetrics:
         self.pairs.labels(pool=report.pool).inc(report.pairs)
         for reason, count in report.unmatched_by_reason.items():
             self.unmatched.labels(pool=report.pool, reason=reason).inc(count)
-        for score in report.scores:
-            self.scores.observe(score)
+        self.scores.observe(np.asarray(report.scores, dtype=np.float64))
         recall = 1.0 if report.candidate_recall is None else report.candidate_recall
         self.candidate_recall.labels(pool=report.pool).set(recall)
         if len(report.candidate_widening) > 1 or not report.recall_target_met:
             result = "met" if report.recall_target_met else "missed"
             self.widenings.labels(pool=report.pool, result=result).inc()
         matched = set(report.matched_user_ids)
-        for user_id, wait in report.wait_seconds.items():
-            outcome = "matched" if user_id in matched else "unmatched"
-            self.pool_wait.labels(pool=report.pool, outcome=outcome).observe(wait)
-            if user_id in matched:
-                self.optin_to_match.labels(pool=report.pool).observe(wait)
+        waits = np.fromiter(report.wait_seconds.values(), np.float64, len(report.wait_seconds))
+        hit = np.fromiter((u in matched for u in report.wait_seconds), bool,
+                          len(report.wait_seconds))
+        self.pool_wait.observe(waits[hit], pool=report.pool, outcome="matched")
+        self.pool_wait.observe(waits[~hit], pool=report.pool, outcome="unmatched")
+        self.optin_to_match.observe(waits[hit], pool=report.pool)
         self.last_completed.labels(pool=report.pool).set(time.time())
 
     def cycle_failed(self, pool: str, error: BaseException) -> None:
         self.failures.labels(pool=pool, error=type(error).__name__).inc()
+
+
+class BulkHistogram(Collector):
+    """A histogram fed a whole array at a time, exposed as a Histogram is (``_bucket``
+    with ``le``, ``_sum``, ``_count`` per label set). A cycle of a million seekers
+    observes a million waits: ``Histogram.observe`` one at a time took 7 s of the cycle;
+    numpy counts them in milliseconds."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], *,
+                 buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self._name, self._documentation = name, documentation
+        self._labelnames = tuple(labelnames)
+        self._bounds = np.asarray([*buckets, np.inf], dtype=np.float64)
+        self._counts: dict[tuple[str, ...], np.ndarray] = {}
+        self._sums: dict[tuple[str, ...], float] = {}
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe(self, values: np.ndarray, **labels: str) -> None:
+        """Count ``values`` (each in the first bucket whose bound it does not exceed; a
+        NaN in none, as ``Histogram.observe`` does) under ``labels``."""
+        if set(labels) != set(self._labelnames):
+            raise ValueError(f"{self._name}: labels {sorted(labels)}, expected "
+                             f"{sorted(self._labelnames)}")
+        key = tuple(labels[name] for name in self._labelnames)
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        slot = np.searchsorted(self._bounds, values, side="left")
+        counts = np.bincount(slot, minlength=len(self._bounds) + 1)[:len(self._bounds)]
+        with self._lock:
+            previous = self._counts.get(key)
+            self._counts[key] = counts if previous is None else previous + counts
+            self._sums[key] = self._sums.get(key, 0.0) + float(values.sum())
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation,
+                                       labels=list(self._labelnames))
+        with self._lock:
+            rows = [(key, np.cumsum(counts).tolist(), self._sums[key])
+                    for key, counts in sorted(self._counts.items())]
+        for key, cumulative, total in rows:
+            family.add_metric(list(key), [(_le(bound), float(count)) for
+                                          bound, count in zip(self._bounds.tolist(),
+                                                              cumulative, strict=True)],
+                              None)
+            # Count and sum as Histogram exports them: the count always, the sum only
+            # without negative buckets (as the score's are).
+            labels = dict(zip(self._labelnames, key, strict=True))
+            family.add_sample(f"{self._name}_count", labels, float(cumulative[-1]))
+            if self._bounds[0] >= 0:
+                family.add_sample(f"{self._name}_sum", labels, total)
+        yield family
+
+
+def _le(bound: float) -> str:
+    """A bucket's ``le`` label as prometheus_client writes it."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]

@@ -3,6 +3,7 @@ registry."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from matcher.metrics import CycleReport, MatcherMetrics
@@ -58,3 +59,36 @@ def test_wait_times_last_cycle_and_no_cycle_alert_inputs() -> None:
                   outcome="matched", le="300.0") == 1
     assert _value(metrics, "mosaic_matcher_last_cycle_completed_timestamp_seconds",
                   pool="p") > 1000
+
+
+@pytest.mark.parametrize("buckets", [(-1.0, 0.0, 0.5, 1.0, 60.0), (0.0, 0.5, 1.0, 60.0)])
+def test_a_bulk_histogram_exports_what_a_histogram_of_the_same_values_does(
+        buckets: tuple[float, ...]) -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from matcher.metrics import BulkHistogram
+
+    rng = np.random.default_rng(4)
+    values = np.concatenate([rng.normal(0.5, 30.0, 500), list(buckets), [np.inf]])
+    plain, bulk = CollectorRegistry(), CollectorRegistry()
+    one = Histogram("h", "d", ["pool"], buckets=buckets, registry=plain)
+    many = BulkHistogram("h", "d", ["pool"], buckets=buckets, registry=bulk)
+    for part in (values[:100], values[100:]):  # two cycles add up
+        for value in part.tolist():
+            one.labels(pool="p").observe(value)
+        many.observe(part, pool="p")
+    many.observe(np.empty(0), pool="q")
+
+    Key = tuple[str, tuple[tuple[str, str], ...]]
+
+    def samples(registry: CollectorRegistry) -> dict[Key, float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in registry.collect() for s in family.samples
+                if not s.name.endswith("_created")}
+
+    got, want = samples(bulk), samples(plain)
+    assert {k: v for k, v in got.items() if ("pool", "q") not in k[1]} == pytest.approx(want)
+    assert got[("h_count", (("pool", "q"),))] == 0
+    assert (("h_sum", (("pool", "p"),)) in got) == (buckets[0] >= 0)
+    with pytest.raises(ValueError, match="labels"):
+        many.observe(values, outcome="x")
