@@ -30,6 +30,9 @@ the events of a cycle of N seekers encoded with fastavro and with the flat write
 ``--snapshot N`` times the phases around the core for N folded seekers, the service's way
 before and after (the snapshot: a Seeker per user vs the rows from the store; the encode
 phase: every event built and encoded vs ``CyclePlan.records``), side by side.
+``--memory N`` shows in-process where a cycle of N seekers takes its memory: RSS and peak
+per phase (fold, snapshot, constraints, each step of the core, plan, encode) in multiples
+of the vectors' bytes.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -229,20 +234,24 @@ def bench_blocks(settings: Settings, n: int) -> None:
     session.shutdown()
 
 
-def seeker_records(n: int, dim: int, seed_: int) -> list[LogRecord]:
-    """``n`` encoded SeekerUpdated records as the start-up reads them (waits up to 14 days)."""
+def seeker_records(n: int, dim: int, seed_: int, *, start: int = 0, stop: int | None = None,
+                   vectors: np.ndarray | None = None) -> list[LogRecord]:
+    """Records ``start`` to ``stop`` of ``n`` encoded SeekerUpdated records as the start-up
+    reads them (waits up to 14 days); ``vectors``: all n, when already made."""
     from streams.serde import default_serde
 
-    vectors = clustered_vectors(n, dim, seed_)
+    stop = n if stop is None else stop
+    vectors = (clustered_vectors(n, dim, seed_) if vectors is None else vectors)[start:stop]
     waits = np.random.default_rng(seed_).uniform(0, 14 * 24 * 3600, n)
     serde = default_serde()
     records = []
-    for i in range(n):
+    for i in range(start, stop):
         user = f"b{i:07d}"
         event = SeekerUpdated(
             event_id=derive_event_id("bench-seed", user), occurred_at=T0, user_id=user,
             opted_in_at=T0 - timedelta(seconds=float(waits[i])),
-            vector=tuple(vectors[i].tolist()), model="bench", traits_hash="h", version=1)
+            vector=tuple(vectors[i - start].tolist()), model="bench", traits_hash="h",
+            version=1)
         records.append(LogRecord(i % 6, i, user.encode(), serde.encode(event)))
     return records
 
@@ -399,6 +408,88 @@ def bench_snapshot(n: int, dim: int, seed_: int) -> None:
     print(f"== encode: {len(records):,} records", flush=True)
 
 
+class _Rss:
+    """The process's resident memory, now and at its peak since :meth:`mark` (sampled
+    every 10 ms by a thread), in multiples of ``unit`` bytes."""
+
+    def __init__(self, unit: float) -> None:
+        self.unit, self.peak = unit, 0
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def now(self) -> int:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * self._page
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.01)
+
+    def mark(self) -> int:
+        self.peak = now = self.now()
+        return now
+
+    def line(self, name: str, began: float, before: int) -> str:
+        now, peak = self.now(), max(self.peak, self.now())
+        return (f"   {name:<24} {time.perf_counter() - began:6.1f} s  rss {now / 2**30:5.2f} GiB "
+                f"({now / self.unit:4.2f}x)  peak {peak / 2**30:5.2f} GiB "
+                f"({peak / self.unit:4.2f}x, +{(peak - before) / self.unit:4.2f}x)")
+
+
+def bench_memory(n: int, dim: int, seed_: int) -> None:
+    """Where a cycle's memory goes, in-process: ``n`` seekers folded by the pool (50,000
+    records at a time, so the records do not linger), then the service's cycle path phase
+    by phase (the core's steps timed by wrapping ``matcher.core.engine``'s functions),
+    each phase's RSS and peak in multiples of the vectors' bytes."""
+    import matcher.core.engine as engine
+    from matcher.core.model import MatchParams
+    from matcher.harness import CycleOutcome, plan_cycle
+    from matcher.pool import PoolState, build_constraints
+    from matcher.service import _core_match
+    from matcher.snapshot import snapshot_of
+    from producers.ticker import make_tick
+
+    rss = _Rss(n * dim * 4)
+    print(f"== memory: {n:,} x {dim} (vectors {n * dim * 4 / 2**30:.2f} GiB), "
+          f"before the pool {rss.now() / 2**30:.2f} GiB", flush=True)
+    state, began, before = PoolState(), time.perf_counter(), rss.mark()
+    vectors = clustered_vectors(n, dim, seed_)
+    for start in range(0, n, 50_000):
+        state.apply_all(seeker_records(n, dim, seed_, start=start,
+                                       stop=min(n, start + 50_000), vectors=vectors))
+    del vectors
+    gc.collect()
+    print(rss.line("pool (folded)", began, before), flush=True)
+
+    def measured(name: str, step: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            began, before = time.perf_counter(), rss.mark()
+            result = step(*args, **kwargs)
+            print(rss.line(name, began, before), flush=True)
+            return result
+        return run
+
+    for name in ("prepare", "similarity_scale", "checked_search", "build_candidates",
+                 "candidate_edges", "maximum_matching", "improve", "_result"):
+        setattr(engine, name, measured(f"  core: {name}", getattr(engine, name)))
+    tick = make_tick("default", T0, 3600)
+    cycle = measured("snapshot", snapshot_of)(state, "default", tick.occurred_at)
+    constraints = measured("constraints", build_constraints)(cycle.seekers, set(), ())
+    params = MatchParams.from_settings(Settings().matcher)
+    began = time.perf_counter()
+    result = _core_match(cycle.snapshot, constraints, params)  # its steps print above
+    print(f"   {'core (all steps)':<24} {time.perf_counter() - began:6.1f} s", flush=True)
+    outcome = CycleOutcome(result.pairs, result.unmatched, stats=result.stats)
+    del result
+    plan = measured("plan", plan_cycle)(tick, cycle, outcome, snapshot_offsets={0: n},
+                                        params_digest="sha256:bench", phase_seconds={})
+    records = measured("encode", plan.records)(build_catalog(Settings()), Encoded)
+    print(f"== memory: {len(records):,} records; peak RSS of the process "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / rss.unit:.2f}x "
+          f"the vectors", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000",
@@ -412,6 +503,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="first time decoding this many seeker records (%(default)s)")
     parser.add_argument("--encode", type=int, default=0,
                         help="first time encoding a cycle of this many seekers (%(default)s)")
+    parser.add_argument("--memory", type=int, default=0,
+                        help="first show, in-process, where a cycle of this many seekers "
+                             "takes its memory (%(default)s)")
     parser.add_argument("--snapshot", type=int, default=0,
                         help="first time the snapshot and encode phases of a cycle of this "
                              "many seekers, before and after (%(default)s)")
@@ -421,6 +515,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_encode(args.encode, args.dim, args.seed)
     if args.snapshot:
         bench_snapshot(args.snapshot, args.dim, args.seed)
+    if args.memory:
+        bench_memory(args.memory, args.dim, args.seed)
     if args.fold:
         bench_fold(args.fold, args.dim, args.seed)
     if args.blocks:
