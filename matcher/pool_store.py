@@ -17,7 +17,9 @@ import numpy as np
 from matcher.core.model import FloatArray
 
 BLOCK_ROWS = 65_536
-_GATHER_ROWS = 2_048
+# Rows gathered at a time: small gathers are the fast ones (a million rows in 0.4 s,
+# against 5 s by 65,536-row temporaries).
+GATHER_ROWS = 2_048
 
 
 class VectorRows:
@@ -92,9 +94,8 @@ class VectorRows:
             block_of[aside] = -1  # not in a block
         for number, block in enumerate(self._blocks):
             take = np.flatnonzero(block_of == number)
-            # Small gathers: a million rows in 0.4 s, against 5 s by 65,536-row temporaries.
-            for start in range(0, len(take), _GATHER_ROWS):
-                part = take[start:start + _GATHER_ROWS]
+            for start in range(0, len(take), GATHER_ROWS):
+                part = take[start:start + GATHER_ROWS]
                 out[part] = block[index[part]]
         return out, others
 

@@ -26,6 +26,7 @@ import numpy as np
 from matcher.core.model import BoolArray, FloatArray, IntArray, PoolSnapshot
 from matcher.core.prepare import normalise_in_place
 from matcher.pool import Entry, PoolState, Seeker
+from matcher.pool_store import GATHER_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,8 @@ def _compact(matrix: FloatArray, keep: IntArray) -> FloatArray:
     """``matrix[keep]`` (``keep`` ascending) in place, by blocks: no second full copy."""
     if len(keep) == len(matrix):
         return matrix
-    for start in range(0, len(keep), 2_048):  # small gathers are the fast ones
-        part = keep[start:start + 2_048]
+    for start in range(0, len(keep), GATHER_ROWS):
+        part = keep[start:start + GATHER_ROWS]
         matrix[start:start + len(part)] = matrix[part]  # reads rows at or after start
     kept = matrix[:len(keep)]
     return kept.copy() if len(keep) < len(matrix) // 2 else kept

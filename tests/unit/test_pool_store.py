@@ -212,3 +212,13 @@ def test_a_snapshot_from_the_store_keeps_its_rows_while_rows_are_reused() -> Non
     assert [s.vector.tolist() for s in cycle.seekers[1:]] == [[0.0, 3.0]]  # b: unchanged
     assert [s.vector.tolist() for s in cycle.invalid] == [[0.0, 0.0]]  # z: a copy
     assert state.changed_since(["a", "b"], {0: 3}) == {"a"}  # left: the cycle drops it
+
+
+def test_compaction_in_place_spans_several_gathers() -> None:
+    from matcher.snapshot import _compact
+
+    rng = np.random.default_rng(6)
+    matrix = rng.standard_normal((7_000, 3)).astype(np.float32)
+    for keep in (np.flatnonzero(rng.random(7_000) < 0.8), np.flatnonzero(rng.random(7_000) < 0.3)):
+        want = matrix[keep].copy()
+        assert np.array_equal(_compact(matrix.copy(), keep), want)
