@@ -43,7 +43,7 @@ from streams.topics import TopicCatalog
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: the pool's store may hold an adopted snapshot matrix (VectorRows.adopt)
 MAGIC = b"mosaic-matcher-checkpoint\n"
 
 

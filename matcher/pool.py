@@ -262,16 +262,19 @@ class PoolState:
         return sorted(u for u, (record, *_) in self._entries.items()
                       if record.pool == pool and record.status == STATUS_WAITING)
 
-    def waiting_rows(self, pool: str) -> tuple[list[Entry], FloatArray, dict[int, FloatArray],
-                                               list[FloatArray]]:
+    def waiting_rows(self, pool: str) -> tuple[list[Entry], FloatArray, dict[int, FloatArray]]:
         """Users waiting in ``pool`` sorted by user id, as :meth:`waiting` gives them,
         but their vectors copied out of the store at once: row i of the matrix, or
-        ``others[i]`` for a vector of another length (see :meth:`VectorRows.rows`); and
-        each one's vector as :meth:`waiting` gives it (a view into the store)."""
+        ``others[i]`` for a vector of another length (see :meth:`VectorRows.rows`)."""
         users = self._waiting_users(pool)
         matrix, others = self._vectors.rows(users)
-        return ([self._entries[u] for u in users], matrix, others,
-                self._vectors.views(users))
+        return [self._entries[u] for u in users], matrix, others
+
+    def adopt(self, user_ids: Sequence[str], matrix: FloatArray) -> bool:
+        """Keep ``matrix`` (a snapshot's) as these users' vectors: see
+        :meth:`VectorRows.adopt`. A user's vector is then its row, as the snapshot left
+        it, until the user's next record."""
+        return self._vectors.adopt(user_ids, matrix)
 
     def get(self, user_id: str) -> Seeker | None:
         return self._seeker(user_id) if user_id in self._entries else None

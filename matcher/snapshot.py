@@ -3,11 +3,14 @@ embedding space, usable norms) and the users set aside, with their reasons.
 
 Pure, like :mod:`matcher.pool`. The snapshot's matrix is a copy of the waiting users'
 rows, scaled to unit length in place exactly as the core would scale them, so the core
-uses it without a normalised copy of its own (at a million 384-d users: 1.4 GiB less at
-the cycle's peak). A usable seeker's ``vector`` is its row in the pool's store as it was
-recorded (a view, not normalised), which a cycle needs only for the carry-over of users
-left unmatched: the row stays the user's until the user's record changes, and a user
-whose record changed after the snapshot leaves the cycle (``plan_cycle``'s ``left``).
+uses it without a normalised copy of its own. :func:`snapshot_of` then hands that matrix
+to the pool's store as those users' vectors (:meth:`VectorRows.adopt`), so the pool's
+vectors are held once while the core runs (at a million 384-d users, 1.4 GiB less at the
+cycle's peak than the store's rows plus the copy). A usable seeker's ``vector`` is its row
+of the matrix: unit length, which is what a leftover's carry-over record repeats. A row
+stays its user's until a record of that user is applied, and a user whose record changed
+after the snapshot leaves the cycle (``plan_cycle``'s ``left``), so a row the pool rewrites
+while the cycle publishes is never read.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,7 +55,7 @@ def build_snapshot(seekers: Sequence[Seeker], at: datetime) -> CycleInput:
     same dimension), a vector whose float32 norm overflows or underflows, and a user
     whose latest record did not decode are set aside with :data:`REASON_INVALID_VECTOR`
     instead of failing the cycle. :func:`snapshot_of` builds the same from the pool itself.
-    The usable seekers keep the ``vector`` they came with.
+    A usable seeker's ``vector`` is its row of the snapshot's (unit) matrix.
     """
     lengths = Counter(len(s.vector) for s in seekers)
     width = lengths.most_common(1)[0][0] if lengths else 0
@@ -64,16 +67,16 @@ def build_snapshot(seekers: Sequence[Seeker], at: datetime) -> CycleInput:
         else:
             others[i] = np.array(s.vector, dtype=np.float32)
     entries = [(s.record, s.partition, s.offset, s.poison) for s in seekers]
-    return _snapshot(entries, matrix, others, at, [s.vector for s in seekers])
+    return _snapshot(entries, matrix, others, at)
 
 
 def snapshot_of(state: PoolState, pool: str, at: datetime) -> CycleInput:
     """``build_snapshot(state.waiting(pool), at)`` without a :class:`Seeker` per user in
     between: the waiting users' rows are copied from the pool's store at once (a million
-    users: seconds less per cycle)."""
-    entries, matrix, others, recorded = state.waiting_rows(pool)
-    return _snapshot(entries, matrix, others, at, recorded)
-
+    users: seconds less per cycle), and the snapshot's matrix then becomes the store of
+    the usable users' vectors (:meth:`PoolState.adopt`; module docstring)."""
+    entries, matrix, others = state.waiting_rows(pool)
+    return _snapshot(entries, matrix, others, at, state.adopt)
 
 
 
@@ -93,10 +96,11 @@ def collection_paused() -> Iterator[None]:
 
 @collection_paused()
 def _snapshot(entries: Sequence[Entry], matrix: FloatArray, others: dict[int, FloatArray],
-              at: datetime, recorded: Sequence[FloatArray]) -> CycleInput:
+              at: datetime,
+              adopt: Callable[[Sequence[str], FloatArray], bool] | None = None) -> CycleInput:
     """The snapshot of users sorted by id: validity for all rows at once (float32 norms,
     as the core computes them), then the usable rows compacted and normalised in place
-    (``matrix`` is the caller's copy). ``recorded[i]``: entry i's vector as recorded."""
+    (``matrix`` is the caller's copy), offered to ``adopt`` before anything views it."""
     records = [entry[0] for entry in entries]
     space, ok, pool_matrix, rows = _usable_rows(entries, matrix, others)
     invalid = tuple(_set_aside(entries[i], others.get(i), matrix[i])
@@ -109,14 +113,20 @@ def _snapshot(entries: Sequence[Entry], matrix: FloatArray, others: dict[int, Fl
     keep = np.flatnonzero(ok)
     vectors = (normalise_in_place(_compact(pool_matrix, rows[keep])) if space[1]
                else np.zeros((0, 0), dtype=np.float32))
+    ids = [records[i].user_id for i in keep.tolist()]
+    if adopt is not None and space[1]:
+        adopt(ids, vectors)
+    # Nothing writes the matrix while the core reads it: the views say so.
+    vectors = vectors.view()
+    vectors.flags.writeable = False
     # Set-aside seekers own copies (their rows may be reused while the cycle publishes
-    # and they are reported); usable ones keep their recorded rows (module docstring).
-    usable = tuple(Seeker(records[i], recorded[i], entries[i][1], entries[i][2])
-                   for i in keep.tolist())
+    # and they are reported); usable ones have their rows of the matrix.
+    usable = tuple(Seeker(records[i], row, entries[i][1], entries[i][2])
+                   for i, row in zip(keep.tolist(), vectors, strict=True))
     wait = np.array([max(0.0, (at - s.record.opted_in_at).total_seconds()) for s in usable],
                     dtype=np.float64)
     missed = np.fromiter((s.record.missed_cycles for s in usable), np.int64, len(usable))
-    snapshot = PoolSnapshot(tuple(s.user_id for s in usable), vectors, wait, missed)
+    snapshot = PoolSnapshot(tuple(ids), vectors, wait, missed)
     return CycleInput(usable, snapshot, invalid)
 
 

@@ -80,7 +80,10 @@ def _check_ids(ids: tuple[str, ...]) -> None:
 
 
 def normalised(vectors: FloatArray, n: int) -> FloatArray:
-    """Unit rows in float32; reuses the array when it already is one."""
+    """Unit rows in float32; reuses the array when it already is one. A row whose norm
+    is within ``_UNIT_TOLERANCE`` of 1 counts as unit and is kept as it is, so scaling
+    is idempotent: unit rows scaled again (a matcher's carry-over record, a pool that
+    kept a snapshot's rows) are the same bits."""
     x = np.asarray(vectors)
     if x.ndim != 2 or x.shape[0] != n:
         raise ValidationError(f"vectors must have shape (n={n}, d), got {x.shape}")
@@ -88,9 +91,8 @@ def normalised(vectors: FloatArray, n: int) -> FloatArray:
         raise ValidationError("vectors must have at least one dimension")
     if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
         raise ValidationError(f"vectors must be real numbers, got dtype {x.dtype}")
-    norms = _usable_norms(x)
-    unit = bool(np.all(np.abs(norms - 1.0) <= _UNIT_TOLERANCE))
-    if unit and x.dtype == np.float32 and x.flags.c_contiguous:
+    norms = _unit_norms(x)
+    if bool(np.all(norms == 1.0)) and x.dtype == np.float32 and x.flags.c_contiguous:
         return x
     out = np.empty(x.shape, dtype=np.float32)
     _divide_rows(x, norms, out)
@@ -104,8 +106,16 @@ def normalise_in_place(x: FloatArray) -> FloatArray:
     if x.dtype != np.float32 or x.ndim != 2 or not x.flags.c_contiguous or not x.flags.writeable:
         raise ValidationError(f"normalise_in_place needs a writeable C-contiguous (n, d) "
                               f"float32 matrix, got {x.dtype} {x.shape}")
-    _divide_rows(x, _usable_norms(x), x)
+    _divide_rows(x, _unit_norms(x), x)
     return x
+
+
+def _unit_norms(x: FloatArray) -> FloatArray:
+    """What each row is divided by: its norm, or 1 where that is already 1 within the
+    tolerance (the row is used as it is)."""
+    norms = _usable_norms(x)
+    norms[np.abs(norms - 1.0) <= _UNIT_TOLERANCE] = 1.0
+    return norms
 
 
 def _usable_norms(x: FloatArray) -> FloatArray:

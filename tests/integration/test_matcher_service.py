@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka import Producer
 
 import matcher.service as service_module
+from matcher.core.prepare import normalised
 from matcher.cycle_producer import MatcherFenced
 from matcher.service import MatcherService
 from matcher.snapshot import CycleInput, snapshot_of
@@ -90,19 +91,23 @@ def test_tick_runs_one_cycle_with_the_right_pairs_and_remembers_partners(
     seed(settings, catalog, POOL)
     tick = publish_tick(settings, "default", T0 + timedelta(minutes=1))
     snapshots: list[weakref.ref[np.ndarray]] = []
+    sizes: list[int] = []
 
     def watched(*args: object) -> CycleInput:
         cycle = snapshot_of(*args)  # type: ignore[arg-type]
         snapshots.append(weakref.ref(cycle.snapshot.vectors))
+        sizes.append(cycle.snapshot.vectors.nbytes)
         return cycle
 
     monkeypatch.setattr(service_module, "snapshot_of", watched)
     with MatcherService(settings) as service:
         (report,) = service.run(stop_when_idle=True)
         assert (report.cycle_id, report.outcome, report.pairs) == (tick.cycle_id, "completed", 3)
-        # The cycle's copy of the waiting vectors is not kept until the next cycle.
+        # The cycle's snapshot is not kept until the next cycle; its matrix lives on only
+        # as the pool's store of the vectors, held once.
         gc.collect()
         assert len(snapshots) == 1 and snapshots[0]() is None
+        assert service.pool.vector_bytes() == sizes[0] > 0
 
         pairs = of_type(committed(settings, catalog.pairs.name), PairMatched)
         assert {e.key() for _, e in pairs} == EXPECTED_PAIRS
@@ -116,10 +121,12 @@ def test_tick_runs_one_cycle_with_the_right_pairs_and_remembers_partners(
                ["u1", "u2", "u3", "u4", "u5", "u6"]
         assert [(e.user_id, e.missed_cycles) for e in pool
                 if isinstance(e, SeekerUpdated) and e.missed_cycles] == [("u7", 1)]
-        # The leftover's carry-over repeats its vector as recorded (the core's is unit).
+        # The leftover's carry-over repeats the unit vector the core paired it by (the
+        # pool keeps the snapshot's rows), not the recorded one.
         (carried,) = [e for e in pool if isinstance(e, SeekerUpdated) and e.missed_cycles]
-        assert carried.vector == tuple(np.float32(v).item() for v in POOL["u7"])
-        assert abs(sum(v * v for v in carried.vector) - 1.0) > 1e-3
+        recorded = np.asarray([POOL["u7"]], dtype=np.float32)
+        assert abs(float(np.linalg.norm(recorded)) - 1.0) > 1e-3
+        assert carried.vector == tuple(normalised(recorded, 1)[0].tolist())
 
         # Next slot: u1 and u2 opt in again next to a close newcomer; they just met.
         seed(settings, catalog, {"u1": POOL["u1"], "u2": POOL["u2"], "u8": (1.0, 0.02, 0.02)})

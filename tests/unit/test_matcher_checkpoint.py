@@ -88,6 +88,29 @@ def test_a_checkpoint_and_the_records_after_it_fold_like_the_whole_log(
         assert contents(loaded.pool) == whole, f"seed {seed}, checkpoint after {cut}"
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_pool_that_adopted_a_snapshot_checkpoints_as_itself(tmp_path: Path, seed: int
+                                                               ) -> None:
+    """After a cycle the store holds the snapshot's unit rows in an adopted matrix, the
+    other users in blocks: saved and loaded, then fed the same records, the loaded pool
+    stays the live one."""
+    from matcher.snapshot import snapshot_of
+
+    records = random_log(seed)
+    cut = len(records) // 2
+    live = folded(records[:cut])
+    cycle = snapshot_of(live, "default", T0)
+    assert len(cycle.seekers) > 0 and live._vectors._head.shape[0] == len(cycle.seekers)
+    checkpoints = Checkpoints(tmp_path, f"a{seed}")
+    checkpoints.save(live, "t", "id1", {0: cut})
+    loaded = checkpoints.load("t", "id1", None, DAY)
+    assert loaded is not None
+    assert contents(loaded.pool) == contents(live)
+    for state in (live, loaded.pool):
+        state.apply_all(records[cut:])
+    assert contents(loaded.pool) == contents(live)
+
+
 def test_the_loaded_pool_keeps_reusing_rows_and_adding_blocks(tmp_path: Path) -> None:
     state = PoolState()
     state._vectors = type(state._vectors)(block_rows=2)
