@@ -4,6 +4,9 @@ snapshot whose vectors stay put while the pool changes under it."""
 
 from __future__ import annotations
 
+import gc
+import pickle
+import weakref
 from collections import Counter
 from datetime import timedelta
 
@@ -119,9 +122,6 @@ def test_rows_copies_the_users_vectors_at_once() -> None:
 
 
 def test_an_adopted_matrix_is_the_store_of_its_users_and_the_old_rows_are_freed() -> None:
-    import pickle
-    import weakref
-
     store = VectorRows(block_rows=2)
     for i in range(5):
         store.put(f"u{i}", vec(i, -i))
@@ -192,6 +192,15 @@ def test_a_second_snapshot_of_an_unchanged_pool_is_the_first_bit_for_bit() -> No
     carried.apply_all([_record(s.user_id, tuple(s.vector.tolist())) for s in first.seekers])
     assert snapshot_of(carried, "default", T0).snapshot.vectors.tobytes() == \
         first.snapshot.vectors.tobytes()
+    # The second snapshot's matrix took over: once the first cycle is dropped, nothing
+    # keeps the first matrix alive, so a later cycle holds the vectors once too.
+    owner = first.snapshot.vectors.base
+    assert owner is not None
+    gone = weakref.ref(owner)
+    del first, owner
+    gc.collect()
+    assert gone() is None
+    assert state.vector_bytes() == second.snapshot.vectors.nbytes
 
 
 # -- the snapshot: snapshot_of (rows gathered from the store) against build_snapshot (a
