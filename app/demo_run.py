@@ -148,7 +148,7 @@ def _watch(what: str, total: int, progress: Callable[[], int], worker: threading
 
 def _embed(settings: Settings, report: DemoReport, timeout_seconds: float,
            before: dict[int, int]) -> None:
-    from consumers.embedding_worker import run_embedding_worker
+    from consumers.embedding.worker import run_embedding_worker
     from mosaic.cassandra import connect
     from mosaic.user_state import read_states
 

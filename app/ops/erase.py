@@ -136,7 +136,7 @@ def _nakama(settings: Settings, user: str, audit: Any) -> Report:
 
 
 def _tombstone(settings: Settings, user: str) -> int:
-    from consumers.embedding_io import KafkaSeekerSink
+    from consumers.embedding.outputs import KafkaSeekerSink
     from streams.kafka import make_producer
     from streams.topics import build_catalog
 

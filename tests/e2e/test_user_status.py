@@ -3,7 +3,7 @@
 Users log in to the real Nakama and opt in with ``rpc_opt_in_match`` (Lua -> the real
 signed ingress -> Kafka, ``preparing_profile`` in Cassandra). The embedding stage's write is
 made as that stage makes it (``CassandraUserStateWriter.waiting`` at the event's time plus
-``consumers.embedding.STATE_DELAY``); the cycle's outcome is the matcher's events on Kafka,
+``consumers.embedding.pipeline.STATE_DELAY``); the cycle's outcome is the matcher's events on Kafka,
 handled by the real post-match agents (Nakama rooms, Cassandra). Status is read through the
 ingress (signed ``GET /user/{id}/status``) and through Nakama (``rpc_get_user_match_status``).
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from consumers.embedding import PROFILE_CODES, STATE_DELAY
+from consumers.embedding.pipeline import PROFILE_CODES, STATE_DELAY
 from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
 from consumers.request_order import request_millis
 from mosaic.cassandra import connect
@@ -223,7 +223,7 @@ def test_a_parse_error_naming_another_user_never_reaches_the_status(
         S3InsightStore(s3, stack.settings.s3.insights_bucket).chat_insights(chat)
     error = caught.value
     assert other in str(error)
-    # As the embedding stage records a failed profile (consumers/embedding.py).
+    # As the embedding stage records a failed profile (consumers/embedding/pipeline.py).
     stack.writer.profile_failed(dave.id, reason=str(error), at=datetime.now(UTC),
                                 code=PROFILE_CODES[type(error)])
 

@@ -182,7 +182,7 @@ def wait_for(what: str, done: Callable[[], bool], seconds: float, page: Page,
 
 def embed(stack: Stack, users: list[User]) -> None:
     """The embedding agent makes the users seekers; their pages say 'waiting'."""
-    from consumers.embedding_worker import run_embedding_worker
+    from consumers.embedding.worker import run_embedding_worker
     from mosaic.cassandra import connect
     from mosaic.user_state import read_states
 

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from consumers.embedding_worker import WorkerReport, run_embedding_worker
+from consumers.embedding.worker import WorkerReport, run_embedding_worker
 from consumers.postmatch_app import build_postmatch
 from matcher.metrics import CycleReport
 from matcher.service import MatcherService

@@ -20,7 +20,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from consumers.blocks import CassandraBlockStore
-from consumers.embedding_worker import WorkerReport, build_wiring, run_embedding_worker
+from consumers.embedding.worker import WorkerReport, build_wiring, run_embedding_worker
 from mosaic.migrations import DDL_TIMEOUT_SECONDS
 from mosaic.s3 import s3_client
 from mosaic.settings import (

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaException
 
-from consumers.embedding_worker import run_embedding_worker
+from consumers.embedding.worker import run_embedding_worker
 from matcher.pool import LogRecord, PoolState
 from mosaic.cassandra import connect
 from mosaic.settings import Settings

@@ -11,13 +11,13 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from consumers.embedding import STATE_DELAY, EmbeddingPipeline
-from consumers.embedding_io import (
+from consumers.embedding.outputs import (
     StageRetry,
     StopRequested,
 )
-from consumers.embedding_traits import PrefetchingTraitsService
-from consumers.embedding_worker import QuotaShare
+from consumers.embedding.pipeline import STATE_DELAY, EmbeddingPipeline
+from consumers.embedding.traits import PrefetchingTraitsService
+from consumers.embedding.worker import QuotaShare
 from mosaic.errors import ExternalServiceError, ValidationError
 from mosaic.ratelimit import TokenBucket
 from mosaic.user_state import (

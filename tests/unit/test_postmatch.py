@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from consumers.audit import DEAD_LETTERED, PARKED, CycleRow, summarize
-from consumers.embedding import STATE_DELAY
+from consumers.embedding.pipeline import STATE_DELAY
 from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
 from consumers.runner import BatchRunner, Failure, Item, RetryPolicy
 from mosaic.settings import Settings

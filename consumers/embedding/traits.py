@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from consumers.embedding_metrics import timed
+from consumers.embedding.metrics import timed
 from mosaic.errors import ValidationError
 from profiles.traits import TraitsService, UserTraits
 

@@ -24,16 +24,16 @@ from datetime import datetime
 from typing import Any
 
 from consumers.blocks import CassandraBlockStore
-from consumers.embedding import EmbeddingPipeline
-from consumers.embedding_agent import BatchHandler, attach_agent, build_app
-from consumers.embedding_io import KafkaSeekerSink, StageRetry
-from consumers.embedding_metrics import (
+from consumers.embedding.agent import BatchHandler, attach_agent, build_app
+from consumers.embedding.metrics import (
     QUOTA_SHARE,
     TimedEmbedder,
     TimedVectorIndex,
     throttle_counter,
 )
-from consumers.embedding_traits import PrefetchingTraitsService
+from consumers.embedding.outputs import KafkaSeekerSink, StageRetry
+from consumers.embedding.pipeline import EmbeddingPipeline
+from consumers.embedding.traits import PrefetchingTraitsService
 from mosaic.cassandra import cassandra_call
 from mosaic.erasures import CassandraErasures
 from mosaic.ratelimit import TokenBucket

@@ -33,9 +33,9 @@ from functools import partial
 from typing import Protocol
 
 from consumers.blocks import BlockStore, sorted_pair
-from consumers.embedding_io import DeadLetters, SeekerSink, StageRetry
-from consumers.embedding_metrics import BATCH_SIZE, count_events, timed
-from consumers.embedding_traits import PrefetchingTraitsService
+from consumers.embedding.metrics import BATCH_SIZE, count_events, timed
+from consumers.embedding.outputs import DeadLetters, SeekerSink, StageRetry
+from consumers.embedding.traits import PrefetchingTraitsService
 from consumers.request_order import RequestVersions, order, request_millis
 from mosaic.errors import ExternalServiceError, SerializationError, ValidationError
 from mosaic.user_state import (

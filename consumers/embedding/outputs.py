@@ -17,7 +17,7 @@ from typing import Protocol, TypeVar
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from consumers.embedding_metrics import RETRIES, timed
+from consumers.embedding.metrics import RETRIES, timed
 from mosaic.errors import MosaicError
 from mosaic.retry import Backoff, is_retryable, retry_after_seconds
 from streams.deadletter import RawRecord

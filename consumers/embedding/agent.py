@@ -31,9 +31,9 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from consumers.embedding import EmbeddingPipeline
-from consumers.embedding_io import StopRequested
-from consumers.embedding_metrics import FATAL, record_lag
+from consumers.embedding.metrics import FATAL, record_lag
+from consumers.embedding.outputs import StopRequested
+from consumers.embedding.pipeline import EmbeddingPipeline
 from mosaic.settings import Settings
 from streams.deadletter import RawRecord
 from streams.kafka import faust_credentials
