@@ -24,7 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "matcher.service_commands",
     "producers.commands",
     "consumers.commands",
-    "consumers.postmatch_commands",
+    "consumers.postmatch.commands",
     "profiles.commands",
     "app.demo",
     "app.web",

@@ -203,7 +203,7 @@ def _match(settings: Settings, report: DemoReport) -> None:
 
 
 def _postmatch(settings: Settings, report: DemoReport, timeout_seconds: float) -> None:
-    from consumers.postmatch_app import build_postmatch, run_postmatch
+    from consumers.postmatch.app import build_postmatch, run_postmatch
 
     app = build_postmatch(settings)
     stop = threading.Event()
@@ -223,7 +223,7 @@ def _postmatch(settings: Settings, report: DemoReport, timeout_seconds: float) -
 
 def _pairs_of(app: Any, report: DemoReport, rows: list[Any]) -> list[tuple[str, str, float,
                                                                            float]]:
-    from consumers.postmatch_app import cycle_pairs
+    from consumers.postmatch.app import cycle_pairs
 
     events = {p.pair_key: p for p in cycle_pairs(app, report.cycle_id)}
     out = []

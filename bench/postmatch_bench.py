@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-import consumers.postmatch as postmatch
-from consumers.postmatch_app import AGENTS, PostMatch, build_postmatch, run_postmatch
+import consumers.postmatch.handlers as postmatch
+from consumers.postmatch.app import AGENTS, PostMatch, build_postmatch, run_postmatch
 from consumers.runner import BatchRunner
 from mosaic.migrations import migrate_keyspace
 from mosaic.settings import Settings

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from consumers.embedding.pipeline import PROFILE_CODES, STATE_DELAY
-from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
+from consumers.postmatch.app import PostMatch, build_postmatch, run_postmatch
 from consumers.request_order import request_millis
 from mosaic.cassandra import connect
 from mosaic.nakama_client import NakamaClient, Session

@@ -226,7 +226,7 @@ def postmatch(stack: Stack, cycle_id: str, pairs: list[tuple[User, User]],
               page: Page) -> list[str]:
     """Rooms and notifier until each pair's audit row is complete; the rooms' group ids
     (in the order of ``pairs``)."""
-    from consumers.postmatch_app import build_postmatch, run_postmatch
+    from consumers.postmatch.app import build_postmatch, run_postmatch
 
     app = build_postmatch(stack.settings)
     agents = Worker("post-match agents", lambda stop: run_postmatch(app, stop=stop.is_set))

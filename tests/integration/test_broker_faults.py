@@ -27,7 +27,7 @@ import pytest
 from pydantic import SecretStr
 
 from consumers.embedding.worker import WorkerReport, run_embedding_worker
-from consumers.postmatch_app import build_postmatch
+from consumers.postmatch.app import build_postmatch
 from matcher.metrics import CycleReport
 from matcher.service import MatcherService
 from mosaic.s3 import s3_client

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 # Modules whose import registers metrics on the default registry.
 METRIC_MODULES = ("streams.deadletter", "consumers.embedding.metrics", "consumers.runner",
-                  "consumers.postmatch", "consumers.postmatch_app", "app.ops.supervisor")
+                  "consumers.postmatch.handlers", "consumers.postmatch.app", "app.ops.supervisor")
 PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "time", "le",
                 "and", "or", "deriv", "without", "on", "unless", "min", "avg"}
 FROM_PROMETHEUS = {"up"}

@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from app.ops.lag import consumer_lag
-from consumers.postmatch_app import PostMatch, build_postmatch, run_postmatch
+from consumers.postmatch.app import PostMatch, build_postmatch, run_postmatch
 from mosaic.errors import ExternalServiceError
 from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings

@@ -13,14 +13,14 @@ import pytest
 
 from consumers.audit import DEAD_LETTERED
 from consumers.chat import RoomRequest
-from consumers.postmatch import pair_ref
-from consumers.postmatch_app import (
+from consumers.postmatch.app import (
     PostMatch,
     Reconciler,
     build_postmatch,
     reconcile,
     run_postmatch,
 )
+from consumers.postmatch.handlers import pair_ref
 from mosaic.nakama_client import NakamaClient
 from mosaic.settings import Settings
 from streams.events import (

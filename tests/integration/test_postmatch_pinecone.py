@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from consumers.audit import CassandraAuditStore
-from consumers.postmatch import IndexStateHandler
+from consumers.postmatch.handlers import IndexStateHandler
 from consumers.runner import Item
 from mosaic.settings import Settings
 from mosaic.user_state import CassandraUserStateWriter

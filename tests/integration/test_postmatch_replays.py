@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from consumers.chat import NakamaChat, NotifyRequest, RoomRequest
-from consumers.postmatch import pair_ref
-from consumers.postmatch_app import PostMatch, build_postmatch, reconcile, run_postmatch
+from consumers.postmatch.app import PostMatch, build_postmatch, reconcile, run_postmatch
+from consumers.postmatch.handlers import pair_ref
 from consumers.runner import RunStats
 from mosaic.nakama_client import NakamaClient, Session
 from mosaic.settings import Settings

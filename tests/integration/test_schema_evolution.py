@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from consumers.postmatch_app import PostMatch, cycle_pairs
+from consumers.postmatch.app import PostMatch, cycle_pairs
 from mosaic.nakama_client import NakamaClient
 from schemas import load_current, load_history
 from streams.events import DeadLettered, Event
@@ -113,7 +113,7 @@ def test_the_reconciler_says_which_pair_it_cannot_read(app: PostMatch,  # noqa: 
     readable = _pair(cycle, "c-" + cycle, "d-" + cycle)
     produce_and_wait(make_producer(app.settings), app.catalog.pairs, readable)
 
-    with caplog.at_level(logging.WARNING, logger="consumers.postmatch_app"):
+    with caplog.at_level(logging.WARNING, logger="consumers.postmatch.app"):
         assert [p.pair_key for p in cycle_pairs(app, cycle)] == [readable.pair_key]
 
     said = [r.getMessage() for r in caplog.records if unknown in r.getMessage()]

@@ -14,7 +14,7 @@ import pytest
 
 from consumers.audit import DEAD_LETTERED, PARKED, CycleRow, summarize
 from consumers.embedding.pipeline import STATE_DELAY
-from consumers.postmatch import IndexStateHandler, NotifierHandler, RoomsHandler
+from consumers.postmatch.handlers import IndexStateHandler, NotifierHandler, RoomsHandler
 from consumers.runner import BatchRunner, Failure, Item, RetryPolicy
 from mosaic.settings import Settings
 from profiles.index import VectorRecord

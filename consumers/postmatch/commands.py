@@ -64,7 +64,7 @@ def _stop_on_signals() -> threading.Event:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from consumers.postmatch_app import build_postmatch, run_postmatch
+    from consumers.postmatch.app import build_postmatch, run_postmatch
     from mosaic.errors import ConfigError
     from mosaic.ops_http import OpsServer
     from mosaic.settings import Settings
@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _reconciler(args: argparse.Namespace) -> int:
-    from consumers.postmatch_app import Reconciler, build_postmatch
+    from consumers.postmatch.app import Reconciler, build_postmatch
     from mosaic.settings import Settings
 
     stop = _stop_on_signals()
@@ -114,7 +114,7 @@ def _reconciler(args: argparse.Namespace) -> int:
 
 
 def _reconcile(args: argparse.Namespace) -> int:
-    from consumers.postmatch_app import build_postmatch, reconcile
+    from consumers.postmatch.app import build_postmatch, reconcile
     from mosaic.settings import Settings
 
     app = build_postmatch(Settings())
@@ -128,7 +128,7 @@ def _reconcile(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from consumers.postmatch_app import build_postmatch
+    from consumers.postmatch.app import build_postmatch
     from mosaic.settings import Settings
 
     app = build_postmatch(Settings())

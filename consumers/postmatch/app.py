@@ -30,7 +30,7 @@ from consumers.audit import (
     summarize,
 )
 from consumers.chat import ChatServer, NakamaChat, RoomRequest
-from consumers.postmatch import (
+from consumers.postmatch.handlers import (
     IndexStateHandler,
     NotifierHandler,
     RoomsHandler,
