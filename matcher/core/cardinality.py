@@ -48,7 +48,7 @@ class Context:
         score = self.scale.to_sim(edges.cos)  # a new array: the boosts are added in place
         score += self.prep.boost[edges.u]
         score += self.prep.boost[edges.v]
-        return edge_order(score, edges.u, edges.v, self.prep.rank)
+        return edge_order(score, edges.u, edges.v, self.prep.rank, by_pair=edges.by_pair)
 
 
 def priority_order(prep: Prepared, users: IntArray) -> IntArray:
@@ -70,8 +70,11 @@ def maximum_matching(ctx: Context, edges: Edges, active: BoolArray, counters: Co
         core[held_out] = False
     # The greedy order of the edges inside the core is the order of all edges with the
     # others left out (edge_order is strict): no copy of the edge list.
+    inside = core[edges.u]
+    inside &= core[edges.v]
     order = ctx.greedy_order(edges)
-    order = order[core[edges.u[order]] & core[edges.v[order]]]
+    order = order[inside[order]]
+    del inside
     counters.greedy_pairs = greedy_match(mate, edges.u, edges.v, order)
     del order
     _pair_leftovers(ctx, mate, core, counters)

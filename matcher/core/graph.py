@@ -16,11 +16,13 @@ _PADDING = np.iinfo(np.int64).max  # the key of a padding entry (no neighbour)
 
 @dataclass(frozen=True)
 class Edges:
-    """Undirected edges ``u < v`` with their cosine."""
+    """Undirected edges ``u < v`` with their cosine; ``by_pair``: sorted by ``(u, v)``
+    (both builders below sort them so), which spares the greedy order two sort keys."""
 
     u: IntArray
     v: IntArray
     cos: FloatArray
+    by_pair: bool = False
 
     def __len__(self) -> int:
         return len(self.u)
@@ -49,14 +51,15 @@ def candidate_edges(cands: CandidateGraph, n: int) -> Edges:
     at = order[first]
     del order
     keys = keys[first]
-    return Edges(keys // max(n, 1), keys % max(n, 1), cands.cos.reshape(-1)[at])
+    return Edges(keys // max(n, 1), keys % max(n, 1), cands.cos.reshape(-1)[at], by_pair=True)
 
 
 def unique_edges(a: IntArray, b: IntArray, cos: FloatArray, n: int) -> Edges:
     lo = np.minimum(a, b).astype(np.int64)
     hi = np.maximum(a, b).astype(np.int64)
     keys, first = np.unique(lo * n + hi, return_index=True)
-    return Edges(keys // max(n, 1), keys % max(n, 1), np.asarray(cos, dtype=np.float64)[first])
+    return Edges(keys // max(n, 1), keys % max(n, 1), np.asarray(cos, dtype=np.float64)[first],
+                 by_pair=True)
 
 
 def merge_edges(first: Edges, second: Edges, n: int) -> Edges:

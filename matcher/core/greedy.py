@@ -15,8 +15,17 @@ _LOOP_BELOW = 20_000
 _MAX_ROUNDS = 60
 
 
-def edge_order(score: FloatArray, u: IntArray, v: IntArray, rank: IntArray) -> IntArray:
-    """Edge indices best first: score descending, then user-id order of both ends."""
+def edge_order(score: FloatArray, u: IntArray, v: IntArray, rank: IntArray, *,
+               by_pair: bool = False) -> IntArray:
+    """Edge indices best first: score descending, then user-id order of both ends.
+
+    ``by_pair``: the edges (``u < v``) are sorted by ``(u, v)``. When the rows are in
+    user-id order too (``rank`` is the identity, as in the matcher service's sorted
+    snapshot), a stable sort by score alone keeps ties in that order: one sort key
+    instead of three (12 million edges: 2.6-3.2x faster, 1.5x less allocated;
+    bench/edge_order_bench.py)."""
+    if by_pair and np.array_equal(rank, np.arange(len(rank))):
+        return np.argsort(-score, kind="stable")
     small = np.int32 if len(rank) < 2**31 else np.int64  # ranks < n: halves the temporaries
     ru = rank[u].astype(small)
     rv = rank[v].astype(small)

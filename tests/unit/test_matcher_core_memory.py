@@ -13,6 +13,7 @@ import matcher.core.improve as improve_module
 from matcher.core import Constraints, MatchParams, match_pool
 from matcher.core.candidates import CandidateGraph, ExactSearch, build_candidates
 from matcher.core.graph import Edges, adjacency, candidate_edges, unique_edges
+from matcher.core.greedy import edge_order
 from matcher.core.prepare import normalise_in_place, normalised, prepare
 from matcher.synthetic import clustered_pool
 from mosaic.errors import ValidationError
@@ -101,6 +102,28 @@ def test_candidates_filtered_in_blocks_equal_one_block(monkeypatch: pytest.Monke
         assert np.array_equal(graph.cos, graphs[0].cos)
         assert np.array_equal(graph.best_cos, graphs[0].best_cos)
     assert (graphs[0].nbr < 0).any() and (graphs[0].nbr >= 0).any()
+
+
+def test_the_greedy_order_of_pair_sorted_edges_is_one_stable_sort_by_score() -> None:
+    """Edges sorted by (u, v), rows in user-id order: the score alone, sorted stably,
+    gives the three-key order, ties (many here) included; in any other case the three
+    keys are used."""
+    rng = np.random.default_rng(8)
+    n = 2_000
+    a, b = rng.integers(0, n, 30_000), rng.integers(0, n, 30_000)
+    keep = a != b
+    edges = unique_edges(a[keep], b[keep], np.round(rng.random(int(keep.sum())), 2), n)
+    assert edges.by_pair and len(np.unique(edges.cos)) <= 101  # ties everywhere
+    score = edges.cos + rng.integers(0, 3, len(edges)) / 4
+    identity = np.arange(n)
+    three_keys = np.lexsort((edges.v, edges.u, -score))
+    fast = edge_order(score, edges.u, edges.v, identity, by_pair=True)
+    assert np.array_equal(fast, three_keys)
+    assert np.array_equal(edge_order(score, edges.u, edges.v, identity), three_keys)
+    shuffled = rng.permutation(n)  # rows not in user-id order: the ranks decide ties
+    ranked = np.lexsort((np.maximum(shuffled[edges.u], shuffled[edges.v]),
+                         np.minimum(shuffled[edges.u], shuffled[edges.v]), -score))
+    assert np.array_equal(edge_order(score, edges.u, edges.v, shuffled, by_pair=True), ranked)
 
 
 def test_the_adjacency_lists_best_edge_first_in_compact_arrays() -> None:
