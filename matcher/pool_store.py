@@ -116,26 +116,6 @@ class VectorRows:
                 out[part] = segment[index[part]]
         return out, others
 
-    def views(self, user_ids: Sequence[str]) -> list[FloatArray]:
-        """:meth:`vector` of each user (read-only views), at half its cost per user."""
-        blocks = [block.view() for block in self._blocks]
-        head = self._head.view()
-        for block in [head, *blocks]:
-            block.flags.writeable = False  # so is every row view taken from it
-        rows, size, aside, first = self._rows, self._block_rows, self._aside, len(head)
-        out: list[FloatArray] = []
-        for user_id in user_ids:
-            row = rows[user_id]
-            other = aside.get(row) if aside else None
-            if other is not None:
-                other = other.view()
-                other.flags.writeable = False
-            elif row < first:
-                other = head[row]
-            out.append(other if other is not None
-                       else blocks[(row - first) // size][(row - first) % size])
-        return out
-
     def adopt(self, user_ids: Sequence[str], matrix: FloatArray) -> bool:
         """Make ``matrix`` (row i: ``user_ids[i]``'s vector, as the caller wants it kept,
         e.g. scaled to unit length) the storage of those users' vectors, and copy every
