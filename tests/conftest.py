@@ -88,13 +88,38 @@ def kafka_stack(settings: Settings) -> Service:
     return _ensure(settings, "kafka")
 
 
+# Keyspaces the suite keeps on purpose (reused by the next run); a test's own keyspace
+# must be dropped (tests/support.py own_keyspace, drop_keyspace).
+_KEPT_KEYSPACES = ("mosaic_test_profiles",)
+
+
 @pytest.fixture(scope="session")
-def cassandra_stack(settings: Settings) -> Service:
+def cassandra_stack(settings: Settings) -> Iterator[Service]:
+    """The shared node. At the end of the session, a keyspace a test created and left
+    behind fails the run: they pile up in the node's schema across runs until its heap
+    runs out (it did: OutOfMemoryError at 268 keyspaces, 2,034 tables)."""
     from mosaic.migrations import migrate_keyspace
 
     service = _ensure(settings, "cassandra")
     migrate_keyspace(settings.cassandra)  # the default keyspace, also with the Docker stack
-    return service
+    before = _keyspaces(settings)
+    yield service
+    left = sorted(_keyspaces(settings) - before - set(_KEPT_KEYSPACES))
+    if left:
+        pytest.fail(f"the tests left {len(left)} Cassandra keyspace(s) behind: "
+                    f"{', '.join(left[:20])}; drop what a test creates "
+                    "(tests/support.py: own_keyspace, drop_keyspace)")
+
+
+def _keyspaces(settings: Settings) -> set[str]:
+    from mosaic.cassandra import connect
+
+    admin = connect(settings.cassandra, use_keyspace=False)
+    try:
+        return {row.keyspace_name for row in admin.execute(
+            "SELECT keyspace_name FROM system_schema.keyspaces", timeout=60)}
+    finally:
+        admin.cluster.shutdown()
 
 
 @pytest.fixture(scope="session")

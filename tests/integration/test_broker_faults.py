@@ -62,7 +62,7 @@ from streams.kafka import (
 )
 from streams.serde import decode
 from tests.brokers import PrivateBroker, private_broker
-from tests.support import CLUSTERED_POOL, T0, migrated, migrated_session, own_topics
+from tests.support import CLUSTERED_POOL, T0, migrated_session, own_keyspace, own_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -117,10 +117,10 @@ def _read(settings: Settings, topic: str) -> list[Any]:
 def test_an_agent_whose_broker_is_away_says_so_within_the_limit(
         broker: PrivateBroker, cassandra_stack: Service, nakama_stack: Service, unique: str,
         caplog: pytest.LogCaptureFixture) -> None:
-    own = migrated(_own(broker, unique, cassandra=CassandraSettings(keyspace=f"w_{unique}")))
+    own = _own(broker, unique, cassandra=CassandraSettings(keyspace=f"w_{unique}"))
     own = own.model_copy(update={"kafka": own.kafka.model_copy(
         update={"consumer_watchdog_seconds": WATCHDOG_SECONDS})})
-    with own_topics(own) as catalog:
+    with own_keyspace(own), own_topics(own) as catalog:
         app = build_postmatch(own)
         runner = app.runner("index-state", max_batch=50)
         stop = threading.Event()

@@ -41,7 +41,7 @@ from streams.kafka import make_consumer, make_producer, produce_event, read_to_e
 from streams.serde import MAGIC, decode, default_serde, encode_record
 from streams.topics import TopicCatalog
 from tests.support import CLUSTERED_POOL as POOL
-from tests.support import T0, matcher_topics, migrated_session, wait_for_line
+from tests.support import T0, drop_keyspace, matcher_topics, migrated_session, wait_for_line
 
 pytestmark = pytest.mark.integration
 
@@ -457,3 +457,4 @@ def test_block_store_reads_a_large_pool_concurrently_and_finds_every_block(
             tuple(sorted(e)) for e in edges if e[0] in users[:10] and e[1] in users[:10]}
     finally:
         session.shutdown()
+        drop_keyspace(settings.cassandra, f"blkc_{unique}")

@@ -42,7 +42,7 @@ from stack.postgres import Postgres
 from streams.events import CycleCompleted, PairMatched, derive_event_id, pair_key
 from streams.kafka import make_transactional_producer, produce_event, transaction
 from tests.brokers import FAULTS, PrivateBroker, private_broker
-from tests.support import migrated, own_topics
+from tests.support import own_keyspace, own_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -184,11 +184,10 @@ def _agent_stacks() -> str:
 def fault_settings(settings: Settings, kafka_stack: object, cassandra_stack: object,
                    nakama_stack: object) -> Iterator[Settings]:
     run = uuid.uuid4().hex[:8]
-    own = migrated(settings.model_copy(update={
+    with own_keyspace(settings.model_copy(update={
         "kafka": settings.kafka.model_copy(update={"topic_prefix": f"fault{run}."}),
         "cassandra": settings.cassandra.model_copy(update={"keyspace": f"fault_{run}"}),
-    }))
-    with own_topics(own):
+    })) as own, own_topics(own):
         yield own
 
 

@@ -33,7 +33,7 @@ from streams.events import (
 )
 from streams.kafka import make_consumer, make_producer, produce_and_wait, read_to_end
 from streams.serde import decode
-from tests.support import migrated, own_topics
+from tests.support import own_keyspace, own_topics
 
 pytestmark = pytest.mark.integration
 
@@ -41,11 +41,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def app(settings: Settings, kafka_stack: object, cassandra_stack: object,
         nakama_stack: object, unique: str) -> Iterator[PostMatch]:
-    own = migrated(settings.model_copy(update={
+    with own_keyspace(settings.model_copy(update={
         "kafka": settings.kafka.model_copy(update={"topic_prefix": f"t{unique}."}),
         "cassandra": settings.cassandra.model_copy(update={"keyspace": f"t_{unique}"}),
-    }))
-    with own_topics(own):
+    })) as own, own_topics(own):
         built = build_postmatch(own)
         yield built
         built.close()

@@ -27,7 +27,7 @@ from mosaic.settings import Settings
 from streams.events import CycleCompleted, PairMatched, derive_event_id, pair_key
 from streams.kafka import make_consumer, make_producer, produce_and_wait
 from tests.integration.test_nakama_rooms import Sql
-from tests.support import migrated, own_topics
+from tests.support import own_keyspace, own_topics
 
 pytestmark = pytest.mark.integration
 
@@ -36,11 +36,10 @@ pytestmark = pytest.mark.integration
 def app(settings: Settings, kafka_stack: object, cassandra_stack: object,
         nakama_stack: object) -> Iterator[PostMatch]:
     token = uuid.uuid4().hex[:10]
-    own = migrated(settings.model_copy(update={
+    with own_keyspace(settings.model_copy(update={
         "kafka": settings.kafka.model_copy(update={"topic_prefix": f"t{token}."}),
         "cassandra": settings.cassandra.model_copy(update={"keyspace": f"t_{token}"}),
-    }))
-    with own_topics(own):
+    })) as own, own_topics(own):
         built = build_postmatch(own)
         yield built
         built.close()
